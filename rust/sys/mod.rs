@@ -1,0 +1,17 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The abstraction layer: the only place in vblk with `unsafe`.
+//!
+//! Everything the framework and the targets need from the C kernel is
+//! wrapped here in safe types whose invariants are documented where they
+//! are established. Above this layer no code touches a raw pointer.
+
+mod bindings;
+pub(crate) mod control;
+
+/// Whether the calling task has `CAP_SYS_ADMIN` (checked per call, like
+/// device-mapper does for its control ioctls).
+pub(crate) fn caller_has_sys_admin() -> bool {
+    // SAFETY: `capable()` only inspects the current task's credentials and
+    // may be called from any process context, which an ioctl handler is.
+    unsafe { bindings::vblk_shim_capable_sys_admin() }
+}

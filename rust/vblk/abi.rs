@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The control ioctl ABI, shared by the module and `vblkctl`.
+//!
+//! This file is compiled twice: into `vblk.ko` (no_std) and into the
+//! userspace tool (`#[path]`-included), so it may use `core` only. Every
+//! struct is `#[repr(C)]` with explicit padding so its layout is the same in
+//! both, and tests at the bottom pin sizes, offsets and ioctl numbers.
+//!
+//! Every ioctl takes a pointer to a buffer that starts with a [`Header`].
+//! The kernel always writes the header back: its own ABI version, and on
+//! failure the errno and a message saying what was wrong. A failing ioctl
+//! thus returns `-1`/errno *and* leaves an explanation in `header.message`.
+
+/// ioctl "type" byte of vblk (device-mapper uses 0xfd; 0xba is unassigned in
+/// Documentation/userspace-api/ioctl/ioctl-number.rst).
+pub const MAGIC: u8 = 0xba;
+
+/// Incompatible changes bump the major; the module refuses other majors.
+pub const ABI_MAJOR: u32 = 1;
+/// Compatible additions (new commands, new flags) bump the minor.
+pub const ABI_MINOR: u32 = 0;
+/// Fixes with no interface change bump the patch level.
+pub const ABI_PATCH: u32 = 0;
+
+/// Bytes reserved for a device name, NUL included.
+pub const NAME_LEN: usize = 128;
+/// Bytes reserved for the kernel's error message, NUL included.
+pub const MESSAGE_LEN: usize = 256;
+
+/// The fixed start of every ioctl buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Header {
+    /// In: the caller's ABI version. Out: the module's.
+    pub abi_major: u32,
+    /// See [`Header::abi_major`].
+    pub abi_minor: u32,
+    /// See [`Header::abi_major`].
+    pub abi_patch: u32,
+    /// Total size of the caller's buffer in bytes, header included.
+    pub data_size: u32,
+    /// Offset of the command's payload from the start of the header.
+    pub data_offset: u32,
+    /// Command-specific flags.
+    pub flags: u32,
+    /// Out: 0 on success, else the (positive) errno the ioctl failed with.
+    pub errno: u32,
+    /// Must be zero.
+    pub reserved: u32,
+    /// NUL-terminated device name, where the command names a device.
+    pub name: [u8; NAME_LEN],
+    /// Out: NUL-terminated explanation of a failure (empty on success).
+    pub message: [u8; MESSAGE_LEN],
+}
+
+impl Header {
+    /// A header for a caller of this ABI version with an empty payload.
+    pub const fn new() -> Self {
+        Header {
+            abi_major: ABI_MAJOR,
+            abi_minor: ABI_MINOR,
+            abi_patch: ABI_PATCH,
+            data_size: core::mem::size_of::<Header>() as u32,
+            data_offset: core::mem::size_of::<Header>() as u32,
+            flags: 0,
+            errno: 0,
+            reserved: 0,
+            name: [0; NAME_LEN],
+            message: [0; MESSAGE_LEN],
+        }
+    }
+
+    /// The kernel's message as text (up to the first NUL, lossy on bad UTF-8).
+    pub fn message_str(&self) -> &str {
+        c_str(&self.message)
+    }
+}
+
+impl Default for Header {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The text of a NUL-terminated fixed-size field (up to the first NUL; the
+/// longest valid UTF-8 prefix if the bytes are not UTF-8).
+pub fn c_str(field: &[u8]) -> &str {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    match core::str::from_utf8(&field[..end]) {
+        Ok(s) => s,
+        Err(e) => core::str::from_utf8(&field[..e.valid_up_to()]).unwrap_or(""),
+    }
+}
+
+/// The control commands; the discriminant is the ioctl "nr" byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Command {
+    /// Report the module's ABI version in the header. Never refused for a
+    /// version mismatch, so a tool can always say what it talks to.
+    Version = 0,
+}
+
+impl Command {
+    /// Every command, in nr order.
+    pub const ALL: [Command; 1] = [Command::Version];
+
+    /// The full ioctl request number: `_IOWR(MAGIC, nr, Header)`.
+    pub const fn ioctl(self) -> u32 {
+        iowr(MAGIC, self as u8, core::mem::size_of::<Header>())
+    }
+
+    /// The command an ioctl request number stands for, if it is one of ours
+    /// (right magic, direction and size).
+    pub fn from_ioctl(request: u32) -> Option<Command> {
+        Self::ALL.into_iter().find(|c| c.ioctl() == request)
+    }
+}
+
+// Linux's generic ioctl number encoding (include/uapi/asm-generic/ioctl.h),
+// used by x86 and most architectures.
+const IOC_NRBITS: u32 = 8;
+const IOC_TYPEBITS: u32 = 8;
+const IOC_SIZEBITS: u32 = 14;
+const IOC_NRSHIFT: u32 = 0;
+const IOC_TYPESHIFT: u32 = IOC_NRSHIFT + IOC_NRBITS;
+const IOC_SIZESHIFT: u32 = IOC_TYPESHIFT + IOC_TYPEBITS;
+const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + IOC_SIZEBITS;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// `_IOWR(ty, nr, size)`: data flows both ways.
+pub const fn iowr(ty: u8, nr: u8, size: usize) -> u32 {
+    assert!(size < (1 << IOC_SIZEBITS));
+    ((IOC_READ | IOC_WRITE) << IOC_DIRSHIFT)
+        | ((ty as u32) << IOC_TYPESHIFT)
+        | ((nr as u32) << IOC_NRSHIFT)
+        | ((size as u32) << IOC_SIZESHIFT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn header_layout_is_pinned() {
+        assert_eq!(size_of::<Header>(), 32 + NAME_LEN + MESSAGE_LEN);
+        assert_eq!(offset_of!(Header, data_size), 12);
+        assert_eq!(offset_of!(Header, errno), 24);
+        assert_eq!(offset_of!(Header, name), 32);
+        assert_eq!(offset_of!(Header, message), 32 + NAME_LEN);
+    }
+
+    #[test]
+    fn ioctl_numbers_match_the_c_macros() {
+        // _IOWR(0xba, 0, 416) computed by hand: dir 3 << 30 | 416 << 16 | 0xba << 8 | 0.
+        assert_eq!(Command::Version.ioctl(), 0xc1a0_ba00);
+        assert_eq!(iowr(0xfd, 0, 312), 0xc138_fd00); // DM_VERSION, struct dm_ioctl is 312 bytes
+    }
+
+    #[test]
+    fn from_ioctl_rejects_foreign_numbers() {
+        assert_eq!(
+            Command::from_ioctl(Command::Version.ioctl()),
+            Some(Command::Version)
+        );
+        assert_eq!(
+            Command::from_ioctl(iowr(0xfd, 0, size_of::<Header>())),
+            None
+        );
+        assert_eq!(
+            Command::from_ioctl(iowr(MAGIC, 0, size_of::<Header>() - 1)),
+            None
+        );
+        assert_eq!(
+            Command::from_ioctl(iowr(MAGIC, 200, size_of::<Header>())),
+            None
+        );
+        assert_eq!(
+            Command::from_ioctl(Command::Version.ioctl() & !(3 << 30)),
+            None
+        );
+    }
+
+    #[test]
+    fn c_str_stops_at_nul_and_survives_bad_utf8() {
+        assert_eq!(c_str(b"abc\0def"), "abc");
+        assert_eq!(c_str(b"abc"), "abc");
+        assert_eq!(c_str(b"ab\xffcd\0"), "ab");
+        assert_eq!(c_str(b""), "");
+    }
+}

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Failures that carry an explanation back to userspace.
+//!
+//! A control ioctl that fails returns an errno *and* writes a message into
+//! the caller's header (see `abi::Header::message`). This module has no
+//! kernel imports beyond the errno type, so the formatting is plain `core`.
+
+use super::abi::MESSAGE_LEN;
+use core::fmt::{self, Write};
+use kernel::error::Error;
+
+/// A fixed-size, NUL-terminated message buffer; longer text is truncated.
+struct Message {
+    bytes: [u8; MESSAGE_LEN],
+    len: usize,
+}
+
+impl Message {
+    /// Formats `args` into a new message.
+    fn format(args: fmt::Arguments<'_>) -> Self {
+        let mut m = Message {
+            bytes: [0; MESSAGE_LEN],
+            len: 0,
+        };
+        // Our `write_str` never fails; it truncates instead.
+        let _ = m.write_fmt(args);
+        m
+    }
+
+    /// The message as the ABI's NUL-terminated byte field.
+    fn as_field(&self) -> &[u8; MESSAGE_LEN] {
+        &self.bytes
+    }
+}
+
+impl Write for Message {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Keep one byte for the terminating NUL; cut at a char boundary.
+        let room = MESSAGE_LEN - 1 - self.len;
+        let mut take = s.len().min(room);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
+    }
+}
+
+/// Collects the explanation of a failing control operation, like GEOM's
+/// `gctl_error()`: code that fails records why, then returns the errno.
+pub(crate) struct Reply {
+    message: Message,
+}
+
+impl Reply {
+    /// A reply with no message yet.
+    pub(crate) fn new() -> Self {
+        Reply {
+            message: Message::format(format_args!("")),
+        }
+    }
+
+    /// Records `args` as the explanation and hands back `errno`.
+    pub(crate) fn fail(&mut self, errno: Error, args: fmt::Arguments<'_>) -> Error {
+        self.message = Message::format(args);
+        errno
+    }
+
+    /// The recorded message (empty if none) as the ABI's byte field.
+    pub(crate) fn message(&self) -> &[u8; MESSAGE_LEN] {
+        self.message.as_field()
+    }
+}
+
+/// Records a message in a [`Reply`] and returns the errno as `Err`:
+/// `return fail!(reply, EINVAL, "bad {}", x);`
+macro_rules! fail {
+    ($reply:expr, $errno:expr, $($arg:tt)+) => {
+        Err($reply.fail($errno, format_args!($($arg)+)))
+    };
+}
+pub(crate) use fail;

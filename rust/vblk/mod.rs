@@ -1,0 +1,9 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The vblk framework: control plane and (later) device lifecycle, tables
+//! and the I/O path. Safe code only; kernel access goes through `crate::sys`.
+
+// Shared with vblkctl, which uses items the module does not need.
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod abi;
+pub(crate) mod control;
+pub(crate) mod message;

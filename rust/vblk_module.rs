@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: GPL-2.0
+//! vblk: composable virtual block devices.
+//!
+//! Crate root of `vblk.ko`. The crate has three layers:
+//! - `sys`: the abstraction layer over the C kernel, the only `unsafe` code;
+//! - `vblk`: the framework (control ioctls, devices, tables, I/O path);
+//! - `targets` (added with the first target): one file per target.
+
+use kernel::prelude::*;
+
+mod sys;
+mod vblk;
+
+module! {
+    type: VblkModule,
+    name: "vblk",
+    author: "vblk developers",
+    description: "Composable virtual block devices",
+    license: "GPL",
+}
+
+/// Module state: everything here is torn down, in reverse order, on unload.
+struct VblkModule {
+    _control: sys::control::ControlDevice,
+}
+
+impl kernel::Module for VblkModule {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let control = sys::control::ControlDevice::register()?;
+        pr_info!(
+            "loaded, control ABI {}.{}.{}\n",
+            vblk::abi::ABI_MAJOR,
+            vblk::abi::ABI_MINOR,
+            vblk::abi::ABI_PATCH
+        );
+        Ok(VblkModule { _control: control })
+    }
+}
+
+impl Drop for VblkModule {
+    fn drop(&mut self) {
+        pr_info!("unloading\n");
+    }
+}
