@@ -49,6 +49,9 @@ check() {
 
 if [ "${1:-}" = "--self-test" ]; then
 	fails=0 n=0
+	for f in "$here"/testdata/clean-*.log "$here"/testdata/splat-*.log; do
+		[ -f "$f" ] || { echo "not ok - missing test data: $f"; fails=$((fails + 1)); }
+	done
 	for f in "$here"/testdata/clean-*.log; do
 		n=$((n + 1))
 		if check "$f" 2>/dev/null; then echo "ok $n - clean log passes: ${f##*/}"

@@ -59,6 +59,7 @@ fi
 vng_args=(
 	--run "$kernel"
 	--disable-kvm
+	--force-9p
 	--cpus "${VBLK_VM_CPUS:-2}"
 	--memory "${VBLK_VM_MEMORY:-3G}"
 	--rwdir "$run_dir"

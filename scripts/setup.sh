@@ -10,7 +10,7 @@ KERNEL_SOURCE_VERSION=6.12.117-1~deb12u1
 
 APT_PACKAGES=(
 	clang lld llvm make flex bison bc libelf-dev libssl-dev cpio kmod xz-utils
-	python3-pip qemu-system-x86 busybox-static udev
+	python3-pip qemu-system-x86 busybox-static
 	fio dmsetup cryptsetup-bin mdadm thin-provisioning-tools e2fsprogs xfsprogs
 	util-linux procps kmod file
 )
