@@ -53,7 +53,8 @@ extern "C" fn vblk_control_ioctl(_file: *mut c_void, cmd: c_uint, arg: c_ulong) 
 // arrays, so every bit pattern is a valid value.
 unsafe impl FromBytes for Header {}
 
-// SAFETY: `Header` is `#[repr(C)]`; its fields (eight u32, then byte arrays
-// whose lengths are multiples of 4) leave no padding, so all its bytes are
-// initialised.
+// SAFETY: `Header` is `#[repr(C)]` and has no padding (ten u32 fill bytes
+// 0..40, two u64 fill 40..56 at 8-aligned offsets, then byte arrays fill
+// 56..568, a multiple of the 8-byte alignment; abi.rs's tests pin this), so
+// all its bytes are initialised.
 unsafe impl AsBytes for Header {}

@@ -27,7 +27,11 @@ pub const NAME_LEN: usize = 128;
 /// Bytes reserved for the kernel's error message, NUL included.
 pub const MESSAGE_LEN: usize = 256;
 
-/// The fixed start of every ioctl buffer.
+/// Bytes reserved for a device UUID, NUL included.
+pub const UUID_LEN: usize = 128;
+
+/// The fixed start of every ioctl buffer. Fields a command does not use
+/// are ignored on input and left as they were on output.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Header {
@@ -45,10 +49,20 @@ pub struct Header {
     pub flags: u32,
     /// Out: 0 on success, else the (positive) errno the ioctl failed with.
     pub errno: u32,
+    /// A device's event counter (in: for waiting on it; out: its value).
+    pub event_nr: u32,
+    /// Out: how many times the device is open.
+    pub open_count: u32,
+    /// Out: number of lines in the device's table.
+    pub target_count: u32,
+    /// Out: the device's dev_t (`major << 20 | minor`, the kernel's encoding).
+    pub dev: u64,
     /// Must be zero.
-    pub reserved: u32,
+    pub reserved: u64,
     /// NUL-terminated device name, where the command names a device.
     pub name: [u8; NAME_LEN],
+    /// NUL-terminated device UUID (optional, set at create).
+    pub uuid: [u8; UUID_LEN],
     /// Out: NUL-terminated explanation of a failure (empty on success).
     pub message: [u8; MESSAGE_LEN],
 }
@@ -64,8 +78,13 @@ impl Header {
             data_offset: core::mem::size_of::<Header>() as u32,
             flags: 0,
             errno: 0,
+            event_nr: 0,
+            open_count: 0,
+            target_count: 0,
+            dev: 0,
             reserved: 0,
             name: [0; NAME_LEN],
+            uuid: [0; UUID_LEN],
             message: [0; MESSAGE_LEN],
         }
     }
@@ -145,17 +164,21 @@ mod tests {
 
     #[test]
     fn header_layout_is_pinned() {
-        assert_eq!(size_of::<Header>(), 32 + NAME_LEN + MESSAGE_LEN);
+        assert_eq!(size_of::<Header>(), 568);
         assert_eq!(offset_of!(Header, data_size), 12);
         assert_eq!(offset_of!(Header, errno), 24);
-        assert_eq!(offset_of!(Header, name), 32);
-        assert_eq!(offset_of!(Header, message), 32 + NAME_LEN);
+        assert_eq!(offset_of!(Header, event_nr), 28);
+        assert_eq!(offset_of!(Header, dev), 40);
+        assert_eq!(offset_of!(Header, reserved), 48);
+        assert_eq!(offset_of!(Header, name), 56);
+        assert_eq!(offset_of!(Header, uuid), 184);
+        assert_eq!(offset_of!(Header, message), 312);
     }
 
     #[test]
     fn ioctl_numbers_match_the_c_macros() {
-        // _IOWR(0xba, 0, 416) computed by hand: dir 3 << 30 | 416 << 16 | 0xba << 8 | 0.
-        assert_eq!(Command::Version.ioctl(), 0xc1a0_ba00);
+        // _IOWR(0xba, 0, 568) computed by hand: dir 3 << 30 | 568 << 16 | 0xba << 8 | 0.
+        assert_eq!(Command::Version.ioctl(), 0xc238_ba00);
         assert_eq!(iowr(0xfd, 0, 312), 0xc138_fd00); // DM_VERSION, struct dm_ioctl is 312 bytes
     }
 
