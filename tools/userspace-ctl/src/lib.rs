@@ -5,4 +5,8 @@
 #[path = "../../../rust/vblk/abi.rs"]
 pub mod abi;
 
+/// Table text parsing and layout checks, shared with the module.
+#[path = "../../../rust/vblk/table.rs"]
+pub mod table;
+
 pub mod control;
