@@ -7,6 +7,13 @@ say uname -r
 say grep vblk /proc/modules
 say ls -l /dev/vblk-control
 say vblkctl version
-say vblkctl --json version
+say vblkctl create demo --uuid VBLK-demo-0001
+say vblkctl ls
+say vblkctl info demo
+say vblkctl --json info demo
+printf '\n\033[1m$ vblkctl create demo   # again: refused, with the reason\033[0m\n'
+vblkctl create demo || true
+say vblkctl remove demo
+say vblkctl ls
 echo
 echo "demo: done"

@@ -7,6 +7,7 @@
 //! - `targets` (added with the first target): one file per target.
 
 use kernel::prelude::*;
+use kernel::sync::Arc;
 
 mod sys;
 mod vblk;
@@ -21,12 +22,13 @@ module! {
 
 /// Module state: everything here is torn down, in reverse order, on unload.
 struct VblkModule {
-    _control: sys::control::ControlDevice,
+    _control: sys::control::ControlDevice<vblk::control::Control>,
 }
 
 impl kernel::Module for VblkModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let control = sys::control::ControlDevice::register()?;
+        let control = Arc::pin_init(vblk::control::Control::new(), GFP_KERNEL)?;
+        let control = sys::control::ControlDevice::register(control)?;
         pr_info!(
             "loaded, control ABI {}.{}.{}\n",
             vblk::abi::ABI_MAJOR,

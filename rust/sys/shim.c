@@ -15,6 +15,15 @@
 
 #include "shim.h"
 
+/* Set before misc_register() publishes the device, constant afterwards. */
+static vblk_control_fn vblk_control_handler;
+static const void *vblk_control_ctx;
+
+static long vblk_control_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	return vblk_control_handler(vblk_control_ctx, cmd, arg);
+}
+
 static const struct file_operations vblk_control_fops = {
 	.owner = THIS_MODULE,
 	.open = nonseekable_open,
@@ -32,8 +41,10 @@ static struct miscdevice vblk_control_misc = {
 	.fops = &vblk_control_fops,
 };
 
-int vblk_shim_control_register(void)
+int vblk_shim_control_register(vblk_control_fn handler, const void *ctx)
 {
+	vblk_control_handler = handler;
+	vblk_control_ctx = ctx;
 	return misc_register(&vblk_control_misc);
 }
 

@@ -9,14 +9,12 @@
 
 #include <linux/types.h>
 
-struct file;
+/* The control device's ioctl handler, implemented in Rust (rust/sys/control.rs). */
+typedef long (*vblk_control_fn)(const void *ctx, unsigned int cmd, unsigned long arg);
 
 /* Shim functions, called from Rust (rust/sys). */
-int vblk_shim_control_register(void);
+int vblk_shim_control_register(vblk_control_fn handler, const void *ctx);
 void vblk_shim_control_deregister(void);
 bool vblk_shim_capable_sys_admin(void);
-
-/* Implemented in Rust (rust/sys/control.rs), called from the shim. */
-long vblk_control_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 
 #endif /* VBLK_SHIM_H */

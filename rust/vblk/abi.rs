@@ -18,7 +18,7 @@ pub const MAGIC: u8 = 0xba;
 /// Incompatible changes bump the major; the module refuses other majors.
 pub const ABI_MAJOR: u32 = 1;
 /// Compatible additions (new commands, new flags) bump the minor.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// Fixes with no interface change bump the patch level.
 pub const ABI_PATCH: u32 = 0;
 
@@ -29,6 +29,10 @@ pub const MESSAGE_LEN: usize = 256;
 
 /// Bytes reserved for a device UUID, NUL included.
 pub const UUID_LEN: usize = 128;
+
+/// Out (LIST): the payload area was too small; `data_size` now holds the
+/// size needed and nothing was written. Retry with a larger buffer.
+pub const FLAG_BUFFER_FULL: u32 = 1 << 31;
 
 /// The fixed start of every ioctl buffer. Fields a command does not use
 /// are ignored on input and left as they were on output.
@@ -118,11 +122,26 @@ pub enum Command {
     /// Report the module's ABI version in the header. Never refused for a
     /// version mismatch, so a tool can always say what it talks to.
     Version = 0,
+    /// Create a device named `name` (optional `uuid`), with no table.
+    Create = 1,
+    /// Remove the device named `name`.
+    Remove = 2,
+    /// List devices: the payload gets a [`ListReply`] and that many
+    /// [`DeviceRecord`]s (or [`FLAG_BUFFER_FULL`]).
+    List = 3,
+    /// Fill the header's device fields for the device named `name`.
+    Info = 4,
 }
 
 impl Command {
     /// Every command, in nr order.
-    pub const ALL: [Command; 1] = [Command::Version];
+    pub const ALL: [Command; 5] = [
+        Command::Version,
+        Command::Create,
+        Command::Remove,
+        Command::List,
+        Command::Info,
+    ];
 
     /// The full ioctl request number: `_IOWR(MAGIC, nr, Header)`.
     pub const fn ioctl(self) -> u32 {
@@ -134,6 +153,93 @@ impl Command {
     pub fn from_ioctl(request: u32) -> Option<Command> {
         Self::ALL.into_iter().find(|c| c.ioctl() == request)
     }
+}
+
+/// Start of a LIST reply's payload.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct ListReply {
+    /// Number of [`DeviceRecord`]s that follow.
+    pub count: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// One device in a LIST reply.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DeviceRecord {
+    /// dev_t of the device's disk, 0 while it has none.
+    pub dev: u64,
+    /// The device's event counter.
+    pub event_nr: u32,
+    /// Zero for now (state flags come with tables).
+    pub flags: u32,
+    /// NUL-terminated name.
+    pub name: [u8; NAME_LEN],
+}
+
+/// Why a device name or UUID is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameError {
+    /// Empty.
+    Empty,
+    /// No NUL within the field.
+    Unterminated,
+    /// Longer than the field allows (its size less the NUL).
+    TooLong,
+    /// `.` or `..`.
+    Reserved,
+    /// Contains `/`, whitespace, a control character or a non-ASCII byte.
+    BadCharacter,
+}
+
+impl core::fmt::Display for NameError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            NameError::Empty => "is empty",
+            NameError::Unterminated => "is not NUL-terminated",
+            NameError::TooLong => "is longer than 127 bytes",
+            NameError::Reserved => "may not be '.' or '..'",
+            NameError::BadCharacter => "may contain only printable ASCII other than '/' and spaces",
+        })
+    }
+}
+
+/// Checks a name or UUID as text (it becomes `/dev/vblk/<name>`): 1 to
+/// 127 bytes of printable ASCII without `/` or spaces, not `.` or `..`.
+pub fn check_name(name: &[u8]) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() >= NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    if name == b"." || name == b".." {
+        return Err(NameError::Reserved);
+    }
+    if !name.iter().all(|&b| b.is_ascii_graphic() && b != b'/') {
+        return Err(NameError::BadCharacter);
+    }
+    Ok(())
+}
+
+/// The bytes of a NUL-terminated name field, checked with [`check_name`].
+pub fn name_in(field: &[u8; NAME_LEN]) -> Result<&[u8], NameError> {
+    let end = field
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(NameError::Unterminated)?;
+    check_name(&field[..end])?;
+    Ok(&field[..end])
+}
+
+/// Copies `name` into a NUL-padded field (`name` must pass [`check_name`]).
+pub fn name_field(name: &[u8]) -> [u8; NAME_LEN] {
+    let mut field = [0; NAME_LEN];
+    let n = name.len().min(NAME_LEN - 1);
+    field[..n].copy_from_slice(&name[..n]);
+    field
 }
 
 // Linux's generic ioctl number encoding (include/uapi/asm-generic/ioctl.h),
@@ -204,6 +310,33 @@ mod tests {
             Command::from_ioctl(Command::Version.ioctl() & !(3 << 30)),
             None
         );
+    }
+
+    #[test]
+    fn record_layouts_are_pinned() {
+        assert_eq!(size_of::<ListReply>(), 8);
+        assert_eq!(size_of::<DeviceRecord>(), 16 + NAME_LEN);
+        assert_eq!(offset_of!(DeviceRecord, name), 16);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(check_name(b"data-1_x.y"), Ok(()));
+        assert_eq!(check_name(b""), Err(NameError::Empty));
+        assert_eq!(check_name(&[b'a'; 128]), Err(NameError::TooLong));
+        assert_eq!(check_name(&[b'a'; 127]), Ok(()));
+        assert_eq!(check_name(b"."), Err(NameError::Reserved));
+        assert_eq!(check_name(b".."), Err(NameError::Reserved));
+        assert_eq!(check_name(b"a/b"), Err(NameError::BadCharacter));
+        assert_eq!(check_name(b"a b"), Err(NameError::BadCharacter));
+        assert_eq!(check_name(b"a\nb"), Err(NameError::BadCharacter));
+        assert_eq!(
+            check_name("\u{e9}".as_bytes()),
+            Err(NameError::BadCharacter)
+        );
+        assert_eq!(name_in(&[b'a'; NAME_LEN]), Err(NameError::Unterminated));
+        assert_eq!(name_in(&name_field(b"vol")), Ok(&b"vol"[..]));
+        assert_eq!(name_in(&[0; NAME_LEN]), Err(NameError::Empty));
     }
 
     #[test]

@@ -2,55 +2,205 @@
 //! Control ioctls: decode, validate, dispatch, and always answer with the
 //! module's ABI version and, on failure, a message.
 
-use super::abi::{Command, Header, ABI_MAJOR, ABI_MINOR, ABI_PATCH};
+use super::abi::{
+    name_in, Command, DeviceRecord, Header, ListReply, ABI_MAJOR, ABI_MINOR, ABI_PATCH,
+    FLAG_BUFFER_FULL,
+};
+use super::device::Device;
 use super::message::{fail, Reply};
-use crate::sys;
+use crate::sys::{self, control::ControlHandler};
 use core::mem::size_of;
-use kernel::error::code::{EACCES, EINVAL, ENOTTY};
+use kernel::error::code::{EACCES, EEXIST, EINVAL, ENOMEM, ENOTTY, ENXIO};
 use kernel::error::Result;
+use kernel::prelude::*;
+use kernel::sync::Mutex;
 use kernel::uaccess::{UserPtr, UserSlice};
 
 const HEADER_SIZE: usize = size_of::<Header>();
 
-/// Handles one ioctl on `/dev/vblk-control`. `arg` is the caller's
-/// (untrusted) buffer address.
-pub(crate) fn ioctl(request: u32, arg: UserPtr) -> Result {
-    // Not ours (wrong magic, number, direction or header size).
-    let Some(command) = Command::from_ioctl(request) else {
-        return Err(ENOTTY);
-    };
-    let (mut reader, mut writer) = UserSlice::new(arg, HEADER_SIZE).reader_writer();
-    // An unreadable header is EFAULT; there is nowhere to put a message.
-    let mut header: Header = reader.read()?;
+/// Most devices that may exist at once (bounds what LIST returns and what
+/// one user can make the module allocate).
+pub(crate) const MAX_DEVICES: usize = 4096;
 
-    let mut reply = Reply::new();
-    let outcome = dispatch(command, &header, &mut reply);
-
-    header.abi_major = ABI_MAJOR;
-    header.abi_minor = ABI_MINOR;
-    header.abi_patch = ABI_PATCH;
-    header.errno = match outcome {
-        Ok(()) => 0,
-        Err(e) => e.to_errno().unsigned_abs(),
-    };
-    header.message = *reply.message();
-    writer.write(&header)?;
-    outcome
+/// The control plane: all devices, and the ioctls that manage them.
+#[pin_data]
+pub(crate) struct Control {
+    /// Every device, in creation order. Every state change holds this
+    /// lock from its first check to its last change, so a failing command
+    /// changes nothing and commands never interleave.
+    #[pin]
+    devices: Mutex<KVec<Device>>,
 }
 
-/// Checks privilege and the header every command shares, then runs the
-/// command.
-fn dispatch(command: Command, header: &Header, reply: &mut Reply) -> Result {
-    // Like device-mapper, every control command needs CAP_SYS_ADMIN, even
-    // if the caller managed to open the (root-only) node.
-    if !sys::caller_has_sys_admin() {
-        return fail!(reply, EACCES, "vblk control commands require CAP_SYS_ADMIN");
+impl Control {
+    /// A control plane with no devices.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Control {
+            devices <- kernel::new_mutex!(KVec::new(), "vblk::Control::devices"),
+        })
     }
-    check_header(header, reply)?;
-    match command {
-        // Answered by `ioctl` writing the version into the header, whatever
-        // version the caller speaks.
-        Command::Version => Ok(()),
+}
+
+impl ControlHandler for Control {
+    fn ioctl(&self, request: u32, arg: UserPtr) -> Result {
+        // Not ours (wrong magic, number, direction or header size).
+        let Some(command) = Command::from_ioctl(request) else {
+            return Err(ENOTTY);
+        };
+        let (mut reader, mut writer) = UserSlice::new(arg, HEADER_SIZE).reader_writer();
+        // An unreadable header is EFAULT; there is nowhere to put a message.
+        let mut header: Header = reader.read()?;
+
+        let mut reply = Reply::new();
+        let outcome = self.dispatch(command, &mut header, arg, &mut reply);
+
+        header.abi_major = ABI_MAJOR;
+        header.abi_minor = ABI_MINOR;
+        header.abi_patch = ABI_PATCH;
+        header.errno = match outcome {
+            Ok(()) => 0,
+            Err(e) => e.to_errno().unsigned_abs(),
+        };
+        header.message = *reply.message();
+        writer.write(&header)?;
+        outcome
+    }
+}
+
+impl Control {
+    /// Checks privilege and the header every command shares, then runs the
+    /// command.
+    fn dispatch(
+        &self,
+        command: Command,
+        h: &mut Header,
+        arg: UserPtr,
+        reply: &mut Reply,
+    ) -> Result {
+        // Like device-mapper, every control command needs CAP_SYS_ADMIN,
+        // even if the caller managed to open the (root-only) node.
+        if !sys::caller_has_sys_admin() {
+            return fail!(reply, EACCES, "vblk control commands require CAP_SYS_ADMIN");
+        }
+        check_header(h, reply)?;
+        if command != Command::Version && h.abi_major != ABI_MAJOR {
+            return fail!(
+                reply,
+                EINVAL,
+                "caller speaks ABI {}.x, the module {ABI_MAJOR}.{ABI_MINOR}.{ABI_PATCH}",
+                h.abi_major
+            );
+        }
+        match command {
+            // Answered by `ioctl` writing the version into the header,
+            // whatever version the caller speaks.
+            Command::Version => Ok(()),
+            Command::Create => self.create(h, reply),
+            Command::Remove => self.remove(h, reply),
+            Command::List => self.list(h, payload(arg, h), reply),
+            Command::Info => self.info(h, reply),
+        }
+    }
+
+    fn create(&self, h: &Header, reply: &mut Reply) -> Result {
+        let name = device_name(h, reply)?;
+        let uuid = match h.uuid.iter().position(|&b| b == 0) {
+            Some(0) => &[][..],
+            _ => match name_in(&h.uuid) {
+                Ok(uuid) => uuid,
+                Err(e) => return fail!(reply, EINVAL, "uuid {e}"),
+            },
+        };
+        let mut devices = self.devices.lock();
+        if devices.iter().any(|d| d.name() == name) {
+            return fail!(
+                reply,
+                EEXIST,
+                "a device named '{}' already exists",
+                Show(name)
+            );
+        }
+        if !uuid.is_empty() && devices.iter().any(|d| d.uuid() == uuid) {
+            return fail!(
+                reply,
+                EEXIST,
+                "a device with uuid '{}' already exists",
+                Show(uuid)
+            );
+        }
+        if devices.len() >= MAX_DEVICES {
+            return fail!(reply, ENOMEM, "too many devices (at most {MAX_DEVICES})");
+        }
+        if devices.push(Device::new(name, uuid), GFP_KERNEL).is_err() {
+            return fail!(reply, ENOMEM, "out of memory creating '{}'", Show(name));
+        }
+        Ok(())
+    }
+
+    fn remove(&self, h: &Header, reply: &mut Reply) -> Result {
+        let name = device_name(h, reply)?;
+        let mut devices = self.devices.lock();
+        let Some(index) = devices.iter().position(|d| d.name() == name) else {
+            return fail!(reply, ENXIO, "no device named '{}'", Show(name));
+        };
+        // The removed device is dropped here, under the lock.
+        let _removed = sys::vec::remove(&mut devices, index);
+        Ok(())
+    }
+
+    fn list(&self, h: &mut Header, payload: UserSlice, reply: &mut Reply) -> Result {
+        let devices = self.devices.lock();
+        let needed = size_of::<ListReply>() + devices.len() * size_of::<DeviceRecord>();
+        let mut out = payload.writer();
+        if out.len() < needed {
+            h.flags |= FLAG_BUFFER_FULL;
+            h.data_size = (h.data_offset as usize + needed) as u32;
+            return Ok(());
+        }
+        h.flags &= !FLAG_BUFFER_FULL;
+        out.write(&ListReply {
+            count: devices.len() as u32,
+            reserved: 0,
+        })
+        .map_err(|e| reply.fail(e, format_args!("cannot write the device list")))?;
+        for d in devices.iter() {
+            out.write(&d.record())
+                .map_err(|e| reply.fail(e, format_args!("cannot write the device list")))?;
+        }
+        Ok(())
+    }
+
+    fn info(&self, h: &mut Header, reply: &mut Reply) -> Result {
+        let name = device_name(h, reply)?;
+        let devices = self.devices.lock();
+        let Some(d) = devices.iter().find(|d| d.name() == name) else {
+            return fail!(reply, ENXIO, "no device named '{}'", Show(name));
+        };
+        d.fill_info(h);
+        Ok(())
+    }
+}
+
+/// The payload area the header describes (checked by [`check_header`]).
+fn payload(arg: UserPtr, h: &Header) -> UserSlice {
+    let offset = h.data_offset as usize;
+    UserSlice::new(
+        arg.wrapping_add(offset),
+        (h.data_size as usize).saturating_sub(offset),
+    )
+}
+
+/// The header's device name, checked.
+fn device_name<'h>(h: &'h Header, reply: &mut Reply) -> Result<&'h [u8]> {
+    name_in(&h.name).map_err(|e| reply.fail(EINVAL, format_args!("device name {e}")))
+}
+
+/// Displays a checked name (printable ASCII) in messages.
+struct Show<'a>(&'a [u8]);
+
+impl core::fmt::Display for Show<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|&b| write!(f, "{}", b as char))
     }
 }
 

@@ -6,4 +6,5 @@
 #[allow(unreachable_pub, dead_code)]
 pub(crate) mod abi;
 pub(crate) mod control;
+pub(crate) mod device;
 pub(crate) mod message;

@@ -253,51 +253,6 @@ pub fn check(text: &str) -> Result<(usize, u64), TableError<'_>> {
     Ok((count, size))
 }
 
-/// Why a device name is refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NameError {
-    /// Empty name.
-    Empty,
-    /// Longer than `max` bytes.
-    TooLong { max: usize },
-    /// `.` or `..`.
-    Reserved,
-    /// Contains `/`, whitespace, a control character or a non-ASCII byte.
-    BadCharacter,
-}
-
-impl fmt::Display for NameError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            NameError::Empty => write!(f, "device name is empty"),
-            NameError::TooLong { max } => write!(f, "device name is longer than {max} bytes"),
-            NameError::Reserved => write!(f, "device name may not be '.' or '..'"),
-            NameError::BadCharacter => write!(
-                f,
-                "device name may contain only printable ASCII other than '/' and spaces"
-            ),
-        }
-    }
-}
-
-/// Checks a device name (it becomes `/dev/vblk/<name>`): 1..=`max` bytes
-/// of printable ASCII without `/` or spaces, and not `.` or `..`.
-pub fn check_name(name: &[u8], max: usize) -> Result<(), NameError> {
-    if name.is_empty() {
-        return Err(NameError::Empty);
-    }
-    if name.len() > max {
-        return Err(NameError::TooLong { max });
-    }
-    if name == b"." || name == b".." {
-        return Err(NameError::Reserved);
-    }
-    if !name.iter().all(|&b| b.is_ascii_graphic() && b != b'/') {
-        return Err(NameError::BadCharacter);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,25 +465,5 @@ mod tests {
                 assert_eq!(got, Ok((n as usize, model_size)));
             }
         }
-    }
-
-    #[test]
-    fn device_names() {
-        assert_eq!(check_name(b"data-1_x.y", 127), Ok(()));
-        assert_eq!(check_name(b"", 127), Err(NameError::Empty));
-        assert_eq!(
-            check_name(&[b'a'; 128], 127),
-            Err(NameError::TooLong { max: 127 })
-        );
-        assert_eq!(check_name(&[b'a'; 127], 127), Ok(()));
-        assert_eq!(check_name(b".", 127), Err(NameError::Reserved));
-        assert_eq!(check_name(b"..", 127), Err(NameError::Reserved));
-        assert_eq!(check_name(b"a/b", 127), Err(NameError::BadCharacter));
-        assert_eq!(check_name(b"a b", 127), Err(NameError::BadCharacter));
-        assert_eq!(check_name(b"a\nb", 127), Err(NameError::BadCharacter));
-        assert_eq!(
-            check_name("é".as_bytes(), 127),
-            Err(NameError::BadCharacter)
-        );
     }
 }

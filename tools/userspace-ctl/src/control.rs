@@ -1,7 +1,7 @@
 //! Client side of `/dev/vblk-control`: open it, send a command, turn
 //! failures into messages that say what was wrong.
 
-use crate::abi::{Command, Header};
+use crate::abi::{Command, DeviceRecord, Header, ListReply, FLAG_BUFFER_FULL};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -63,6 +63,68 @@ impl Control {
         match self.raw_ioctl(command.ioctl(), header as *mut Header as usize) {
             Ok(()) => Ok(()),
             Err(errno) => Err(kernel_error(command, errno, header)),
+        }
+    }
+
+    /// Sends `command` with a payload area of `capacity` bytes after the
+    /// header; returns the answered header and the payload bytes.
+    pub fn send_with_payload(
+        &self,
+        command: Command,
+        header: &Header,
+        capacity: usize,
+    ) -> Result<(Header, Vec<u8>), CtlError> {
+        let hsize = std::mem::size_of::<Header>();
+        // u64 storage keeps the header 8-byte aligned.
+        let mut buf = vec![0u64; (hsize + capacity).div_ceil(8)];
+        let mut h = *header;
+        h.data_size = (hsize + capacity) as u32;
+        h.data_offset = hsize as u32;
+        // SAFETY: `buf` is at least `hsize` bytes and 8-byte aligned, and
+        // `Header` is plain old data, so writing and reading it there is sound.
+        unsafe { std::ptr::write(buf.as_mut_ptr().cast::<Header>(), h) };
+        let result = self.raw_ioctl(command.ioctl(), buf.as_mut_ptr() as usize);
+        // SAFETY: as above; the kernel wrote a `Header` back in place.
+        let answered = unsafe { std::ptr::read(buf.as_ptr().cast::<Header>()) };
+        if let Err(errno) = result {
+            return Err(kernel_error(command, errno, &answered));
+        }
+        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        Ok((answered, bytes[hsize..hsize + capacity].to_vec()))
+    }
+
+    /// Lists all devices, growing the buffer until the list fits.
+    pub fn list(&self) -> Result<Vec<DeviceRecord>, CtlError> {
+        let mut capacity = 4 * 1024;
+        loop {
+            let (h, payload) = self.send_with_payload(Command::List, &Header::new(), capacity)?;
+            if h.flags & FLAG_BUFFER_FULL != 0 {
+                let needed = (h.data_size as usize).saturating_sub(std::mem::size_of::<Header>());
+                if needed <= capacity {
+                    return Err(CtlError::new(
+                        None,
+                        "List: kernel reported a full buffer but no larger size",
+                    ));
+                }
+                capacity = needed;
+                continue;
+            }
+            let head = std::mem::size_of::<ListReply>();
+            let rec = std::mem::size_of::<DeviceRecord>();
+            let count = u32::from_ne_bytes(payload[0..4].try_into().unwrap()) as usize;
+            if head + count * rec > payload.len() {
+                return Err(CtlError::new(None, "List: reply larger than its buffer"));
+            }
+            return Ok((0..count)
+                .map(|i| {
+                    let at = head + i * rec;
+                    // SAFETY: bounds checked above; `DeviceRecord` is plain
+                    // old data, read unaligned from the byte buffer.
+                    unsafe {
+                        std::ptr::read_unaligned(payload[at..].as_ptr().cast::<DeviceRecord>())
+                    }
+                })
+                .collect());
         }
     }
 

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use vblkctl::abi::{Command, Header, ABI_MAJOR};
+use vblkctl::abi::{c_str, check_name, name_field, Command, Header, ABI_MAJOR};
 use vblkctl::control::{abi_version, Control, CtlError};
 
 #[derive(Parser)]
@@ -23,12 +23,29 @@ struct Cli {
 enum Cmd {
     /// Print the tool's version and the ABI versions of tool and module.
     Version,
+    /// Create a device (with no table yet).
+    Create {
+        name: String,
+        /// A unique identifier, as dmsetup's --uuid.
+        #[arg(long)]
+        uuid: Option<String>,
+    },
+    /// Remove a device.
+    Remove { name: String },
+    /// List devices.
+    Ls,
+    /// Show a device's state.
+    Info { name: String },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Version => version(cli.json),
+        Cmd::Create { name, uuid } => create(&name, uuid.as_deref()),
+        Cmd::Remove { name } => remove(&name),
+        Cmd::Ls => ls(cli.json),
+        Cmd::Info { name } => info(&name, cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,6 +81,95 @@ fn version(json: bool) -> Result<(), CtlError> {
             None,
             format!("module ABI {module_abi} is incompatible with this vblkctl (ABI {tool_abi}): major versions differ"),
         ));
+    }
+    Ok(())
+}
+
+/// A header naming device `name`, checked as the kernel will check it.
+fn named(name: &str) -> Result<Header, CtlError> {
+    check_name(name.as_bytes())
+        .map_err(|e| CtlError::new(Some(libc::EINVAL), format!("device name '{name}' {e}")))?;
+    let mut h = Header::new();
+    h.name = name_field(name.as_bytes());
+    Ok(h)
+}
+
+fn create(name: &str, uuid: Option<&str>) -> Result<(), CtlError> {
+    let mut h = named(name)?;
+    if let Some(uuid) = uuid {
+        check_name(uuid.as_bytes())
+            .map_err(|e| CtlError::new(Some(libc::EINVAL), format!("uuid '{uuid}' {e}")))?;
+        h.uuid = name_field(uuid.as_bytes());
+    }
+    Control::open()?.send(Command::Create, &mut h)
+}
+
+fn remove(name: &str) -> Result<(), CtlError> {
+    Control::open()?.send(Command::Remove, &mut named(name)?)
+}
+
+/// dev_t in the kernel's encoding, as "major:minor".
+fn dev_str(dev: u64) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xfffff)
+}
+
+fn ls(json: bool) -> Result<(), CtlError> {
+    let devices = Control::open()?.list()?;
+    if json {
+        let list: Vec<_> = devices
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "name": c_str(&d.name),
+                    "dev": if d.dev == 0 { serde_json::Value::Null } else { dev_str(d.dev).into() },
+                    "event_nr": d.event_nr,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else if devices.is_empty() {
+        println!("No devices found");
+    } else {
+        for d in &devices {
+            let dev = if d.dev == 0 {
+                "no disk".to_string()
+            } else {
+                dev_str(d.dev)
+            };
+            println!("{}\t({dev})", c_str(&d.name));
+        }
+    }
+    Ok(())
+}
+
+fn info(name: &str, json: bool) -> Result<(), CtlError> {
+    let mut h = named(name)?;
+    Control::open()?.send(Command::Info, &mut h)?;
+    let uuid = c_str(&h.uuid);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": name,
+                "uuid": uuid,
+                "dev": if h.dev == 0 { serde_json::Value::Null } else { dev_str(h.dev).into() },
+                "open_count": h.open_count,
+                "event_nr": h.event_nr,
+                "target_count": h.target_count,
+            })
+        );
+    } else {
+        println!("Name:              {name}");
+        println!("State:             NO TABLE");
+        println!("Open count:        {}", h.open_count);
+        println!("Event number:      {}", h.event_nr);
+        if h.dev != 0 {
+            println!("Major, minor:      {}", dev_str(h.dev).replace(':', ", "));
+        }
+        println!("Number of targets: {}", h.target_count);
+        if !uuid.is_empty() {
+            println!("UUID: {uuid}");
+        }
     }
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! Selftest helper: sends one deliberately (mal)formed ioctl to
 //! /dev/vblk-control and prints what came back, as
-//! `errno=<N> message=<kernel message>` (errno 0 on success).
+//! `errno=<N> flags=<hex> data_size=<N> message=<kernel message>` (errno 0
+//! on success; flags and data_size as the kernel wrote them back).
 //! The selftests compare that line with what the case must produce.
 
 use std::mem::size_of;
 use std::process::ExitCode;
-use vblkctl::abi::{iowr, Command, Header, MAGIC};
+use vblkctl::abi::{iowr, name_field, Command, Header, MAGIC, NAME_LEN};
 use vblkctl::control::Control;
 
 const CASES: &[&str] = &[
@@ -20,6 +21,9 @@ const CASES: &[&str] = &[
     "data-offset-past-end",
     "data-offset-inside-header",
     "reserved-nonzero",
+    "unterminated-name",
+    "abi-major-mismatch",
+    "list-no-room",
 ];
 
 fn main() -> ExitCode {
@@ -66,6 +70,18 @@ fn main() -> ExitCode {
             h.reserved = 7;
             control.raw_ioctl(version, &mut h as *mut _ as usize)
         }
+        "unterminated-name" => {
+            h.name = [b'a'; NAME_LEN];
+            control.raw_ioctl(Command::Info.ioctl(), &mut h as *mut _ as usize)
+        }
+        "abi-major-mismatch" => {
+            h.abi_major = 9;
+            h.name = name_field(b"any");
+            control.raw_ioctl(Command::Info.ioctl(), &mut h as *mut _ as usize)
+        }
+        // LIST with no payload area: must succeed with FLAG_BUFFER_FULL and
+        // the size it needs, writing nothing past the header.
+        "list-no-room" => control.raw_ioctl(Command::List.ioctl(), &mut h as *mut _ as usize),
         other => {
             eprintln!(
                 "vblk-ioctl-probe: unknown case {other:?}; cases: {}",
@@ -75,6 +91,11 @@ fn main() -> ExitCode {
         }
     };
     let errno = result.err().unwrap_or(0);
-    println!("errno={errno} message={}", h.message_str());
+    println!(
+        "errno={errno} flags={:#x} data_size={} message={}",
+        h.flags,
+        h.data_size,
+        h.message_str()
+    );
     ExitCode::SUCCESS
 }
