@@ -4,12 +4,13 @@
 //! Crate root of `vblk.ko`. The crate has three layers:
 //! - `sys`: the abstraction layer over the C kernel, the only `unsafe` code;
 //! - `vblk`: the framework (control ioctls, devices, tables, I/O path);
-//! - `targets` (added with the first target): one file per target.
+//! - `targets`: one file per target, behind one trait.
 
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
 mod sys;
+mod targets;
 mod vblk;
 
 module! {

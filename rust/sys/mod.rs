@@ -7,6 +7,7 @@
 
 mod bindings;
 pub(crate) mod control;
+pub(crate) mod disk;
 pub(crate) mod vec;
 
 /// Whether the calling task has `CAP_SYS_ADMIN` (checked per call, like

@@ -30,6 +30,11 @@ pub const MESSAGE_LEN: usize = 256;
 /// Bytes reserved for a device UUID, NUL included.
 pub const UUID_LEN: usize = 128;
 
+/// Out (INFO, LIST records): the device has an active table (and a disk).
+pub const FLAG_ACTIVE_PRESENT: u32 = 1 << 0;
+/// Out (INFO, LIST records): a loaded table waits for RESUME.
+pub const FLAG_INACTIVE_PRESENT: u32 = 1 << 1;
+
 /// Out (LIST): the payload area was too small; `data_size` now holds the
 /// size needed and nothing was written. Retry with a larger buffer.
 pub const FLAG_BUFFER_FULL: u32 = 1 << 31;
@@ -131,16 +136,22 @@ pub enum Command {
     List = 3,
     /// Fill the header's device fields for the device named `name`.
     Info = 4,
+    /// Load the payload (table text) into the inactive slot of `name`.
+    Load = 5,
+    /// Make the inactive table active (creating the disk on first resume).
+    Resume = 6,
 }
 
 impl Command {
     /// Every command, in nr order.
-    pub const ALL: [Command; 5] = [
+    pub const ALL: [Command; 7] = [
         Command::Version,
         Command::Create,
         Command::Remove,
         Command::List,
         Command::Info,
+        Command::Load,
+        Command::Resume,
     ];
 
     /// The full ioctl request number: `_IOWR(MAGIC, nr, Header)`.
@@ -173,7 +184,7 @@ pub struct DeviceRecord {
     pub dev: u64,
     /// The device's event counter.
     pub event_nr: u32,
-    /// Zero for now (state flags come with tables).
+    /// `FLAG_ACTIVE_PRESENT` / `FLAG_INACTIVE_PRESENT`.
     pub flags: u32,
     /// NUL-terminated name.
     pub name: [u8; NAME_LEN],

@@ -6,13 +6,15 @@ use super::abi::{
     name_in, Command, DeviceRecord, Header, ListReply, ABI_MAJOR, ABI_MINOR, ABI_PATCH,
     FLAG_BUFFER_FULL,
 };
-use super::device::Device;
+use super::device::{Device, Line, Table};
 use super::message::{fail, Reply};
+use super::table;
 use crate::sys::{self, control::ControlHandler};
 use core::mem::size_of;
-use kernel::error::code::{EACCES, EEXIST, EINVAL, ENOMEM, ENOTTY, ENXIO};
+use kernel::error::code::{EACCES, EBUSY, EEXIST, EINVAL, ENOMEM, ENOTTY, ENXIO};
 use kernel::error::Result;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 use kernel::sync::Mutex;
 use kernel::uaccess::{UserPtr, UserSlice};
 
@@ -99,6 +101,8 @@ impl Control {
             Command::Remove => self.remove(h, reply),
             Command::List => self.list(h, payload(arg, h), reply),
             Command::Info => self.info(h, reply),
+            Command::Load => self.load(h, payload(arg, h), reply),
+            Command::Resume => self.resume(h, reply),
         }
     }
 
@@ -143,6 +147,9 @@ impl Control {
         let Some(index) = devices.iter().position(|d| d.name() == name) else {
             return fail!(reply, ENXIO, "no device named '{}'", Show(name));
         };
+        if devices[index].is_open() {
+            return fail!(reply, EBUSY, "device '{}' is open", Show(name));
+        }
         // The removed device is dropped here, under the lock.
         let _removed = sys::vec::remove(&mut devices, index);
         Ok(())
@@ -179,6 +186,95 @@ impl Control {
         d.fill_info(h);
         Ok(())
     }
+}
+
+impl Control {
+    fn load(&self, h: &Header, payload: UserSlice, reply: &mut Reply) -> Result {
+        let name = device_name(h, reply)?;
+        let mut text = KVec::new();
+        let reader = payload.reader();
+        if reader.len() > MAX_TABLE_TEXT {
+            return fail!(
+                reply,
+                EINVAL,
+                "table text is larger than {MAX_TABLE_TEXT} bytes"
+            );
+        }
+        reader
+            .read_all(&mut text, GFP_KERNEL)
+            .map_err(|e| reply.fail(e, format_args!("cannot read the table text")))?;
+        // The text ends at the first NUL, if any.
+        let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+        let Ok(text) = core::str::from_utf8(&text[..end]) else {
+            return fail!(reply, EINVAL, "table text is not UTF-8");
+        };
+        let table = build_table(text, reply)?;
+        let mut devices = self.devices.lock();
+        let Some(d) = devices.iter_mut().find(|d| d.name() == name) else {
+            return fail!(reply, ENXIO, "no device named '{}'", Show(name));
+        };
+        d.load(table);
+        Ok(())
+    }
+
+    fn resume(&self, h: &Header, reply: &mut Reply) -> Result {
+        let name = device_name(h, reply)?;
+        let mut devices = self.devices.lock();
+        // Lowest disk index no device uses (vblk0, vblk1, ...).
+        let index = (0u32..)
+            .find(|i| !devices.iter().any(|d| d.disk_index() == Some(*i)))
+            .unwrap_or(0);
+        let Some(d) = devices.iter_mut().find(|d| d.name() == name) else {
+            return fail!(reply, ENXIO, "no device named '{}'", Show(name));
+        };
+        if !d.has_inactive() && d.disk_index().is_none() {
+            return fail!(
+                reply,
+                EINVAL,
+                "device '{}' has no table to resume (load one first)",
+                Show(name)
+            );
+        }
+        d.resume(index).map_err(|e| {
+            reply.fail(
+                e,
+                format_args!("cannot create the disk of '{}'", Show(name)),
+            )
+        })
+    }
+}
+
+/// Largest table text LOAD accepts.
+const MAX_TABLE_TEXT: usize = 1 << 20;
+
+/// Parses and checks table text and constructs its targets.
+fn build_table(text: &str, reply: &mut Reply) -> Result<Arc<Table>> {
+    let (count, size) = match table::check(text) {
+        Ok(v) => v,
+        Err(e) => return fail!(reply, EINVAL, "{e}"),
+    };
+    let mut lines = KVec::with_capacity(count, GFP_KERNEL)
+        .map_err(|_| reply.fail(ENOMEM, format_args!("out of memory loading the table")))?;
+    for line in table::lines(text) {
+        // `check` accepted the text, so every line parses.
+        let Ok(line) = line else {
+            return fail!(reply, EINVAL, "table changed while parsing");
+        };
+        let target = crate::targets::construct(line.target, line.args, reply)
+            .inspect_err(|_| reply.prefix(format_args!("line {}: ", line.number)))?;
+        lines
+            .push(
+                Line {
+                    start: line.start,
+                    length: line.length,
+                    target,
+                },
+                GFP_KERNEL,
+            )
+            .map_err(|_| reply.fail(ENOMEM, format_args!("out of memory loading the table")))?;
+    }
+    Arc::new(Table { lines, size }, GFP_KERNEL)
+        .map_err(|_| reply.fail(ENOMEM, format_args!("out of memory loading the table")))
 }
 
 /// The payload area the header describes (checked by [`check_header`]).

@@ -1,9 +1,76 @@
 // SPDX-License-Identifier: GPL-2.0
-//! A vblk device: its identity and (from the framework on) its tables and
-//! disk.
+//! A vblk device: identity, tables, and (after the first resume) a disk.
 
 use super::abi::{name_field, DeviceRecord, Header, NAME_LEN, UUID_LEN};
+use crate::sys::disk::{Disk, Op, QueueHandler, Request, Status};
+use crate::targets::{Action, Target};
 use core::sync::atomic::{AtomicU32, Ordering};
+use kernel::prelude::*;
+use kernel::sync::{Arc, SpinLock};
+
+/// One line of a loaded table.
+pub(crate) struct Line {
+    pub(crate) start: u64,
+    pub(crate) length: u64,
+    pub(crate) target: Arc<dyn Target>,
+}
+
+/// A loaded table: lines contiguous from sector 0 (checked at load).
+pub(crate) struct Table {
+    pub(crate) lines: KVec<Line>,
+    pub(crate) size: u64,
+}
+
+impl Table {
+    /// Serves one request: every line it touches decides; any failure
+    /// fails the whole request (as a bio spanning dm targets would).
+    fn serve(&self, mut rq: Request) {
+        let op = rq.op();
+        let start = rq.sector();
+        let end = start + u64::from(rq.sectors());
+        let mut zero_fill = false;
+        for line in self.lines.iter() {
+            let touches = line.start < end && start < line.start + line.length;
+            if !touches {
+                continue;
+            }
+            match line.target.map(op) {
+                Action::Fail => return rq.end(Status::IoError),
+                Action::ZeroFill => zero_fill = true,
+                Action::Complete => {}
+            }
+        }
+        if zero_fill {
+            rq.zero_fill();
+        }
+        rq.end(Status::Ok)
+    }
+}
+
+/// The I/O side of a live device: the active table.
+#[pin_data]
+pub(crate) struct Queue {
+    #[pin]
+    active: SpinLock<Arc<Table>>,
+}
+
+impl QueueHandler for Queue {
+    fn queue_rq(&self, rq: Request) {
+        let table = self.active.lock().clone();
+        if rq.op() == Op::Flush {
+            // Nothing below caches data yet (zero and error only).
+            return rq.end(Status::Ok);
+        }
+        table.serve(rq)
+    }
+}
+
+/// A device's disk and the queue handler behind it.
+struct Live {
+    queue: Arc<Queue>,
+    disk: Disk<Queue>,
+    index: u32,
+}
 
 /// One device, as created by CREATE.
 pub(crate) struct Device {
@@ -13,6 +80,9 @@ pub(crate) struct Device {
     uuid_len: usize,
     /// Bumped when something happens that a waiter should see.
     event_nr: AtomicU32,
+    /// Table loaded but not yet resumed.
+    inactive: Option<Arc<Table>>,
+    live: Option<Live>,
 }
 
 impl Device {
@@ -24,6 +94,8 @@ impl Device {
             uuid: name_field(uuid),
             uuid_len: uuid.len(),
             event_nr: AtomicU32::new(0),
+            inactive: None,
+            live: None,
         }
     }
 
@@ -35,22 +107,103 @@ impl Device {
         &self.uuid[..self.uuid_len]
     }
 
+    /// The disk index (`vblk<index>`) if the device has a disk.
+    pub(crate) fn disk_index(&self) -> Option<u32> {
+        self.live.as_ref().map(|l| l.index)
+    }
+
+    /// Whether the disk is open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.live.as_ref().is_some_and(|l| l.disk.openers() > 0)
+    }
+
+    fn dev(&self) -> u64 {
+        self.live.as_ref().map_or(0, |l| u64::from(l.disk.devt()))
+    }
+
+    /// Puts `table` in the inactive slot (replacing any loaded before).
+    pub(crate) fn load(&mut self, table: Arc<Table>) {
+        self.inactive = Some(table);
+    }
+
+    /// Whether a table waits in the inactive slot.
+    pub(crate) fn has_inactive(&self) -> bool {
+        self.inactive.is_some()
+    }
+
+    /// Makes the inactive table active: creates the disk (`vblk<index>`)
+    /// on first resume, else swaps tables with the queue frozen.
+    pub(crate) fn resume(&mut self, index: u32) -> Result {
+        let Some(table) = self.inactive.take() else {
+            return Ok(());
+        };
+        let size = table.size;
+        if let Some(live) = &self.live {
+            live.disk.frozen(|| *live.queue.active.lock() = table);
+            live.disk.set_capacity(size);
+        } else {
+            let first = table.clone();
+            let queue = match Arc::pin_init(
+                pin_init!(Queue {
+                    active <- kernel::new_spinlock!(first, "vblk::Queue::active"),
+                }),
+                GFP_KERNEL,
+            ) {
+                Ok(q) => q,
+                Err(e) => {
+                    self.inactive = Some(table);
+                    return Err(e);
+                }
+            };
+            match Disk::create(queue.clone(), index, size) {
+                Ok(disk) => self.live = Some(Live { queue, disk, index }),
+                Err(e) => {
+                    self.inactive = Some(table);
+                    return Err(e);
+                }
+            }
+        }
+        self.event_nr.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn target_count(&self) -> u32 {
+        self.live
+            .as_ref()
+            .map_or(0, |l| l.queue.active.lock().lines.len() as u32)
+    }
+
     /// This device's line in a LIST reply.
     pub(crate) fn record(&self) -> DeviceRecord {
         DeviceRecord {
-            dev: 0,
+            dev: self.dev(),
             event_nr: self.event_nr.load(Ordering::Relaxed),
-            flags: 0,
+            flags: self.flags(),
             name: self.name,
         }
     }
 
+    fn flags(&self) -> u32 {
+        let mut f = 0;
+        if self.live.is_some() {
+            f |= super::abi::FLAG_ACTIVE_PRESENT;
+        }
+        if self.inactive.is_some() {
+            f |= super::abi::FLAG_INACTIVE_PRESENT;
+        }
+        f
+    }
+
     /// Fills INFO's device fields of `h`.
     pub(crate) fn fill_info(&self, h: &mut Header) {
-        h.dev = 0;
-        h.open_count = 0;
-        h.target_count = 0;
+        h.dev = self.dev();
+        h.open_count = self
+            .live
+            .as_ref()
+            .map_or(0, |l| l.disk.openers().max(0) as u32);
+        h.target_count = self.target_count();
         h.event_nr = self.event_nr.load(Ordering::Relaxed);
+        h.flags = self.flags();
         h.uuid = self.uuid;
     }
 }

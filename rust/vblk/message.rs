@@ -27,6 +27,12 @@ impl Message {
         m
     }
 
+    /// The text so far (always whole characters: `write_str` cuts at char
+    /// boundaries).
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+
     /// The message as the ABI's NUL-terminated byte field.
     fn as_field(&self) -> &[u8; MESSAGE_LEN] {
         &self.bytes
@@ -65,6 +71,12 @@ impl Reply {
     pub(crate) fn fail(&mut self, errno: Error, args: fmt::Arguments<'_>) -> Error {
         self.message = Message::format(args);
         errno
+    }
+
+    /// Puts `args` in front of the recorded message (e.g. "line 3: ").
+    pub(crate) fn prefix(&mut self, args: fmt::Arguments<'_>) {
+        let old = core::mem::replace(&mut self.message, Message::format(args));
+        let _ = self.message.write_str(old.as_str());
     }
 
     /// The recorded message (empty if none) as the ABI's byte field.

@@ -8,3 +8,6 @@ pub(crate) mod abi;
 pub(crate) mod control;
 pub(crate) mod device;
 pub(crate) mod message;
+// Shared with vblkctl, which uses items the module does not need.
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod table;

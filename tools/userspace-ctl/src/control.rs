@@ -93,6 +93,33 @@ impl Control {
         Ok((answered, bytes[hsize..hsize + capacity].to_vec()))
     }
 
+    /// Sends `command` with `payload` after the header (e.g. LOAD's table).
+    pub fn send_bytes(
+        &self,
+        command: Command,
+        header: &mut Header,
+        payload: &[u8],
+    ) -> Result<(), CtlError> {
+        let hsize = std::mem::size_of::<Header>();
+        let mut buf = vec![0u64; (hsize + payload.len()).div_ceil(8)];
+        header.data_size = (hsize + payload.len()) as u32;
+        header.data_offset = hsize as u32;
+        // SAFETY: `buf` is 8-byte aligned and large enough for the header
+        // and the payload; `Header` is plain old data.
+        unsafe {
+            std::ptr::write(buf.as_mut_ptr().cast::<Header>(), *header);
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                buf.as_mut_ptr().cast::<u8>().add(hsize),
+                payload.len(),
+            );
+        }
+        let result = self.raw_ioctl(command.ioctl(), buf.as_mut_ptr() as usize);
+        // SAFETY: the kernel wrote a `Header` back in place.
+        *header = unsafe { std::ptr::read(buf.as_ptr().cast::<Header>()) };
+        result.map_err(|errno| kernel_error(command, errno, header))
+    }
+
     /// Lists all devices, growing the buffer until the list fits.
     pub fn list(&self) -> Result<Vec<DeviceRecord>, CtlError> {
         let mut capacity = 4 * 1024;

@@ -23,13 +23,25 @@ struct Cli {
 enum Cmd {
     /// Print the tool's version and the ABI versions of tool and module.
     Version,
-    /// Create a device (with no table yet).
+    /// Create a device; with a table, also load and resume it.
     Create {
         name: String,
         /// A unique identifier, as dmsetup's --uuid.
         #[arg(long)]
         uuid: Option<String>,
+        /// The table: one line 'START LENGTH TARGET ARGS...'.
+        #[arg(long)]
+        table: Option<String>,
     },
+    /// Load a table into a device's inactive slot.
+    Load {
+        name: String,
+        /// The table: one line 'START LENGTH TARGET ARGS...'.
+        #[arg(long)]
+        table: String,
+    },
+    /// Make the inactive table live (creates the disk on first resume).
+    Resume { name: String },
     /// Remove a device.
     Remove { name: String },
     /// List devices.
@@ -42,7 +54,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Version => version(cli.json),
-        Cmd::Create { name, uuid } => create(&name, uuid.as_deref()),
+        Cmd::Create { name, uuid, table } => create(&name, uuid.as_deref(), table.as_deref()),
+        Cmd::Load { name, table } => load(&name, &table),
+        Cmd::Resume { name } => resume(&name),
         Cmd::Remove { name } => remove(&name),
         Cmd::Ls => ls(cli.json),
         Cmd::Info { name } => info(&name, cli.json),
@@ -94,18 +108,60 @@ fn named(name: &str) -> Result<Header, CtlError> {
     Ok(h)
 }
 
-fn create(name: &str, uuid: Option<&str>) -> Result<(), CtlError> {
+fn create(name: &str, uuid: Option<&str>, table: Option<&str>) -> Result<(), CtlError> {
     let mut h = named(name)?;
     if let Some(uuid) = uuid {
         check_name(uuid.as_bytes())
             .map_err(|e| CtlError::new(Some(libc::EINVAL), format!("uuid '{uuid}' {e}")))?;
         h.uuid = name_field(uuid.as_bytes());
     }
-    Control::open()?.send(Command::Create, &mut h)
+    let control = Control::open()?;
+    control.send(Command::Create, &mut h)?;
+    if let Some(table) = table {
+        // Like dmsetup: a create whose table fails leaves no device behind.
+        if let Err(e) = load(name, table).and_then(|()| resume(name)) {
+            let _ = control.send(Command::Remove, &mut named(name)?);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn load(name: &str, table: &str) -> Result<(), CtlError> {
+    // Check with the kernel's own parser first, for an early message.
+    vblkctl::table::check(table)
+        .map_err(|e| CtlError::new(Some(libc::EINVAL), format!("table: {e}")))?;
+    Control::open()?.send_bytes(Command::Load, &mut named(name)?, table.as_bytes())
+}
+
+fn resume(name: &str) -> Result<(), CtlError> {
+    let control = Control::open()?;
+    control.send(Command::Resume, &mut named(name)?)?;
+    let mut h = named(name)?;
+    control.send(Command::Info, &mut h)?;
+    link_device(name, h.dev)
+}
+
+/// Makes /dev/vblk/NAME point at the disk node (udev-less systems included).
+fn link_device(name: &str, dev: u64) -> Result<(), CtlError> {
+    let uevent = format!("/sys/dev/block/{}/uevent", dev_str(dev));
+    let text = std::fs::read_to_string(&uevent)
+        .map_err(|e| CtlError::new(None, format!("cannot read {uevent}: {e}")))?;
+    let Some(node) = text.lines().find_map(|l| l.strip_prefix("DEVNAME=")) else {
+        return Err(CtlError::new(None, format!("no DEVNAME in {uevent}")));
+    };
+    std::fs::create_dir_all("/dev/vblk")
+        .map_err(|e| CtlError::new(None, format!("cannot create /dev/vblk: {e}")))?;
+    let link = format!("/dev/vblk/{name}");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(format!("../{node}"), &link)
+        .map_err(|e| CtlError::new(None, format!("cannot create {link}: {e}")))
 }
 
 fn remove(name: &str) -> Result<(), CtlError> {
-    Control::open()?.send(Command::Remove, &mut named(name)?)
+    Control::open()?.send(Command::Remove, &mut named(name)?)?;
+    let _ = std::fs::remove_file(format!("/dev/vblk/{name}"));
+    Ok(())
 }
 
 /// dev_t in the kernel's encoding, as "major:minor".
@@ -160,7 +216,12 @@ fn info(name: &str, json: bool) -> Result<(), CtlError> {
         );
     } else {
         println!("Name:              {name}");
-        println!("State:             NO TABLE");
+        let state = if h.flags & vblkctl::abi::FLAG_ACTIVE_PRESENT != 0 {
+            "ACTIVE"
+        } else {
+            "NO TABLE"
+        };
+        println!("State:             {state}");
         println!("Open count:        {}", h.open_count);
         println!("Event number:      {}", h.event_nr);
         if h.dev != 0 {
