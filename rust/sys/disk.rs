@@ -150,15 +150,19 @@ impl<T: QueueHandler> Disk<T> {
 }
 
 impl<T: QueueHandler> Disk<T> {
-    /// Runs `f` with the queue frozen: no request in flight, new ones
-    /// wait (they do not fail) until `f` returns.
-    pub(crate) fn frozen<R>(&self, f: impl FnOnce() -> R) -> R {
-        // SAFETY: `raw` is a live disk; freeze and unfreeze are paired.
-        unsafe { bindings::vblk_shim_disk_freeze(self.raw.as_ptr()) };
-        let r = f();
-        // SAFETY: as above.
-        unsafe { bindings::vblk_shim_disk_unfreeze(self.raw.as_ptr()) };
-        r
+    /// Stops dispatching: returns once no `queue_rq` runs; requests that
+    /// arrive meanwhile wait in blk-mq (they do not fail) until
+    /// [`Disk::unquiesce`]. Requests the handler still owns (asynchronous
+    /// completion) are the handler's to drain.
+    pub(crate) fn quiesce(&self) {
+        // SAFETY: `raw` is a live disk.
+        unsafe { bindings::vblk_shim_disk_quiesce(self.raw.as_ptr()) }
+    }
+
+    /// Resumes dispatching after [`Disk::quiesce`].
+    pub(crate) fn unquiesce(&self) {
+        // SAFETY: `raw` is a live disk; the caller pairs this with a quiesce.
+        unsafe { bindings::vblk_shim_disk_unquiesce(self.raw.as_ptr()) }
     }
 
     /// Sets the size, telling userspace (uevent) if it changed.

@@ -164,14 +164,15 @@ void vblk_shim_disk_set_capacity(struct vblk_disk *d, u64 sectors)
 	set_capacity_and_notify(d->disk, sectors);
 }
 
-void vblk_shim_disk_freeze(struct vblk_disk *d)
+/* Returns once no queue_rq runs; new requests wait in blk-mq (they do not fail). */
+void vblk_shim_disk_quiesce(struct vblk_disk *d)
 {
-	blk_mq_freeze_queue(d->disk->queue);
+	blk_mq_quiesce_queue(d->disk->queue);
 }
 
-void vblk_shim_disk_unfreeze(struct vblk_disk *d)
+void vblk_shim_disk_unquiesce(struct vblk_disk *d)
 {
-	blk_mq_unfreeze_queue(d->disk->queue);
+	blk_mq_unquiesce_queue(d->disk->queue);
 }
 
 enum vblk_op vblk_shim_rq_op(const struct request *rq)

@@ -51,8 +51,8 @@ void vblk_shim_disk_destroy(struct vblk_disk *d);
 u32 vblk_shim_disk_devt(const struct vblk_disk *d);
 int vblk_shim_disk_openers(const struct vblk_disk *d);
 void vblk_shim_disk_set_capacity(struct vblk_disk *d, u64 sectors);
-void vblk_shim_disk_freeze(struct vblk_disk *d);
-void vblk_shim_disk_unfreeze(struct vblk_disk *d);
+void vblk_shim_disk_quiesce(struct vblk_disk *d);
+void vblk_shim_disk_unquiesce(struct vblk_disk *d);
 
 enum vblk_op vblk_shim_rq_op(const struct request *rq);
 u64 vblk_shim_rq_pos(const struct request *rq);

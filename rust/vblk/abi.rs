@@ -35,6 +35,11 @@ pub const FLAG_ACTIVE_PRESENT: u32 = 1 << 0;
 /// Out (INFO, LIST records): a loaded table waits for RESUME.
 pub const FLAG_INACTIVE_PRESENT: u32 = 1 << 1;
 
+/// Out (INFO, LIST records): the device is suspended.
+pub const FLAG_SUSPENDED: u32 = 1 << 2;
+/// In (SUSPEND): do not flush lower devices' caches while suspending.
+pub const FLAG_NOFLUSH: u32 = 1 << 3;
+
 /// Out (LIST): the payload area was too small; `data_size` now holds the
 /// size needed and nothing was written. Retry with a larger buffer.
 pub const FLAG_BUFFER_FULL: u32 = 1 << 31;
@@ -138,13 +143,16 @@ pub enum Command {
     Info = 4,
     /// Load the payload (table text) into the inactive slot of `name`.
     Load = 5,
-    /// Make the inactive table active (creating the disk on first resume).
+    /// Make the inactive table active (creating the disk on first resume)
+    /// and end a suspension.
     Resume = 6,
+    /// Hold I/O: in-flight requests finish, new ones wait (never fail).
+    Suspend = 7,
 }
 
 impl Command {
     /// Every command, in nr order.
-    pub const ALL: [Command; 7] = [
+    pub const ALL: [Command; 8] = [
         Command::Version,
         Command::Create,
         Command::Remove,
@@ -152,6 +160,7 @@ impl Command {
         Command::Info,
         Command::Load,
         Command::Resume,
+        Command::Suspend,
     ];
 
     /// The full ioctl request number: `_IOWR(MAGIC, nr, Header)`.
@@ -184,7 +193,7 @@ pub struct DeviceRecord {
     pub dev: u64,
     /// The device's event counter.
     pub event_nr: u32,
-    /// `FLAG_ACTIVE_PRESENT` / `FLAG_INACTIVE_PRESENT`.
+    /// `FLAG_ACTIVE_PRESENT` / `FLAG_INACTIVE_PRESENT` / `FLAG_SUSPENDED`.
     pub flags: u32,
     /// NUL-terminated name.
     pub name: [u8; NAME_LEN],

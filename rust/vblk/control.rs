@@ -103,6 +103,7 @@ impl Control {
             Command::Info => self.info(h, reply),
             Command::Load => self.load(h, payload(arg, h), reply),
             Command::Resume => self.resume(h, reply),
+            Command::Suspend => self.suspend(h, reply),
         }
     }
 
@@ -241,6 +242,26 @@ impl Control {
                 format_args!("cannot create the disk of '{}'", Show(name)),
             )
         })
+    }
+}
+
+impl Control {
+    fn suspend(&self, h: &Header, reply: &mut Reply) -> Result {
+        let name = device_name(h, reply)?;
+        let mut devices = self.devices.lock();
+        let Some(d) = devices.iter_mut().find(|d| d.name() == name) else {
+            return fail!(reply, ENXIO, "no device named '{}'", Show(name));
+        };
+        if d.disk_index().is_none() {
+            return fail!(
+                reply,
+                EINVAL,
+                "device '{}' is not active (never resumed)",
+                Show(name)
+            );
+        }
+        d.suspend();
+        Ok(())
     }
 }
 

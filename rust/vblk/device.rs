@@ -72,6 +72,16 @@ struct Live {
     index: u32,
 }
 
+impl Drop for Device {
+    fn drop(&mut self) {
+        // Deleting a disk waits for its queued requests: let held ones run
+        // (on the active table) first.
+        if let (Some(live), true) = (&self.live, self.suspended) {
+            live.disk.unquiesce();
+        }
+    }
+}
+
 /// One device, as created by CREATE.
 pub(crate) struct Device {
     name: [u8; NAME_LEN],
@@ -83,6 +93,8 @@ pub(crate) struct Device {
     /// Table loaded but not yet resumed.
     inactive: Option<Arc<Table>>,
     live: Option<Live>,
+    /// The disk's queue is quiesced (SUSPEND without RESUME yet).
+    suspended: bool,
 }
 
 impl Device {
@@ -96,6 +108,7 @@ impl Device {
             event_nr: AtomicU32::new(0),
             inactive: None,
             live: None,
+            suspended: false,
         }
     }
 
@@ -131,16 +144,41 @@ impl Device {
         self.inactive.is_some()
     }
 
-    /// Makes the inactive table active: creates the disk (`vblk<index>`)
-    /// on first resume, else swaps tables with the queue frozen.
+    /// Holds I/O: after this returns no request is being served and new
+    /// ones wait. The zero and error targets end every request inside
+    /// `queue_rq`, so quiescing is also draining. (`noflush` has nothing to
+    /// skip yet: no target has lower devices with caches.)
+    pub(crate) fn suspend(&mut self) {
+        if let Some(live) = &self.live {
+            if !self.suspended {
+                live.disk.quiesce();
+                self.suspended = true;
+            }
+        }
+    }
+
+    /// Makes the inactive table active, if there is one, and ends a
+    /// suspension. The first resume creates the disk (`vblk<index>`); later
+    /// ones swap tables while no request is being served (like dm, a
+    /// resume of a running device suspends it around the swap), and
+    /// requests held meanwhile go to the new table.
     pub(crate) fn resume(&mut self, index: u32) -> Result {
         let Some(table) = self.inactive.take() else {
+            if let (Some(live), true) = (&self.live, self.suspended) {
+                live.disk.unquiesce();
+                self.suspended = false;
+            }
             return Ok(());
         };
         let size = table.size;
-        if let Some(live) = &self.live {
-            live.disk.frozen(|| *live.queue.active.lock() = table);
-            live.disk.set_capacity(size);
+        if self.live.is_some() {
+            self.suspend();
+            if let Some(live) = &self.live {
+                *live.queue.active.lock() = table;
+                live.disk.set_capacity(size);
+                live.disk.unquiesce();
+            }
+            self.suspended = false;
         } else {
             let first = table.clone();
             let queue = match Arc::pin_init(
@@ -190,6 +228,9 @@ impl Device {
         }
         if self.inactive.is_some() {
             f |= super::abi::FLAG_INACTIVE_PRESENT;
+        }
+        if self.suspended {
+            f |= super::abi::FLAG_SUSPENDED;
         }
         f
     }

@@ -40,8 +40,16 @@ enum Cmd {
         #[arg(long)]
         table: String,
     },
-    /// Make the inactive table live (creates the disk on first resume).
+    /// Make the inactive table live (creates the disk on first resume) and
+    /// end a suspension.
     Resume { name: String },
+    /// Hold I/O: in-flight I/O completes, new I/O waits until resume.
+    Suspend {
+        /// Do not flush lower devices' caches (as dmsetup --noflush).
+        #[arg(long)]
+        noflush: bool,
+        name: String,
+    },
     /// Remove a device.
     Remove { name: String },
     /// List devices.
@@ -57,6 +65,7 @@ fn main() -> ExitCode {
         Cmd::Create { name, uuid, table } => create(&name, uuid.as_deref(), table.as_deref()),
         Cmd::Load { name, table } => load(&name, &table),
         Cmd::Resume { name } => resume(&name),
+        Cmd::Suspend { noflush, name } => suspend(&name, noflush),
         Cmd::Remove { name } => remove(&name),
         Cmd::Ls => ls(cli.json),
         Cmd::Info { name } => info(&name, cli.json),
@@ -132,6 +141,14 @@ fn load(name: &str, table: &str) -> Result<(), CtlError> {
     vblkctl::table::check(table)
         .map_err(|e| CtlError::new(Some(libc::EINVAL), format!("table: {e}")))?;
     Control::open()?.send_bytes(Command::Load, &mut named(name)?, table.as_bytes())
+}
+
+fn suspend(name: &str, noflush: bool) -> Result<(), CtlError> {
+    let mut h = named(name)?;
+    if noflush {
+        h.flags |= vblkctl::abi::FLAG_NOFLUSH;
+    }
+    Control::open()?.send(Command::Suspend, &mut h)
 }
 
 fn resume(name: &str) -> Result<(), CtlError> {
@@ -212,11 +229,16 @@ fn info(name: &str, json: bool) -> Result<(), CtlError> {
                 "open_count": h.open_count,
                 "event_nr": h.event_nr,
                 "target_count": h.target_count,
+                "active": h.flags & vblkctl::abi::FLAG_ACTIVE_PRESENT != 0,
+                "inactive": h.flags & vblkctl::abi::FLAG_INACTIVE_PRESENT != 0,
+                "suspended": h.flags & vblkctl::abi::FLAG_SUSPENDED != 0,
             })
         );
     } else {
         println!("Name:              {name}");
-        let state = if h.flags & vblkctl::abi::FLAG_ACTIVE_PRESENT != 0 {
+        let state = if h.flags & vblkctl::abi::FLAG_SUSPENDED != 0 {
+            "SUSPENDED"
+        } else if h.flags & vblkctl::abi::FLAG_ACTIVE_PRESENT != 0 {
             "ACTIVE"
         } else {
             "NO TABLE"
