@@ -16,7 +16,7 @@ for t in "$here"/$glob.sh; do
 	name=$(basename "$t" .sh)
 	echo "vblk-selftest: start $name" >/dev/kmsg
 	echo "# selftest $name"
-	timeout -k 10 "${VBLK_SELFTEST_TIMEOUT:-1200}" bash "$t" 2>&1 | tee "$out/$name.tap"
+	timeout -k 10 "${VBLK_SELFTEST_TIMEOUT:-1200}" bash "$t" </dev/null 2>&1 | tee "$out/$name.tap"
 	trc=${PIPESTATUS[0]}
 	echo "vblk-selftest: end $name rc=$trc" >/dev/kmsg
 	pass=$(grep -c '^ok ' "$out/$name.tap")

@@ -25,7 +25,15 @@ pub(crate) enum Action {
 pub(crate) trait Target: Send + Sync {
     /// Decides what happens to an `op` on this line's sectors.
     fn map(&self, op: Op) -> Action;
+
+    /// Live state for STATUS (nothing for stateless targets).
+    fn status(&self, _out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        Ok(())
+    }
 }
+
+/// Every target type: name and version (TARGETS lists them).
+pub(crate) const KNOWN: [(&str, [u32; 3]); 2] = [("zero", [1, 0, 0]), ("error", [1, 0, 0])];
 
 /// Constructs the target `name` from its table arguments.
 pub(crate) fn construct(name: &str, args: &str, reply: &mut Reply) -> Result<Arc<dyn Target>> {

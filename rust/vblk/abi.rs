@@ -40,7 +40,10 @@ pub const FLAG_SUSPENDED: u32 = 1 << 2;
 /// In (SUSPEND): do not flush lower devices' caches while suspending.
 pub const FLAG_NOFLUSH: u32 = 1 << 3;
 
-/// Out (LIST): the payload area was too small; `data_size` now holds the
+/// In (TABLE): report the inactive table instead of the active one.
+pub const FLAG_QUERY_INACTIVE: u32 = 1 << 4;
+
+/// Out (LIST, TABLE, STATUS, TARGETS): the payload area was too small; `data_size` now holds the
 /// size needed and nothing was written. Retry with a larger buffer.
 pub const FLAG_BUFFER_FULL: u32 = 1 << 31;
 
@@ -148,11 +151,18 @@ pub enum Command {
     Resume = 6,
     /// Hold I/O: in-flight requests finish, new ones wait (never fail).
     Suspend = 7,
+    /// The table as text lines `start length target args` (payload, NUL
+    /// terminated; [`FLAG_BUFFER_FULL`] if it does not fit).
+    Table = 8,
+    /// Per-line status text `start length target status` (as TABLE).
+    Status = 9,
+    /// The targets the module knows, one `name major.minor.patch` per line.
+    Targets = 10,
 }
 
 impl Command {
     /// Every command, in nr order.
-    pub const ALL: [Command; 8] = [
+    pub const ALL: [Command; 11] = [
         Command::Version,
         Command::Create,
         Command::Remove,
@@ -161,6 +171,9 @@ impl Command {
         Command::Load,
         Command::Resume,
         Command::Suspend,
+        Command::Table,
+        Command::Status,
+        Command::Targets,
     ];
 
     /// The full ioctl request number: `_IOWR(MAGIC, nr, Header)`.

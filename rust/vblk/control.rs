@@ -4,12 +4,13 @@
 
 use super::abi::{
     name_in, Command, DeviceRecord, Header, ListReply, ABI_MAJOR, ABI_MINOR, ABI_PATCH,
-    FLAG_BUFFER_FULL,
+    FLAG_BUFFER_FULL, FLAG_QUERY_INACTIVE,
 };
 use super::device::{Device, Line, Table};
 use super::message::{fail, Reply};
 use super::table;
 use crate::sys::{self, control::ControlHandler};
+use core::fmt::Write;
 use core::mem::size_of;
 use kernel::error::code::{EACCES, EBUSY, EEXIST, EINVAL, ENOMEM, ENOTTY, ENXIO};
 use kernel::error::Result;
@@ -104,6 +105,15 @@ impl Control {
             Command::Load => self.load(h, payload(arg, h), reply),
             Command::Resume => self.resume(h, reply),
             Command::Suspend => self.suspend(h, reply),
+            Command::Table | Command::Status => self.table(command, h, payload(arg, h), reply),
+            Command::Targets => {
+                let mut text = TextBuf::new();
+                for (name, [a, b, c]) in crate::targets::KNOWN {
+                    // A failure here is an allocation failure, caught below.
+                    let _ = writeln!(text, "{name} {a}.{b}.{c}");
+                }
+                reply_text(h, payload(arg, h), text, reply)
+            }
         }
     }
 
@@ -265,6 +275,83 @@ impl Control {
     }
 }
 
+impl Control {
+    fn table(
+        &self,
+        command: Command,
+        h: &mut Header,
+        payload: UserSlice,
+        reply: &mut Reply,
+    ) -> Result {
+        let name = device_name(h, reply)?;
+        let inactive = h.flags & FLAG_QUERY_INACTIVE != 0;
+        let table = {
+            let devices = self.devices.lock();
+            let Some(d) = devices.iter().find(|d| d.name() == name) else {
+                return fail!(reply, ENXIO, "no device named '{}'", Show(name));
+            };
+            d.table(inactive)
+        };
+        let mut text = TextBuf::new();
+        if let Some(table) = &table {
+            // A failure here is an allocation failure, caught below.
+            let _ = table.write_text(command == Command::Status, &mut text);
+            h.target_count = table.lines.len() as u32;
+        } else {
+            h.target_count = 0;
+        }
+        reply_text(h, payload, text, reply)
+    }
+}
+
+/// Text built for a reply; remembers an allocation failure.
+struct TextBuf {
+    bytes: KVec<u8>,
+    failed: bool,
+}
+
+impl TextBuf {
+    fn new() -> Self {
+        TextBuf {
+            bytes: KVec::new(),
+            failed: false,
+        }
+    }
+}
+
+impl Write for TextBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        if self
+            .bytes
+            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+            .is_err()
+        {
+            self.failed = true;
+            return Err(core::fmt::Error);
+        }
+        Ok(())
+    }
+}
+
+/// Writes `text` and a NUL into the payload area, or asks for a larger
+/// buffer (`FLAG_BUFFER_FULL`, needed size in `data_size`).
+fn reply_text(h: &mut Header, payload: UserSlice, text: TextBuf, reply: &mut Reply) -> Result {
+    if text.failed {
+        return fail!(reply, ENOMEM, "out of memory formatting the reply");
+    }
+    let needed = text.bytes.len() + 1;
+    let mut out = payload.writer();
+    if out.len() < needed {
+        h.flags |= FLAG_BUFFER_FULL;
+        h.data_size = (h.data_offset as usize + needed) as u32;
+        return Ok(());
+    }
+    h.flags &= !FLAG_BUFFER_FULL;
+    out.write_slice(&text.bytes)
+        .and_then(|()| out.write_slice(&[0]))
+        .map_err(|e| reply.fail(e, format_args!("cannot write the reply")))
+}
+
 /// Largest table text LOAD accepts.
 const MAX_TABLE_TEXT: usize = 1 << 20;
 
@@ -283,11 +370,20 @@ fn build_table(text: &str, reply: &mut Reply) -> Result<Arc<Table>> {
         };
         let target = crate::targets::construct(line.target, line.args, reply)
             .inspect_err(|_| reply.prefix(format_args!("line {}: ", line.number)))?;
+        let mut args = KVec::new();
+        args.extend_from_slice(line.args.as_bytes(), GFP_KERNEL)
+            .map_err(|_| reply.fail(ENOMEM, format_args!("out of memory loading the table")))?;
+        let target_name = crate::targets::KNOWN
+            .iter()
+            .find(|(n, _)| *n == line.target)
+            .map_or("?", |(n, _)| n);
         lines
             .push(
                 Line {
                     start: line.start,
                     length: line.length,
+                    target_name,
+                    args,
                     target,
                 },
                 GFP_KERNEL,

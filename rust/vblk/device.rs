@@ -12,6 +12,9 @@ use kernel::sync::{Arc, SpinLock};
 pub(crate) struct Line {
     pub(crate) start: u64,
     pub(crate) length: u64,
+    /// Target name and arguments as loaded (for TABLE).
+    pub(crate) target_name: &'static str,
+    pub(crate) args: KVec<u8>,
     pub(crate) target: Arc<dyn Target>,
 }
 
@@ -22,6 +25,30 @@ pub(crate) struct Table {
 }
 
 impl Table {
+    /// Writes the table (`status == false`) or its status as text lines.
+    pub(crate) fn write_text(
+        &self,
+        status: bool,
+        out: &mut dyn core::fmt::Write,
+    ) -> core::fmt::Result {
+        for line in self.lines.iter() {
+            write!(out, "{} {} {}", line.start, line.length, line.target_name)?;
+            if status {
+                let mut first = true;
+                let mut sep = SpaceFirst {
+                    out: &mut *out,
+                    first: &mut first,
+                };
+                line.target.status(&mut sep)?;
+            } else if !line.args.is_empty() {
+                out.write_char(' ')?;
+                out.write_str(core::str::from_utf8(&line.args).unwrap_or("?"))?;
+            }
+            out.write_char('\n')?;
+        }
+        Ok(())
+    }
+
     /// Serves one request: every line it touches decides; any failure
     /// fails the whole request (as a bio spanning dm targets would).
     fn serve(&self, mut rq: Request) {
@@ -44,6 +71,22 @@ impl Table {
             rq.zero_fill();
         }
         rq.end(Status::Ok)
+    }
+}
+
+/// Puts one space before a target's status text, if it writes any.
+struct SpaceFirst<'a> {
+    out: &'a mut dyn core::fmt::Write,
+    first: &'a mut bool,
+}
+
+impl core::fmt::Write for SpaceFirst<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        if *self.first && !s.is_empty() {
+            *self.first = false;
+            self.out.write_char(' ')?;
+        }
+        self.out.write_str(s)
     }
 }
 
@@ -203,6 +246,15 @@ impl Device {
         }
         self.event_nr.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The active table (or with `inactive` the loaded one), if any.
+    pub(crate) fn table(&self, inactive: bool) -> Option<Arc<Table>> {
+        if inactive {
+            self.inactive.clone()
+        } else {
+            self.live.as_ref().map(|l| l.queue.active.lock().clone())
+        }
     }
 
     fn target_count(&self) -> u32 {

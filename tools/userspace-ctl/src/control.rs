@@ -120,39 +120,57 @@ impl Control {
         result.map_err(|errno| kernel_error(command, errno, header))
     }
 
-    /// Lists all devices, growing the buffer until the list fits.
-    pub fn list(&self) -> Result<Vec<DeviceRecord>, CtlError> {
+    /// Sends a query whose answer goes into the payload area, growing the
+    /// buffer (from 4 KiB) until the answer fits.
+    pub fn query(&self, command: Command, header: &Header) -> Result<(Header, Vec<u8>), CtlError> {
         let mut capacity = 4 * 1024;
         loop {
-            let (h, payload) = self.send_with_payload(Command::List, &Header::new(), capacity)?;
-            if h.flags & FLAG_BUFFER_FULL != 0 {
-                let needed = (h.data_size as usize).saturating_sub(std::mem::size_of::<Header>());
-                if needed <= capacity {
-                    return Err(CtlError::new(
-                        None,
-                        "List: kernel reported a full buffer but no larger size",
-                    ));
-                }
-                capacity = needed;
-                continue;
+            let (h, payload) = self.send_with_payload(command, header, capacity)?;
+            if h.flags & FLAG_BUFFER_FULL == 0 {
+                return Ok((h, payload));
             }
-            let head = std::mem::size_of::<ListReply>();
-            let rec = std::mem::size_of::<DeviceRecord>();
-            let count = u32::from_ne_bytes(payload[0..4].try_into().unwrap()) as usize;
-            if head + count * rec > payload.len() {
-                return Err(CtlError::new(None, "List: reply larger than its buffer"));
+            let needed = (h.data_size as usize).saturating_sub(std::mem::size_of::<Header>());
+            if needed <= capacity {
+                return Err(CtlError::new(
+                    None,
+                    format!("{command:?}: kernel reported a full buffer but no larger size"),
+                ));
             }
-            return Ok((0..count)
-                .map(|i| {
-                    let at = head + i * rec;
-                    // SAFETY: bounds checked above; `DeviceRecord` is plain
-                    // old data, read unaligned from the byte buffer.
-                    unsafe {
-                        std::ptr::read_unaligned(payload[at..].as_ptr().cast::<DeviceRecord>())
-                    }
-                })
-                .collect());
+            capacity = needed;
         }
+    }
+
+    /// A query answered with NUL-terminated text.
+    pub fn query_text(
+        &self,
+        command: Command,
+        header: &Header,
+    ) -> Result<(Header, String), CtlError> {
+        let (h, payload) = self.query(command, header)?;
+        let end = payload
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(payload.len());
+        Ok((h, String::from_utf8_lossy(&payload[..end]).into_owned()))
+    }
+
+    /// Lists all devices.
+    pub fn list(&self) -> Result<Vec<DeviceRecord>, CtlError> {
+        let (_, payload) = self.query(Command::List, &Header::new())?;
+        let head = std::mem::size_of::<ListReply>();
+        let rec = std::mem::size_of::<DeviceRecord>();
+        let count = u32::from_ne_bytes(payload[0..4].try_into().unwrap()) as usize;
+        if head + count * rec > payload.len() {
+            return Err(CtlError::new(None, "List: reply larger than its buffer"));
+        }
+        Ok((0..count)
+            .map(|i| {
+                let at = head + i * rec;
+                // SAFETY: bounds checked above; `DeviceRecord` is plain old
+                // data, read unaligned from the byte buffer.
+                unsafe { std::ptr::read_unaligned(payload[at..].as_ptr().cast::<DeviceRecord>()) }
+            })
+            .collect())
     }
 
     /// Issues an arbitrary ioctl request with an arbitrary argument; the

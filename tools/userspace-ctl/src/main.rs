@@ -29,17 +29,36 @@ enum Cmd {
         /// A unique identifier, as dmsetup's --uuid.
         #[arg(long)]
         uuid: Option<String>,
-        /// The table: one line 'START LENGTH TARGET ARGS...'.
-        #[arg(long)]
+        /// The table as text ('START LENGTH TARGET ARGS...' lines).
+        #[arg(long, conflicts_with_all = ["file", "notable"])]
         table: Option<String>,
+        /// Read the table from this file.
+        #[arg(conflicts_with = "notable")]
+        file: Option<std::path::PathBuf>,
+        /// Create the device without a table (no stdin read).
+        #[arg(long)]
+        notable: bool,
     },
-    /// Load a table into a device's inactive slot.
+    /// Load a table into a device's inactive slot (from --table, FILE or stdin).
     Load {
         name: String,
-        /// The table: one line 'START LENGTH TARGET ARGS...'.
-        #[arg(long)]
-        table: String,
+        /// The table as text ('START LENGTH TARGET ARGS...' lines).
+        #[arg(long, conflicts_with = "file")]
+        table: Option<String>,
+        /// Read the table from this file.
+        file: Option<std::path::PathBuf>,
     },
+    /// Show a device's table (keys hidden once targets have them).
+    Table {
+        name: String,
+        /// Show the loaded, not yet resumed table.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Show each table line's live status.
+    Status { name: String },
+    /// List the targets the module knows, with versions.
+    Targets,
     /// Make the inactive table live (creates the disk on first resume) and
     /// end a suspension.
     Resume { name: String },
@@ -62,8 +81,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Version => version(cli.json),
-        Cmd::Create { name, uuid, table } => create(&name, uuid.as_deref(), table.as_deref()),
-        Cmd::Load { name, table } => load(&name, &table),
+        Cmd::Create {
+            name,
+            uuid,
+            table,
+            file,
+            notable,
+        } => table_input(table, file, !notable)
+            .and_then(|t| create(&name, uuid.as_deref(), t.as_deref())),
+        Cmd::Load { name, table, file } => {
+            table_input(table, file, true).and_then(|t| load(&name, t.as_deref().unwrap_or("")))
+        }
+        Cmd::Table { name, inactive } => show_table(&name, inactive, false, cli.json),
+        Cmd::Status { name } => show_table(&name, false, true, cli.json),
+        Cmd::Targets => targets(cli.json),
         Cmd::Resume { name } => resume(&name),
         Cmd::Suspend { noflush, name } => suspend(&name, noflush),
         Cmd::Remove { name } => remove(&name),
@@ -252,6 +283,94 @@ fn info(name: &str, json: bool) -> Result<(), CtlError> {
         println!("Number of targets: {}", h.target_count);
         if !uuid.is_empty() {
             println!("UUID: {uuid}");
+        }
+    }
+    Ok(())
+}
+
+/// The table text from --table, a file, or (as dmsetup) stdin when it is
+/// not a terminal. `None` when there is none (create without a table).
+fn table_input(
+    table: Option<String>,
+    file: Option<std::path::PathBuf>,
+    stdin_ok: bool,
+) -> Result<Option<String>, CtlError> {
+    use std::io::{IsTerminal, Read};
+    if let Some(t) = table {
+        return Ok(Some(t));
+    }
+    if let Some(f) = file {
+        return std::fs::read_to_string(&f).map(Some).map_err(|e| {
+            CtlError::new(
+                e.raw_os_error(),
+                format!("cannot read table file {}: {e}", f.display()),
+            )
+        });
+    }
+    if !stdin_ok || std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).map_err(|e| {
+        CtlError::new(
+            e.raw_os_error(),
+            format!("cannot read the table from stdin: {e}"),
+        )
+    })?;
+    Ok(if text.trim().is_empty() {
+        None
+    } else {
+        Some(text)
+    })
+}
+
+fn show_table(name: &str, inactive: bool, status: bool, json: bool) -> Result<(), CtlError> {
+    let mut h = named(name)?;
+    if inactive {
+        h.flags |= vblkctl::abi::FLAG_QUERY_INACTIVE;
+    }
+    let command = if status {
+        Command::Status
+    } else {
+        Command::Table
+    };
+    let (_, text) = Control::open()?.query_text(command, &h)?;
+    if json {
+        let lines: Vec<_> = text
+            .lines()
+            .map(|l| {
+                let mut f = l.splitn(4, ' ');
+                let (start, length, target) = (f.next(), f.next(), f.next());
+                let rest = f.next().unwrap_or("");
+                serde_json::json!({
+                    "start": start.and_then(|s| s.parse::<u64>().ok()),
+                    "length": length.and_then(|s| s.parse::<u64>().ok()),
+                    "target": target,
+                    if status { "status" } else { "args" }: rest,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(lines));
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+fn targets(json: bool) -> Result<(), CtlError> {
+    let (_, text) = Control::open()?.query_text(Command::Targets, &Header::new())?;
+    if json {
+        let list: Vec<_> = text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, version)| serde_json::json!({"name": name, "version": version}))
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else {
+        for l in text.lines() {
+            if let Some((name, version)) = l.split_once(' ') {
+                println!("{name:<16} v{version}");
+            }
         }
     }
     Ok(())
