@@ -26,6 +26,16 @@ pub(crate) trait Target: Send + Sync {
     /// Decides what happens to an `op` on this line's sectors.
     fn map(&self, op: Op) -> Action;
 
+    /// Handles `message` (text after the sector) sent to this line;
+    /// `name` is the target's table name, for messages.
+    fn message(&self, name: &str, message: &str, reply: &mut Reply) -> Result {
+        fail!(
+            reply,
+            EINVAL,
+            "target '{name}' accepts no messages (got '{message}')"
+        )
+    }
+
     /// Live state for STATUS (nothing for stateless targets).
     fn status(&self, _out: &mut dyn core::fmt::Write) -> core::fmt::Result {
         Ok(())

@@ -158,11 +158,17 @@ pub enum Command {
     Status = 9,
     /// The targets the module knows, one `name major.minor.patch` per line.
     Targets = 10,
+    /// Sleep until the device's event counter differs from `event_nr`;
+    /// answers with the current counter.
+    Wait = 11,
+    /// Send the payload text `<sector> <message...>` to the target of the
+    /// active table line holding that sector.
+    Message = 12,
 }
 
 impl Command {
     /// Every command, in nr order.
-    pub const ALL: [Command; 11] = [
+    pub const ALL: [Command; 13] = [
         Command::Version,
         Command::Create,
         Command::Remove,
@@ -174,6 +180,8 @@ impl Command {
         Command::Table,
         Command::Status,
         Command::Targets,
+        Command::Wait,
+        Command::Message,
     ];
 
     /// The full ioctl request number: `_IOWR(MAGIC, nr, Header)`.

@@ -12,11 +12,11 @@ use super::table;
 use crate::sys::{self, control::ControlHandler};
 use core::fmt::Write;
 use core::mem::size_of;
-use kernel::error::code::{EACCES, EBUSY, EEXIST, EINVAL, ENOMEM, ENOTTY, ENXIO};
+use kernel::error::code::{EACCES, EBUSY, EEXIST, EINVAL, ENOMEM, ENOTTY, ENXIO, ERESTARTSYS};
 use kernel::error::Result;
 use kernel::prelude::*;
 use kernel::sync::Arc;
-use kernel::sync::Mutex;
+use kernel::sync::{CondVar, Mutex};
 use kernel::uaccess::{UserPtr, UserSlice};
 
 const HEADER_SIZE: usize = size_of::<Header>();
@@ -33,6 +33,10 @@ pub(crate) struct Control {
     /// changes nothing and commands never interleave.
     #[pin]
     devices: Mutex<KVec<Device>>,
+    /// Notified (with `devices` held) whenever a device's event counter
+    /// changes or a device goes away; WAIT sleeps on it.
+    #[pin]
+    events: CondVar,
 }
 
 impl Control {
@@ -40,6 +44,7 @@ impl Control {
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Control {
             devices <- kernel::new_mutex!(KVec::new(), "vblk::Control::devices"),
+            events <- kernel::new_condvar!("vblk::Control::events"),
         })
     }
 }
@@ -106,6 +111,8 @@ impl Control {
             Command::Resume => self.resume(h, reply),
             Command::Suspend => self.suspend(h, reply),
             Command::Table | Command::Status => self.table(command, h, payload(arg, h), reply),
+            Command::Wait => self.wait(h, reply),
+            Command::Message => self.message(h, payload(arg, h), reply),
             Command::Targets => {
                 let mut text = TextBuf::new();
                 for (name, [a, b, c]) in crate::targets::KNOWN {
@@ -163,6 +170,7 @@ impl Control {
         }
         // The removed device is dropped here, under the lock.
         let _removed = sys::vec::remove(&mut devices, index);
+        self.events.notify_all();
         Ok(())
     }
 
@@ -246,7 +254,12 @@ impl Control {
                 Show(name)
             );
         }
-        d.resume(index).map_err(|e| {
+        let before = d.event_nr();
+        let result = d.resume(index);
+        if d.event_nr() != before {
+            self.events.notify_all();
+        }
+        result.map_err(|e| {
             reply.fail(
                 e,
                 format_args!("cannot create the disk of '{}'", Show(name)),
@@ -303,6 +316,85 @@ impl Control {
         reply_text(h, payload, text, reply)
     }
 }
+
+impl Control {
+    fn wait(&self, h: &mut Header, reply: &mut Reply) -> Result {
+        let field = h.name;
+        let name =
+            name_in(&field).map_err(|e| reply.fail(EINVAL, format_args!("device name {e}")))?;
+        let mut devices = self.devices.lock();
+        loop {
+            let Some(d) = devices.iter().find(|d| d.name() == name) else {
+                return fail!(
+                    reply,
+                    ENXIO,
+                    "no device named '{}' (or it was removed)",
+                    Show(name)
+                );
+            };
+            let now = d.event_nr();
+            if now != h.event_nr {
+                h.event_nr = now;
+                return Ok(());
+            }
+            // Sleeps with `devices` released; true if a signal is pending.
+            if self.events.wait_interruptible(&mut devices) {
+                return Err(ERESTARTSYS);
+            }
+        }
+    }
+
+    fn message(&self, h: &Header, payload: UserSlice, reply: &mut Reply) -> Result {
+        let name = device_name(h, reply)?;
+        let mut bytes = KVec::new();
+        let reader = payload.reader();
+        if reader.len() > MAX_MESSAGE {
+            return fail!(reply, EINVAL, "message is longer than {MAX_MESSAGE} bytes");
+        }
+        reader
+            .read_all(&mut bytes, GFP_KERNEL)
+            .map_err(|e| reply.fail(e, format_args!("cannot read the message")))?;
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        let Ok(text) = core::str::from_utf8(&bytes[..end]) else {
+            return fail!(reply, EINVAL, "message is not UTF-8");
+        };
+        let text = text.trim();
+        let (sector, message) = text.split_once([' ', '\t']).unwrap_or((text, ""));
+        let Some(sector) = table::parse_sectors(sector) else {
+            return fail!(
+                reply,
+                EINVAL,
+                "message must start with a sector number, got '{sector}'"
+            );
+        };
+        let table = {
+            let devices = self.devices.lock();
+            let Some(d) = devices.iter().find(|d| d.name() == name) else {
+                return fail!(reply, ENXIO, "no device named '{}'", Show(name));
+            };
+            d.table(false)
+        };
+        let Some(table) = table else {
+            return fail!(reply, EINVAL, "device '{}' has no active table", Show(name));
+        };
+        let Some(line) = table
+            .lines
+            .iter()
+            .find(|l| l.start <= sector && sector < l.start + l.length)
+        else {
+            return fail!(
+                reply,
+                EINVAL,
+                "sector {sector} is past the end of the table ({} sectors)",
+                table.size
+            );
+        };
+        line.target.message(line.target_name, message.trim(), reply)
+    }
+}
+
+/// Longest MESSAGE text.
+const MAX_MESSAGE: usize = 4096;
 
 /// Text built for a reply; remembers an allocation failure.
 struct TextBuf {

@@ -163,6 +163,11 @@ impl Device {
         &self.uuid[..self.uuid_len]
     }
 
+    /// The event counter.
+    pub(crate) fn event_nr(&self) -> u32 {
+        self.event_nr.load(Ordering::Relaxed)
+    }
+
     /// The disk index (`vblk<index>`) if the device has a disk.
     pub(crate) fn disk_index(&self) -> Option<u32> {
         self.live.as_ref().map(|l| l.index)

@@ -59,6 +59,16 @@ enum Cmd {
     Status { name: String },
     /// List the targets the module knows, with versions.
     Targets,
+    /// Wait until the device's event number differs from EVENT_NR (default:
+    /// its current one), then print the new event number.
+    Wait { name: String, event_nr: Option<u32> },
+    /// Send a message to the target holding SECTOR (as dmsetup message).
+    Message {
+        name: String,
+        sector: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        message: Vec<String>,
+    },
     /// Make the inactive table live (creates the disk on first resume) and
     /// end a suspension.
     Resume { name: String },
@@ -95,6 +105,15 @@ fn main() -> ExitCode {
         Cmd::Table { name, inactive } => show_table(&name, inactive, false, cli.json),
         Cmd::Status { name } => show_table(&name, false, true, cli.json),
         Cmd::Targets => targets(cli.json),
+        Cmd::Wait { name, event_nr } => wait(&name, event_nr, cli.json),
+        Cmd::Message {
+            name,
+            sector,
+            message,
+        } => Control::open().and_then(|c| {
+            let text = format!("{sector} {}", message.join(" "));
+            c.send_bytes(Command::Message, &mut named(&name)?, text.as_bytes())
+        }),
         Cmd::Resume { name } => resume(&name),
         Cmd::Suspend { noflush, name } => suspend(&name, noflush),
         Cmd::Remove { name } => remove(&name),
@@ -372,6 +391,29 @@ fn targets(json: bool) -> Result<(), CtlError> {
                 println!("{name:<16} v{version}");
             }
         }
+    }
+    Ok(())
+}
+
+fn wait(name: &str, event_nr: Option<u32>, json: bool) -> Result<(), CtlError> {
+    let control = Control::open()?;
+    let mut h = named(name)?;
+    h.event_nr = match event_nr {
+        Some(n) => n,
+        None => {
+            let mut info = named(name)?;
+            control.send(Command::Info, &mut info)?;
+            info.event_nr
+        }
+    };
+    control.send(Command::Wait, &mut h)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "name": name, "event_nr": h.event_nr })
+        );
+    } else {
+        println!("{}", h.event_nr);
     }
     Ok(())
 }
