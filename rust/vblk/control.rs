@@ -178,12 +178,9 @@ impl Control {
         let devices = self.devices.lock();
         let needed = size_of::<ListReply>() + devices.len() * size_of::<DeviceRecord>();
         let mut out = payload.writer();
-        if out.len() < needed {
-            h.flags |= FLAG_BUFFER_FULL;
-            h.data_size = (h.data_offset as usize + needed) as u32;
+        if !fits(h, out.len(), needed) {
             return Ok(());
         }
-        h.flags &= !FLAG_BUFFER_FULL;
         out.write(&ListReply {
             count: devices.len() as u32,
             reserved: 0,
@@ -199,9 +196,7 @@ impl Control {
     fn info(&self, h: &mut Header, reply: &mut Reply) -> Result {
         let name = device_name(h, reply)?;
         let devices = self.devices.lock();
-        let Some(d) = devices.iter().find(|d| d.name() == name) else {
-            return fail!(reply, ENXIO, "no device named '{}'", Show(name));
-        };
+        let d = find(&devices, name, reply)?;
         d.fill_info(h);
         Ok(())
     }
@@ -229,9 +224,7 @@ impl Control {
         };
         let table = build_table(text, reply)?;
         let mut devices = self.devices.lock();
-        let Some(d) = devices.iter_mut().find(|d| d.name() == name) else {
-            return fail!(reply, ENXIO, "no device named '{}'", Show(name));
-        };
+        let d = find_mut(&mut devices, name, reply)?;
         d.load(table);
         Ok(())
     }
@@ -243,9 +236,7 @@ impl Control {
         let index = (0u32..)
             .find(|i| !devices.iter().any(|d| d.disk_index() == Some(*i)))
             .unwrap_or(0);
-        let Some(d) = devices.iter_mut().find(|d| d.name() == name) else {
-            return fail!(reply, ENXIO, "no device named '{}'", Show(name));
-        };
+        let d = find_mut(&mut devices, name, reply)?;
         if !d.has_inactive() && d.disk_index().is_none() {
             return fail!(
                 reply,
@@ -272,9 +263,7 @@ impl Control {
     fn suspend(&self, h: &Header, reply: &mut Reply) -> Result {
         let name = device_name(h, reply)?;
         let mut devices = self.devices.lock();
-        let Some(d) = devices.iter_mut().find(|d| d.name() == name) else {
-            return fail!(reply, ENXIO, "no device named '{}'", Show(name));
-        };
+        let d = find_mut(&mut devices, name, reply)?;
         if d.disk_index().is_none() {
             return fail!(
                 reply,
@@ -300,9 +289,7 @@ impl Control {
         let inactive = h.flags & FLAG_QUERY_INACTIVE != 0;
         let table = {
             let devices = self.devices.lock();
-            let Some(d) = devices.iter().find(|d| d.name() == name) else {
-                return fail!(reply, ENXIO, "no device named '{}'", Show(name));
-            };
+            let d = find(&devices, name, reply)?;
             d.table(inactive)
         };
         let mut text = TextBuf::new();
@@ -369,9 +356,7 @@ impl Control {
         };
         let table = {
             let devices = self.devices.lock();
-            let Some(d) = devices.iter().find(|d| d.name() == name) else {
-                return fail!(reply, ENXIO, "no device named '{}'", Show(name));
-            };
+            let d = find(&devices, name, reply)?;
             d.table(false)
         };
         let Some(table) = table else {
@@ -425,20 +410,31 @@ impl Write for TextBuf {
     }
 }
 
+/// Whether a reply of `needed` bytes fits the `room` of the payload area;
+/// if not, sets `FLAG_BUFFER_FULL` and the size needed in `data_size` (the
+/// ioctl then succeeds without writing the payload, and the caller
+/// retries with a larger buffer).
+fn fits(h: &mut Header, room: usize, needed: usize) -> bool {
+    if room < needed {
+        h.flags |= FLAG_BUFFER_FULL;
+        h.data_size = (h.data_offset as usize + needed) as u32;
+        false
+    } else {
+        h.flags &= !FLAG_BUFFER_FULL;
+        true
+    }
+}
+
 /// Writes `text` and a NUL into the payload area, or asks for a larger
 /// buffer (`FLAG_BUFFER_FULL`, needed size in `data_size`).
 fn reply_text(h: &mut Header, payload: UserSlice, text: TextBuf, reply: &mut Reply) -> Result {
     if text.failed {
         return fail!(reply, ENOMEM, "out of memory formatting the reply");
     }
-    let needed = text.bytes.len() + 1;
     let mut out = payload.writer();
-    if out.len() < needed {
-        h.flags |= FLAG_BUFFER_FULL;
-        h.data_size = (h.data_offset as usize + needed) as u32;
+    if !fits(h, out.len(), text.bytes.len() + 1) {
         return Ok(());
     }
-    h.flags &= !FLAG_BUFFER_FULL;
     out.write_slice(&text.bytes)
         .and_then(|()| out.write_slice(&[0]))
         .map_err(|e| reply.fail(e, format_args!("cannot write the reply")))
@@ -484,6 +480,26 @@ fn build_table(text: &str, reply: &mut Reply) -> Result<Arc<Table>> {
     }
     Arc::new(Table { lines, size }, GFP_KERNEL)
         .map_err(|_| reply.fail(ENOMEM, format_args!("out of memory loading the table")))
+}
+
+/// The device named `name`, or ENXIO with a message.
+fn find<'a>(devices: &'a [Device], name: &[u8], reply: &mut Reply) -> Result<&'a Device> {
+    match devices.iter().find(|d| d.name() == name) {
+        Some(d) => Ok(d),
+        None => fail!(reply, ENXIO, "no device named '{}'", Show(name)),
+    }
+}
+
+/// [`find`], for changing the device.
+fn find_mut<'a>(
+    devices: &'a mut [Device],
+    name: &[u8],
+    reply: &mut Reply,
+) -> Result<&'a mut Device> {
+    match devices.iter_mut().find(|d| d.name() == name) {
+        Some(d) => Ok(d),
+        None => fail!(reply, ENXIO, "no device named '{}'", Show(name)),
+    }
 }
 
 /// The payload area the header describes (checked by [`check_header`]).
