@@ -8,7 +8,7 @@
 use super::bindings;
 use core::ffi::c_void;
 use core::ptr::NonNull;
-use kernel::error::{Error, Result};
+use kernel::error::{to_result, Error, Result};
 use kernel::sync::Arc;
 
 /// What a request asks for.
@@ -140,6 +140,14 @@ impl<T: QueueHandler> Disk<T> {
     pub(crate) fn devt(&self) -> u32 {
         // SAFETY: `raw` is a live disk (type invariant).
         unsafe { bindings::vblk_shim_disk_devt(self.raw.as_ptr()) }
+    }
+
+    /// Commits to removing the disk unless it is open (`EBUSY`): from a
+    /// successful return on, every open of the disk fails, so nobody can
+    /// open it between this check and the drop that deletes it.
+    pub(crate) fn claim_for_removal(&self) -> Result {
+        // SAFETY: `raw` is a live disk.
+        to_result(unsafe { bindings::vblk_shim_disk_claim_for_removal(self.raw.as_ptr()) })
     }
 
     /// How many times the disk is open.

@@ -69,6 +69,8 @@ struct vblk_disk {
 	struct gendisk *disk;
 	vblk_queue_rq_fn queue_rq;
 	const void *ctx;
+	/* Set under disk->open_mutex once removal is decided: opens fail. */
+	bool dying;
 };
 
 static blk_status_t vblk_mq_queue_rq(struct blk_mq_hw_ctx *hctx,
@@ -85,8 +87,17 @@ static const struct blk_mq_ops vblk_mq_ops = {
 	.queue_rq = vblk_mq_queue_rq,
 };
 
+/* Called with disk->open_mutex held, like the removal claim below. */
+static int vblk_bdev_open(struct gendisk *disk, blk_mode_t mode)
+{
+	struct vblk_disk *d = disk->private_data;
+
+	return d->dying ? -ENXIO : 0;
+}
+
 static const struct block_device_operations vblk_bdev_ops = {
 	.owner = THIS_MODULE,
+	.open = vblk_bdev_open,
 };
 
 struct vblk_disk *vblk_shim_disk_create(vblk_queue_rq_fn queue_rq, const void *ctx,
@@ -123,6 +134,7 @@ struct vblk_disk *vblk_shim_disk_create(vblk_queue_rq_fn queue_rq, const void *c
 		goto free_set;
 	}
 	d->disk->fops = &vblk_bdev_ops;
+	d->disk->private_data = d;
 	d->disk->flags |= GENHD_FL_NO_PART;
 	snprintf(d->disk->disk_name, DISK_NAME_LEN, "vblk%u", index);
 	set_capacity(d->disk, sectors);
@@ -157,6 +169,23 @@ u32 vblk_shim_disk_devt(const struct vblk_disk *d)
 int vblk_shim_disk_openers(const struct vblk_disk *d)
 {
 	return atomic_read(&d->disk->part0->bd_openers);
+}
+
+/*
+ * Decides removal atomically with respect to opens: -EBUSY if the disk is
+ * open, else marks it dying so no open can succeed from now on.
+ */
+int vblk_shim_disk_claim_for_removal(struct vblk_disk *d)
+{
+	int ret = 0;
+
+	mutex_lock(&d->disk->open_mutex);
+	if (atomic_read(&d->disk->part0->bd_openers))
+		ret = -EBUSY;
+	else
+		d->dying = true;
+	mutex_unlock(&d->disk->open_mutex);
+	return ret;
 }
 
 void vblk_shim_disk_set_capacity(struct vblk_disk *d, u64 sectors)

@@ -50,6 +50,7 @@ struct vblk_disk *vblk_shim_disk_create(vblk_queue_rq_fn queue_rq, const void *c
 void vblk_shim_disk_destroy(struct vblk_disk *d);
 u32 vblk_shim_disk_devt(const struct vblk_disk *d);
 int vblk_shim_disk_openers(const struct vblk_disk *d);
+int vblk_shim_disk_claim_for_removal(struct vblk_disk *d);
 void vblk_shim_disk_set_capacity(struct vblk_disk *d, u64 sectors);
 void vblk_shim_disk_quiesce(struct vblk_disk *d);
 void vblk_shim_disk_unquiesce(struct vblk_disk *d);

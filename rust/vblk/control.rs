@@ -165,7 +165,7 @@ impl Control {
         let Some(index) = devices.iter().position(|d| d.name() == name) else {
             return fail!(reply, ENXIO, "no device named '{}'", Show(name));
         };
-        if devices[index].is_open() {
+        if devices[index].claim_for_removal().is_err() {
             return fail!(reply, EBUSY, "device '{}' is open", Show(name));
         }
         // The removed device is dropped here, under the lock.

@@ -173,9 +173,12 @@ impl Device {
         self.live.as_ref().map(|l| l.index)
     }
 
-    /// Whether the disk is open.
-    pub(crate) fn is_open(&self) -> bool {
-        self.live.as_ref().is_some_and(|l| l.disk.openers() > 0)
+    /// Commits to removal unless the disk is open (`EBUSY`); afterwards
+    /// opens of the disk fail until the device is dropped.
+    pub(crate) fn claim_for_removal(&self) -> Result {
+        self.live
+            .as_ref()
+            .map_or(Ok(()), |l| l.disk.claim_for_removal())
     }
 
     fn dev(&self) -> u64 {
