@@ -8,6 +8,7 @@ use crate::sys::disk::Op;
 use crate::vblk::message::{fail, Reply};
 use kernel::error::code::{EINVAL, ENOMEM};
 use kernel::error::Result;
+use kernel::prelude::*;
 use kernel::sync::Arc;
 
 /// What a target does with its part of a request.
@@ -42,39 +43,61 @@ pub(crate) trait Target: Send + Sync {
     }
 }
 
-/// Every target type: name and version (TARGETS lists them).
-pub(crate) const KNOWN: [(&str, [u32; 3]); 2] = [("zero", [1, 0, 0]), ("error", [1, 0, 0])];
+/// A target type: its table name, version, and constructor.
+pub(crate) struct TargetType {
+    pub(crate) name: &'static str,
+    pub(crate) version: [u32; 3],
+    construct: fn(&str, &mut Reply) -> Result<Arc<dyn Target>>,
+}
 
-/// Constructs the target `name` from its table arguments.
-pub(crate) fn construct(name: &str, args: &str, reply: &mut Reply) -> Result<Arc<dyn Target>> {
-    let target: Arc<dyn Target> = match name {
-        "zero" => zero::Zero::construct(args, reply)?,
-        "error" => error::ErrorTarget::construct(args, reply)?,
-        _ => {
-            return fail!(
-                reply,
-                EINVAL,
-                "unknown target '{name}' (known: zero, error)"
-            )
-        }
+/// Every target type (LOAD looks names up here, TARGETS lists them).
+pub(crate) const TYPES: [TargetType; 2] = [
+    TargetType {
+        name: "zero",
+        version: [1, 0, 0],
+        construct: zero::construct,
+    },
+    TargetType {
+        name: "error",
+        version: [1, 0, 0],
+        construct: error::construct,
+    },
+];
+
+/// Constructs target `name` from its table arguments; returns the type's
+/// name (for TABLE) with the target.
+pub(crate) fn construct(
+    name: &str,
+    args: &str,
+    reply: &mut Reply,
+) -> Result<(&'static str, Arc<dyn Target>)> {
+    let Some(t) = TYPES.iter().find(|t| t.name == name) else {
+        return fail!(
+            reply,
+            EINVAL,
+            "unknown target '{name}' (see 'vblkctl targets')"
+        );
     };
-    Ok(target)
+    (t.construct)(args, reply).map(|target| (t.name, target))
 }
 
-/// Allocation failure while constructing a target, with a message.
-fn no_memory<T>(reply: &mut Reply, what: &str) -> Result<T> {
-    fail!(reply, ENOMEM, "out of memory constructing {what}")
-}
-
-/// Refuses arguments for targets that take none (dm's zero and error).
-fn no_args(name: &str, args: &str, reply: &mut Reply) -> Result {
-    if args.is_empty() {
-        Ok(())
-    } else {
-        fail!(
+/// Constructs a target that takes no arguments and has no state (dm's
+/// zero and error).
+fn stateless<T: Target + 'static>(
+    name: &str,
+    target: T,
+    args: &str,
+    reply: &mut Reply,
+) -> Result<Arc<dyn Target>> {
+    if !args.is_empty() {
+        return fail!(
             reply,
             EINVAL,
             "target '{name}' takes no arguments, got '{args}'"
-        )
+        );
+    }
+    match Arc::new(target, GFP_KERNEL) {
+        Ok(t) => Ok(t),
+        Err(_) => fail!(reply, ENOMEM, "out of memory constructing {name}"),
     }
 }

@@ -115,7 +115,8 @@ impl Control {
             Command::Message => self.message(h, payload(arg, h), reply),
             Command::Targets => {
                 let mut text = TextBuf::new();
-                for (name, [a, b, c]) in crate::targets::KNOWN {
+                for t in &crate::targets::TYPES {
+                    let (name, [a, b, c]) = (t.name, t.version);
                     // A failure here is an allocation failure, caught below.
                     let _ = writeln!(text, "{name} {a}.{b}.{c}");
                 }
@@ -205,23 +206,8 @@ impl Control {
 impl Control {
     fn load(&self, h: &Header, payload: UserSlice, reply: &mut Reply) -> Result {
         let name = device_name(h, reply)?;
-        let mut text = KVec::new();
-        let reader = payload.reader();
-        if reader.len() > MAX_TABLE_TEXT {
-            return fail!(
-                reply,
-                EINVAL,
-                "table text is larger than {MAX_TABLE_TEXT} bytes"
-            );
-        }
-        reader
-            .read_all(&mut text, GFP_KERNEL)
-            .map_err(|e| reply.fail(e, format_args!("cannot read the table text")))?;
-        // The text ends at the first NUL, if any.
-        let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-        let Ok(text) = core::str::from_utf8(&text[..end]) else {
-            return fail!(reply, EINVAL, "table text is not UTF-8");
-        };
+        let mut buf = KVec::new();
+        let text = read_text(payload, MAX_TABLE_TEXT, "table text", &mut buf, reply)?;
         let table = build_table(text, reply)?;
         let mut devices = self.devices.lock();
         let d = find_mut(&mut devices, name, reply)?;
@@ -333,19 +319,8 @@ impl Control {
 
     fn message(&self, h: &Header, payload: UserSlice, reply: &mut Reply) -> Result {
         let name = device_name(h, reply)?;
-        let mut bytes = KVec::new();
-        let reader = payload.reader();
-        if reader.len() > MAX_MESSAGE {
-            return fail!(reply, EINVAL, "message is longer than {MAX_MESSAGE} bytes");
-        }
-        reader
-            .read_all(&mut bytes, GFP_KERNEL)
-            .map_err(|e| reply.fail(e, format_args!("cannot read the message")))?;
-        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-        let Ok(text) = core::str::from_utf8(&bytes[..end]) else {
-            return fail!(reply, EINVAL, "message is not UTF-8");
-        };
-        let text = text.trim();
+        let mut buf = KVec::new();
+        let text = read_text(payload, MAX_MESSAGE, "message", &mut buf, reply)?.trim();
         let (sector, message) = text.split_once([' ', '\t']).unwrap_or((text, ""));
         let Some(sector) = table::parse_sectors(sector) else {
             return fail!(
@@ -456,15 +431,11 @@ fn build_table(text: &str, reply: &mut Reply) -> Result<Arc<Table>> {
         let Ok(line) = line else {
             return fail!(reply, EINVAL, "table changed while parsing");
         };
-        let target = crate::targets::construct(line.target, line.args, reply)
+        let (target_name, target) = crate::targets::construct(line.target, line.args, reply)
             .inspect_err(|_| reply.prefix(format_args!("line {}: ", line.number)))?;
         let mut args = KVec::new();
         args.extend_from_slice(line.args.as_bytes(), GFP_KERNEL)
             .map_err(|_| reply.fail(ENOMEM, format_args!("out of memory loading the table")))?;
-        let target_name = crate::targets::KNOWN
-            .iter()
-            .find(|(n, _)| *n == line.target)
-            .map_or("?", |(n, _)| n);
         lines
             .push(
                 Line {
@@ -499,6 +470,29 @@ fn find_mut<'a>(
     match devices.iter_mut().find(|d| d.name() == name) {
         Some(d) => Ok(d),
         None => fail!(reply, ENXIO, "no device named '{}'", Show(name)),
+    }
+}
+
+/// Reads the payload as text (up to the first NUL) into `buf`: at most
+/// `max` bytes of UTF-8; `what` names it in messages.
+fn read_text<'b>(
+    payload: UserSlice,
+    max: usize,
+    what: &str,
+    buf: &'b mut KVec<u8>,
+    reply: &mut Reply,
+) -> Result<&'b str> {
+    let reader = payload.reader();
+    if reader.len() > max {
+        return fail!(reply, EINVAL, "{what} is longer than {max} bytes");
+    }
+    reader
+        .read_all(buf, GFP_KERNEL)
+        .map_err(|e| reply.fail(e, format_args!("cannot read the {what}")))?;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match core::str::from_utf8(&buf[..end]) {
+        Ok(text) => Ok(text),
+        Err(_) => fail!(reply, EINVAL, "{what} is not UTF-8"),
     }
 }
 

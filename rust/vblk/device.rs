@@ -99,11 +99,11 @@ pub(crate) struct Queue {
 
 impl QueueHandler for Queue {
     fn queue_rq(&self, rq: Request) {
-        let table = self.active.lock().clone();
         if rq.op() == Op::Flush {
             // Nothing below caches data yet (zero and error only).
             return rq.end(Status::Ok);
         }
+        let table = self.active.lock().clone();
         table.serve(rq)
     }
 }

@@ -66,23 +66,33 @@ impl Control {
         }
     }
 
-    /// Sends `command` with a payload area of `capacity` bytes after the
-    /// header; returns the answered header and the payload bytes.
-    pub fn send_with_payload(
+    /// Sends `command` with `input` in a payload area of at least
+    /// `capacity` bytes after the header; returns the answered header and
+    /// the payload area as the kernel left it.
+    fn exchange(
         &self,
         command: Command,
         header: &Header,
+        input: &[u8],
         capacity: usize,
     ) -> Result<(Header, Vec<u8>), CtlError> {
         let hsize = std::mem::size_of::<Header>();
+        let capacity = capacity.max(input.len());
         // u64 storage keeps the header 8-byte aligned.
         let mut buf = vec![0u64; (hsize + capacity).div_ceil(8)];
         let mut h = *header;
         h.data_size = (hsize + capacity) as u32;
         h.data_offset = hsize as u32;
-        // SAFETY: `buf` is at least `hsize` bytes and 8-byte aligned, and
-        // `Header` is plain old data, so writing and reading it there is sound.
-        unsafe { std::ptr::write(buf.as_mut_ptr().cast::<Header>(), h) };
+        // SAFETY: `buf` is 8-byte aligned and holds the header plus
+        // `capacity >= input.len()` bytes; `Header` is plain old data.
+        unsafe {
+            std::ptr::write(buf.as_mut_ptr().cast::<Header>(), h);
+            std::ptr::copy_nonoverlapping(
+                input.as_ptr(),
+                buf.as_mut_ptr().cast::<u8>().add(hsize),
+                input.len(),
+            );
+        }
         let result = self.raw_ioctl(command.ioctl(), buf.as_mut_ptr() as usize);
         // SAFETY: as above; the kernel wrote a `Header` back in place.
         let answered = unsafe { std::ptr::read(buf.as_ptr().cast::<Header>()) };
@@ -93,31 +103,16 @@ impl Control {
         Ok((answered, bytes[hsize..hsize + capacity].to_vec()))
     }
 
-    /// Sends `command` with `payload` after the header (e.g. LOAD's table).
+    /// Sends `command` with `payload` after the header (e.g. LOAD's table);
+    /// `header` gets the kernel's answer.
     pub fn send_bytes(
         &self,
         command: Command,
         header: &mut Header,
         payload: &[u8],
     ) -> Result<(), CtlError> {
-        let hsize = std::mem::size_of::<Header>();
-        let mut buf = vec![0u64; (hsize + payload.len()).div_ceil(8)];
-        header.data_size = (hsize + payload.len()) as u32;
-        header.data_offset = hsize as u32;
-        // SAFETY: `buf` is 8-byte aligned and large enough for the header
-        // and the payload; `Header` is plain old data.
-        unsafe {
-            std::ptr::write(buf.as_mut_ptr().cast::<Header>(), *header);
-            std::ptr::copy_nonoverlapping(
-                payload.as_ptr(),
-                buf.as_mut_ptr().cast::<u8>().add(hsize),
-                payload.len(),
-            );
-        }
-        let result = self.raw_ioctl(command.ioctl(), buf.as_mut_ptr() as usize);
-        // SAFETY: the kernel wrote a `Header` back in place.
-        *header = unsafe { std::ptr::read(buf.as_ptr().cast::<Header>()) };
-        result.map_err(|errno| kernel_error(command, errno, header))
+        *header = self.exchange(command, header, payload, 0)?.0;
+        Ok(())
     }
 
     /// Sends a query whose answer goes into the payload area, growing the
@@ -125,7 +120,7 @@ impl Control {
     pub fn query(&self, command: Command, header: &Header) -> Result<(Header, Vec<u8>), CtlError> {
         let mut capacity = 4 * 1024;
         loop {
-            let (h, payload) = self.send_with_payload(command, header, capacity)?;
+            let (h, payload) = self.exchange(command, header, &[], capacity)?;
             if h.flags & FLAG_BUFFER_FULL == 0 {
                 return Ok((h, payload));
             }
