@@ -45,3 +45,88 @@ done_testing() {
 	[ "$_tap_failed" -eq 0 ]
 	exit $?
 }
+
+# ---- devices and workloads shared by the selftests ----
+
+# dmsetup without udev (the guest has none): it makes its own nodes.
+export DM_DISABLE_UDEV=1
+
+NULLB_CFG=/sys/kernel/config/nullb
+
+# nullb NAME SIZE_MB [ATTR=VALUE...]: a memory-backed null_blk device
+# /dev/NAME made through configfs (e.g. discard=1 cache_size=16 blocksize=4096).
+nullb() {
+	local name=$1 size=$2 kv; shift 2
+	mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
+	mkdir "$NULLB_CFG/$name" || return 1
+	echo "$size" >"$NULLB_CFG/$name/size"
+	echo 1 >"$NULLB_CFG/$name/memory_backed"
+	for kv in "$@"; do echo "${kv#*=}" >"$NULLB_CFG/$name/${kv%%=*}" || return 1; done
+	echo 1 >"$NULLB_CFG/$name/power"
+	for _ in $(seq 50); do [ -b "/dev/$name" ] && return 0; sleep 0.1; done
+	return 1
+}
+
+# nullb_rm NAME...: power off and remove null_blk devices made by `nullb`.
+nullb_rm() {
+	local name
+	for name in "$@"; do
+		[ -d "$NULLB_CFG/$name" ] || continue
+		echo 0 >"$NULLB_CFG/$name/power" 2>/dev/null
+		rmdir "$NULLB_CFG/$name"
+	done
+}
+
+# sectors DEV: size in 512-byte sectors.
+sectors() { blockdev --getsz "$1"; }
+
+# devno DEV: "major:minor" of a block device node.
+devno() { printf '%d:%d' "0x$(stat -L -c %t "$1")" "0x$(stat -L -c %T "$1")"; }
+
+# disk_of NAME: the kernel name (vblkN) of vblk device NAME.
+disk_of() { basename "$(readlink -f "/dev/vblk/$1")"; }
+
+# fio_verify DEV SIZE [FIO ARGS...]: random writes then a crc32c verify of
+# everything written; fails on any I/O or verify error.
+fio_verify() {
+	local dev=$1 size=$2; shift 2
+	fio --name=verify --filename="$dev" --size="$size" --direct=1 \
+		--ioengine=io_uring --iodepth=16 --rw=randwrite --bs=4k \
+		--verify=crc32c --do_verify=1 --verify_fatal=1 --norandommap=0 \
+		--randrepeat=0 --verify_state_save=0 --group_reporting=1 \
+		--output-format=terse "$@" >/dev/null
+}
+
+# fs_check FS DEV: mkfs, mount, fill with files, unmount, fsck clean,
+# mount again and compare the files' checksums.
+fs_check() {
+	local fs=$1 dev=$2 mnt sums rc=0
+	mnt=$(mktemp -d)
+	case "$fs" in
+	ext4) mkfs.ext4 -q -F "$dev" || return 1 ;;
+	xfs) mkfs.xfs -q -f "$dev" || return 1 ;;
+	esac
+	mount "$dev" "$mnt" || { rmdir "$mnt"; return 1; }
+	for i in $(seq 8); do
+		head -c $((1024 * 1024 + i * 4096 + 17)) /dev/urandom >"$mnt/f$i" || rc=1
+	done
+	mkdir -p "$mnt/d/e" && cp "$mnt/f1" "$mnt/d/e/g" || rc=1
+	sums=$(cd "$mnt" && find . -type f -exec sha256sum {} + | sort)
+	umount "$mnt" || rc=1
+	case "$fs" in
+	ext4) fsck.ext4 -f -n "$dev" >/dev/null 2>&1 || { echo "fsck.ext4 found problems"; rc=1; } ;;
+	xfs) xfs_repair -n "$dev" >/dev/null 2>&1 || { echo "xfs_repair -n found problems"; rc=1; } ;;
+	esac
+	mount "$dev" "$mnt" || { rmdir "$mnt"; return 1; }
+	[ "$sums" = "$(cd "$mnt" && find . -type f -exec sha256sum {} + | sort)" ] || { echo "file contents changed"; rc=1; }
+	umount "$mnt" || rc=1
+	rmdir "$mnt"
+	return "$rc"
+}
+
+# same_bytes A B SECTORS: the first SECTORS sectors of two devices (or
+# files) are identical, read with O_DIRECT (bypasses stale page caches).
+same_bytes() {
+	cmp <(dd if="$1" bs=512 count="$3" iflag=direct status=none) \
+		<(dd if="$2" bs=512 count="$3" iflag=direct status=none)
+}

@@ -2,7 +2,7 @@
 //! The misc control device `/dev/vblk-control` and its ioctl entry point.
 
 use super::bindings;
-use crate::vblk::abi::{DeviceRecord, Header, ListReply};
+use crate::vblk::abi::{DepsReply, DeviceRecord, Header, ListReply};
 use core::ffi::{c_long, c_uint, c_ulong, c_void};
 use kernel::error::{to_result, Result};
 use kernel::sync::Arc;
@@ -83,6 +83,9 @@ unsafe impl AsBytes for Header {}
 
 // SAFETY: `ListReply` is `#[repr(C)]`, two u32, no padding.
 unsafe impl AsBytes for ListReply {}
+
+// SAFETY: `DepsReply` is `#[repr(C)]`, two u32, no padding.
+unsafe impl AsBytes for DepsReply {}
 
 // SAFETY: `DeviceRecord` is `#[repr(C)]`: a u64, two u32 and a 128-byte
 // array (bytes 0..144, a multiple of its 8-byte alignment), no padding.

@@ -1,13 +1,26 @@
 // SPDX-License-Identifier: GPL-2.0
 //! blk-mq disks and their requests.
 //!
-//! The C half is in shim.c (`vblk_shim_disk_*`, `vblk_shim_rq_*`): tag set
-//! (BLOCKING, so `queue_rq` may sleep), disk allocation with limits, and the
-//! static inline request helpers.
+//! The C half is in shim.c (`vblk_shim_disk_*`, `vblk_shim_rq_*`): the tag
+//! set (BLOCKING, so `queue_rq` may sleep), the disk, a bio_set for lower
+//! bios, and the static inline request helpers.
+//!
+//! A request's life: blk-mq hands it to [`QueueHandler::queue_rq`] as a
+//! [`Request`]. The handler either ends it at once or turns it into a
+//! [`Pending`] request carrying the handler's per-request data, and
+//! submits lower bios through it (clones of the request's data, or cache
+//! flushes). Each lower bio holds a count on the request; so does the
+//! `Pending` value itself while the handler is still submitting. The last
+//! count to go ends the request with the first error any part reported.
 
+use super::bdev::BlockDevice;
 use super::bindings;
+use super::limits::QueueLimits;
 use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::mem::{size_of, MaybeUninit};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use kernel::error::{to_result, Error, Result};
 use kernel::sync::Arc;
 
@@ -22,81 +35,240 @@ pub(crate) enum Op {
     Other,
 }
 
-/// How a request ends.
+/// A block layer status (`blk_status_t`): how an I/O ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Status {
-    Ok,
-    IoError,
-}
+pub(crate) struct Status(u8);
 
 impl Status {
-    fn raw(self) -> u8 {
-        (match self {
-            Status::Ok => bindings::vblk_status_VBLK_STS_OK,
-            Status::IoError => bindings::vblk_status_VBLK_STS_IOERR,
-        }) as u8
+    pub(crate) const OK: Status = Status(0);
+    /// The operation is not supported (`EOPNOTSUPP`).
+    pub(crate) const NOT_SUPPORTED: Status = Status(1);
+    /// A generic I/O error (`EIO`).
+    pub(crate) const IO_ERROR: Status = Status(10);
+
+    pub(crate) fn is_ok(self) -> bool {
+        self.0 == 0
     }
 }
 
 /// Receives the requests of a [`Disk`].
-pub(crate) trait QueueHandler: Send + Sync {
-    /// Handles one started request; it must be ended (dropping a
-    /// [`Request`] without ending it ends it with an I/O error).
-    fn queue_rq(&self, rq: Request);
+pub(crate) trait QueueHandler: Send + Sync + 'static {
+    /// What the handler keeps per request while its lower bios are in
+    /// flight (e.g. the table the request was mapped with). Dropped when
+    /// the request ends, possibly in interrupt context.
+    type RqData: Send + Sync;
+
+    /// Handles one started request (process context, may sleep). It must
+    /// be ended, directly or through [`Request::dispatch`]; dropping a
+    /// [`Request`] ends it with an I/O error.
+    fn queue_rq(&self, rq: Request<Self>);
+
+    /// A lower bio submitted with `tag` completed with `status`. Runs in
+    /// any context (hard irq included) and must not sleep; returns the
+    /// status to record for the request.
+    fn lower_done(data: &Self::RqData, tag: u64, status: Status) -> Status;
+}
+
+/// Request flags vblk looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RqFlags(u32);
+
+impl RqFlags {
+    /// Readahead: may be failed at will.
+    pub(crate) fn readahead(self) -> bool {
+        self.0 & bindings::vblk_rq_flag_VBLK_RQ_RAHEAD != 0
+    }
+}
+
+/// The per-request data area (the request's PDU). The shim increments
+/// `pending` for each lower bio it submits (it must come first).
+#[repr(C)]
+struct RqState<D> {
+    pending: AtomicU32,
+    status: AtomicU8,
+    data: MaybeUninit<D>,
+}
+
+fn op_from(op: bindings::vblk_op) -> Op {
+    match op {
+        bindings::vblk_op::VBLK_OP_READ => Op::Read,
+        bindings::vblk_op::VBLK_OP_WRITE => Op::Write,
+        bindings::vblk_op::VBLK_OP_FLUSH => Op::Flush,
+        bindings::vblk_op::VBLK_OP_DISCARD => Op::Discard,
+        bindings::vblk_op::VBLK_OP_WRITE_ZEROES => Op::WriteZeroes,
+        bindings::vblk_op::VBLK_OP_OTHER => Op::Other,
+    }
 }
 
 /// A started request, owned by the driver until it is ended.
-pub(crate) struct Request {
+pub(crate) struct Request<T: QueueHandler + ?Sized> {
     raw: NonNull<bindings::request>,
+    _handler: PhantomData<fn(&T)>,
 }
 
-impl Request {
+impl<T: QueueHandler + ?Sized> Request<T> {
     pub(crate) fn op(&self) -> Op {
         // SAFETY: `raw` is a started request we own (type invariant).
-        match unsafe { bindings::vblk_shim_rq_op(self.raw.as_ptr()) } {
-            bindings::vblk_op::VBLK_OP_READ => Op::Read,
-            bindings::vblk_op::VBLK_OP_WRITE => Op::Write,
-            bindings::vblk_op::VBLK_OP_FLUSH => Op::Flush,
-            bindings::vblk_op::VBLK_OP_DISCARD => Op::Discard,
-            bindings::vblk_op::VBLK_OP_WRITE_ZEROES => Op::WriteZeroes,
-            bindings::vblk_op::VBLK_OP_OTHER => Op::Other,
-        }
+        op_from(unsafe { bindings::vblk_shim_rq_op(self.raw.as_ptr()) })
     }
 
-    /// First sector.
-    pub(crate) fn sector(&self) -> u64 {
-        // SAFETY: `raw` is a started request we own (type invariant).
-        unsafe { bindings::vblk_shim_rq_pos(self.raw.as_ptr()) }
-    }
-
-    /// Length in sectors.
-    pub(crate) fn sectors(&self) -> u32 {
-        // SAFETY: `raw` is a started request we own (type invariant).
-        unsafe { bindings::vblk_shim_rq_sectors(self.raw.as_ptr()) }
-    }
-
-    /// Fills the request's data pages with zeros (for reads).
-    pub(crate) fn zero_fill(&mut self) {
-        // SAFETY: `raw` is a started request we own; its bios' pages are
-        // ours to write until we end it.
-        unsafe { bindings::vblk_shim_rq_zero_fill(self.raw.as_ptr()) }
-    }
-
-    /// Ends the request with `status`.
+    /// Ends the request with `status` without any lower I/O.
     pub(crate) fn end(self, status: Status) {
         let raw = self.raw;
         core::mem::forget(self);
         // SAFETY: we own the started request and end it exactly once (the
         // `forget` above keeps `Drop` from ending it again).
-        unsafe { bindings::vblk_shim_rq_end(raw.as_ptr(), status.raw()) }
+        unsafe { bindings::vblk_shim_rq_end(raw.as_ptr(), status.0) }
     }
 }
 
-impl Drop for Request {
+impl<T: QueueHandler> Request<T> {
+    /// Attaches `data` and returns the request as pending: lower bios can
+    /// now be submitted for it, and it ends when the last of them and the
+    /// returned value are gone.
+    pub(crate) fn dispatch(self, data: T::RqData) -> Pending<T> {
+        let raw = self.raw;
+        core::mem::forget(self);
+        // SAFETY: the PDU is `size_of::<RqState<T::RqData>>()` bytes,
+        // suitably aligned (checked in `Disk::create`), and not in use: the
+        // request was just started and nothing else writes its PDU.
+        unsafe {
+            state_ptr::<T>(raw).write(RqState {
+                pending: AtomicU32::new(1),
+                status: AtomicU8::new(0),
+                data: MaybeUninit::new(data),
+            })
+        };
+        Pending {
+            raw,
+            _handler: PhantomData,
+        }
+    }
+}
+
+impl<T: QueueHandler + ?Sized> Drop for Request<T> {
     fn drop(&mut self) {
         // SAFETY: a `Request` that was not ended is still owned and started.
-        unsafe { bindings::vblk_shim_rq_end(self.raw.as_ptr(), Status::IoError.raw()) }
+        unsafe { bindings::vblk_shim_rq_end(self.raw.as_ptr(), Status::IO_ERROR.0) }
     }
+}
+
+/// A request with per-request data attached, whose lower bios are being
+/// submitted. Dropping it lets the request end once they all completed.
+pub(crate) struct Pending<T: QueueHandler> {
+    raw: NonNull<bindings::request>,
+    _handler: PhantomData<fn(&T)>,
+}
+
+impl<T: QueueHandler> Pending<T> {
+    pub(crate) fn op(&self) -> Op {
+        // SAFETY: `raw` is a started request we own (type invariant).
+        op_from(unsafe { bindings::vblk_shim_rq_op(self.raw.as_ptr()) })
+    }
+
+    pub(crate) fn flags(&self) -> RqFlags {
+        // SAFETY: as above.
+        RqFlags(unsafe { bindings::vblk_shim_rq_flags(self.raw.as_ptr()) })
+    }
+
+    /// First sector.
+    pub(crate) fn sector(&self) -> u64 {
+        // SAFETY: as above.
+        unsafe { bindings::vblk_shim_rq_pos(self.raw.as_ptr()) }
+    }
+
+    /// Length in sectors.
+    pub(crate) fn sectors(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { bindings::vblk_shim_rq_sectors(self.raw.as_ptr()) }
+    }
+
+    fn state(&self) -> &RqState<T::RqData> {
+        // SAFETY: `dispatch` initialised the state, and our count keeps the
+        // request (so its PDU) from ending while `self` lives.
+        unsafe { &*state_ptr::<T>(self.raw) }
+    }
+
+    /// The handler's data for this request.
+    pub(crate) fn data(&self) -> &T::RqData {
+        // SAFETY: `dispatch` initialised `data`; it is dropped only when
+        // the last count goes, and `self` holds one.
+        unsafe { self.state().data.assume_init_ref() }
+    }
+
+    /// Records a failure for the request (the first one wins).
+    pub(crate) fn fail(&self, status: Status) {
+        record(self.state(), status);
+    }
+
+    /// Zeroes sectors `[skip, skip + len)` of the request's data (reads).
+    pub(crate) fn zero_range(&self, skip: u64, len: u64) {
+        // SAFETY: we own the started request; its data pages are ours to
+        // write until it ends. The shim clamps the range to the request.
+        unsafe { bindings::vblk_shim_rq_zero_range(self.raw.as_ptr(), skip, len) }
+    }
+
+    /// Sends sectors `[skip, skip + len)` of the request to `dev` at
+    /// `sector` (as clones sharing the request's pages); each completion
+    /// reports `tag` to [`QueueHandler::lower_done`].
+    pub(crate) fn clone_to(&self, skip: u64, len: u64, dev: &BlockDevice, sector: u64, tag: u64) {
+        // SAFETY: the request is pending (its PDU starts with the count the
+        // shim increments); `dev` is open and, being referenced from the
+        // request's data (the table), outlives the lower bios.
+        unsafe {
+            bindings::vblk_shim_rq_clone(self.raw.as_ptr(), skip, len, dev.raw(), sector, tag)
+        };
+    }
+
+    /// Sends an empty cache flush to `dev`, reporting `tag`.
+    pub(crate) fn flush_to(&self, dev: &BlockDevice, tag: u64) {
+        // SAFETY: as for `clone_to`.
+        unsafe { bindings::vblk_shim_rq_flush(self.raw.as_ptr(), dev.raw(), tag) }
+    }
+}
+
+impl<T: QueueHandler> Drop for Pending<T> {
+    fn drop(&mut self) {
+        // SAFETY: the request is pending and `self` holds one count.
+        unsafe { put::<T>(self.raw, Status::OK) }
+    }
+}
+
+/// The PDU of `rq` as this handler's request state.
+fn state_ptr<T: QueueHandler>(rq: NonNull<bindings::request>) -> *mut RqState<T::RqData> {
+    // SAFETY: `rq` is a request of a vblk disk; the shim returns the PDU
+    // address without dereferencing anything else.
+    unsafe { bindings::vblk_shim_rq_pdu(rq.as_ptr()) }.cast()
+}
+
+fn record<D>(state: &RqState<D>, status: Status) {
+    if !status.is_ok() {
+        let _ = state
+            .status
+            .compare_exchange(0, status.0, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+/// Drops one count of a pending request, ending it if it was the last.
+///
+/// # Safety
+///
+/// `rq` must be pending (dispatched, not yet ended) with handler `T`, and
+/// the caller must own one of its counts, which this consumes.
+unsafe fn put<T: QueueHandler>(rq: NonNull<bindings::request>, status: Status) {
+    let state = state_ptr::<T>(rq);
+    // SAFETY: the caller's count keeps the state initialised.
+    let st = unsafe { &*state };
+    record(st, status);
+    if st.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+        return;
+    }
+    let status = st.status.load(Ordering::Acquire);
+    // SAFETY: that was the last count: nobody else uses the data, which
+    // `dispatch` initialised; it is dropped exactly once, here.
+    unsafe { (*state).data.assume_init_drop() };
+    // SAFETY: we own the request and end it exactly once.
+    unsafe { bindings::vblk_shim_rq_end(rq.as_ptr(), status) }
 }
 
 /// A registered blk-mq disk whose requests go to a `T`. Dropping it
@@ -109,23 +281,40 @@ pub(crate) struct Disk<T: QueueHandler> {
 // SAFETY: the shim's disk functions may be called from any thread; the
 // handler is `Send + Sync`.
 unsafe impl<T: QueueHandler> Send for Disk<T> {}
-// SAFETY: as above; `&Disk` only allows the thread-safe queries.
+// SAFETY: as above; `&Disk` only allows operations the block layer
+// serialises itself.
 unsafe impl<T: QueueHandler> Sync for Disk<T> {}
 
 impl<T: QueueHandler> Disk<T> {
+    const OPS: bindings::vblk_disk_ops = bindings::vblk_disk_ops {
+        queue_rq: Some(queue_rq_trampoline::<T>),
+        lower_done: Some(lower_done_trampoline::<T>),
+    };
+
     /// Creates and registers disk `vblk<index>` of `sectors` sectors.
-    pub(crate) fn create(handler: Arc<T>, index: u32, sectors: u64) -> Result<Self> {
+    pub(crate) fn create(
+        handler: Arc<T>,
+        index: u32,
+        sectors: u64,
+        limits: &QueueLimits,
+    ) -> Result<Self> {
+        // The PDU follows `struct request`, which is 8-byte aligned.
+        const { assert!(core::mem::align_of::<RqState<T::RqData>>() <= 8) };
         let ctx: *const T = &*handler;
         let mut err = 0;
         // SAFETY: `ctx` stays valid while the disk exists: `Self` owns an
         // `Arc` to it and destroys the disk (which waits for all requests)
-        // before dropping the `Arc`. The trampoline matches `T`.
+        // before dropping the `Arc`. `OPS` is a constant (static
+        // promotion) matching `T`; `limits` is live for the call (the shim
+        // copies it).
         let raw = unsafe {
             bindings::vblk_shim_disk_create(
-                Some(queue_rq_trampoline::<T>),
+                &Self::OPS,
                 ctx.cast(),
                 index,
                 sectors,
+                limits.raw(),
+                size_of::<RqState<T::RqData>>() as u32,
                 &mut err,
             )
         };
@@ -152,16 +341,13 @@ impl<T: QueueHandler> Disk<T> {
 
     /// How many times the disk is open.
     pub(crate) fn openers(&self) -> i32 {
-        // SAFETY: `raw` is a live disk (type invariant).
+        // SAFETY: `raw` is a live disk.
         unsafe { bindings::vblk_shim_disk_openers(self.raw.as_ptr()) }
     }
-}
 
-impl<T: QueueHandler> Disk<T> {
     /// Stops dispatching: returns once no `queue_rq` runs; requests that
     /// arrive meanwhile wait in blk-mq (they do not fail) until
-    /// [`Disk::unquiesce`]. Requests the handler still owns (asynchronous
-    /// completion) are the handler's to drain.
+    /// [`Disk::unquiesce`]. Requests already pending go on completing.
     pub(crate) fn quiesce(&self) {
         // SAFETY: `raw` is a live disk.
         unsafe { bindings::vblk_shim_disk_quiesce(self.raw.as_ptr()) }
@@ -171,6 +357,25 @@ impl<T: QueueHandler> Disk<T> {
     pub(crate) fn unquiesce(&self) {
         // SAFETY: `raw` is a live disk; the caller pairs this with a quiesce.
         unsafe { bindings::vblk_shim_disk_unquiesce(self.raw.as_ptr()) }
+    }
+
+    /// Waits until no request is in flight (use after [`Disk::quiesce`]);
+    /// `ERESTARTSYS` if a signal arrived first.
+    pub(crate) fn wait_idle(&self) -> Result {
+        // SAFETY: `raw` is a live disk; control ioctls run in process context.
+        to_result(unsafe { bindings::vblk_shim_disk_wait_idle(self.raw.as_ptr()) })
+    }
+
+    /// Applies new limits. Only while quiesced and idle.
+    pub(crate) fn set_limits(&self, limits: &QueueLimits) -> Result {
+        // SAFETY: both are live; the shim copies the limits.
+        to_result(unsafe { bindings::vblk_shim_disk_set_limits(self.raw.as_ptr(), limits.raw()) })
+    }
+
+    /// The disk's logical block size in bytes.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        // SAFETY: `raw` is a live disk.
+        unsafe { bindings::vblk_shim_disk_logical_block_size(self.raw.as_ptr()) }
     }
 
     /// Sets the size, telling userspace (uevent) if it changed.
@@ -200,6 +405,31 @@ unsafe extern "C" fn queue_rq_trampoline<T: QueueHandler>(
     // SAFETY: by the contract `ctx` points to a live `T`.
     let handler = unsafe { &*ctx.cast::<T>() };
     if let Some(raw) = NonNull::new(rq) {
-        handler.queue_rq(Request { raw });
+        handler.queue_rq(Request {
+            raw,
+            _handler: PhantomData,
+        });
     }
+}
+
+/// The shim's lower-bio completion: lets the handler judge the status,
+/// then drops the bio's count on the request.
+///
+/// # Safety
+///
+/// `rq` must be a pending request of a disk with handler `T`, and the
+/// completed bio must have held one of its counts.
+unsafe extern "C" fn lower_done_trampoline<T: QueueHandler>(
+    rq: *mut bindings::request,
+    tag: u64,
+    status: u8,
+) {
+    let Some(rq) = NonNull::new(rq) else { return };
+    // SAFETY: the bio's count keeps the state initialised.
+    let state = unsafe { &*state_ptr::<T>(rq) };
+    // SAFETY: as above, for the data.
+    let data = unsafe { state.data.assume_init_ref() };
+    let status = T::lower_done(data, tag, Status(status));
+    // SAFETY: the completed bio's count is handed over to `put`.
+    unsafe { put::<T>(rq, status) }
 }

@@ -5,9 +5,12 @@
 //! wrapped here in safe types whose invariants are documented where they
 //! are established. Above this layer no code touches a raw pointer.
 
+pub(crate) mod bdev;
 mod bindings;
 pub(crate) mod control;
 pub(crate) mod disk;
+pub(crate) mod event;
+pub(crate) mod limits;
 pub(crate) mod vec;
 
 /// Whether the calling task has `CAP_SYS_ADMIN` (checked per call, like

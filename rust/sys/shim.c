@@ -58,19 +58,159 @@ bool vblk_shim_capable_sys_admin(void)
 	return capable(CAP_SYS_ADMIN);
 }
 
-/* ---- blk-mq disks ---- */
-#include <linux/blk-mq.h>
+/* ---- events ---- */
+#include <linux/wait_bit.h>
+
+int vblk_shim_event_wait(u32 *counter, u32 seen)
+{
+	return wait_var_event_interruptible(counter, READ_ONCE(*counter) != seen);
+}
+
+void vblk_shim_event_wake(u32 *counter)
+{
+	wake_up_var(counter);
+}
+
+/* ---- lower block devices ---- */
 #include <linux/blkdev.h>
 #include <linux/bio.h>
+#include <linux/blk-mq.h>
 #include <linux/slab.h>
+
+/*
+ * One holder for every lower device vblk opens, like device-mapper's
+ * _dm_claim_ptr: two vblk tables may share a lower device (and a reload
+ * can open what the old table still holds), while everyone else who wants
+ * the device exclusively (mkfs, mount, another driver) gets EBUSY.
+ */
+static char vblk_holder;
+
+struct file *vblk_shim_bdev_open(const char *path, u32 dev, int *err)
+{
+	const blk_mode_t mode = BLK_OPEN_READ | BLK_OPEN_WRITE;
+	struct file *f;
+
+	if (path)
+		f = bdev_file_open_by_path(path, mode, &vblk_holder, NULL);
+	else
+		f = bdev_file_open_by_dev(dev, mode, &vblk_holder, NULL);
+	if (IS_ERR(f)) {
+		*err = PTR_ERR(f);
+		return NULL;
+	}
+	return f;
+}
+
+void vblk_shim_bdev_close(struct file *f)
+{
+	bdev_fput(f);
+}
+
+u32 vblk_shim_bdev_devt(struct file *f)
+{
+	return file_bdev(f)->bd_dev;
+}
+
+u64 vblk_shim_bdev_sectors(struct file *f)
+{
+	return bdev_nr_sectors(file_bdev(f));
+}
+
+u32 vblk_shim_bdev_logical_block_size(struct file *f)
+{
+	return bdev_logical_block_size(file_bdev(f));
+}
+
+bool vblk_shim_bdev_discard(struct file *f)
+{
+	return bdev_max_discard_sectors(file_bdev(f)) != 0;
+}
+
+bool vblk_shim_bdev_write_zeroes(struct file *f)
+{
+	return bdev_write_zeroes_sectors(file_bdev(f)) != 0;
+}
+
+void vblk_shim_bdev_name(struct file *f, char *buf, u32 len)
+{
+	snprintf(buf, len, "%pg", file_bdev(f));
+}
+
+int vblk_shim_bdev_flush(struct file *f)
+{
+	return blkdev_issue_flush(file_bdev(f));
+}
+
+/* ---- queue limits ---- */
+
+struct queue_limits *vblk_shim_limits_new(void)
+{
+	struct queue_limits *lim = kmalloc(sizeof(*lim), GFP_KERNEL);
+
+	if (lim)
+		blk_set_stacking_limits(lim);
+	return lim;
+}
+
+void vblk_shim_limits_free(struct queue_limits *lim)
+{
+	kfree(lim);
+}
+
+bool vblk_shim_limits_stack(struct queue_limits *lim, struct file *f, u64 offset)
+{
+	struct block_device *bdev = file_bdev(f);
+
+	return blk_stack_limits(lim, &bdev_get_queue(bdev)->limits,
+				get_start_sect(bdev) + offset) == 0;
+}
+
+void vblk_shim_limits_discard(struct queue_limits *lim, bool supported)
+{
+	if (!supported) {
+		lim->max_hw_discard_sectors = 0;
+		lim->discard_granularity = 0;
+		lim->discard_alignment = 0;
+	} else if (!lim->max_hw_discard_sectors) {
+		/* Nothing below limits it (zero, error): any size, any sector. */
+		lim->max_hw_discard_sectors = UINT_MAX;
+		lim->discard_granularity = 512;
+	}
+	/* A request must cover one contiguous range (see rust/sys/disk.rs). */
+	lim->max_discard_segments = 1;
+}
+
+void vblk_shim_limits_write_zeroes(struct queue_limits *lim, bool supported)
+{
+	if (!supported)
+		lim->max_write_zeroes_sectors = 0;
+}
+
+u32 vblk_shim_limits_logical_block_size(const struct queue_limits *lim)
+{
+	return lim->logical_block_size;
+}
+
+/* ---- blk-mq disks ---- */
 
 struct vblk_disk {
 	struct blk_mq_tag_set set;
 	struct gendisk *disk;
-	vblk_queue_rq_fn queue_rq;
+	/* Lower bios: clones of request bios and empty flushes. */
+	struct bio_set bs;
+	const struct vblk_disk_ops *ops;
 	const void *ctx;
+	/* Woken as requests end, for vblk_shim_disk_wait_idle. */
+	wait_queue_head_t idle_wait;
 	/* Set under disk->open_mutex once removal is decided: opens fail. */
 	bool dying;
+};
+
+/* What sits in front of every lower bio (the bio_set's front_pad). */
+struct vblk_lower {
+	struct request *rq;
+	u64 tag;
+	struct bio bio;
 };
 
 static blk_status_t vblk_mq_queue_rq(struct blk_mq_hw_ctx *hctx,
@@ -79,7 +219,7 @@ static blk_status_t vblk_mq_queue_rq(struct blk_mq_hw_ctx *hctx,
 	struct vblk_disk *d = hctx->queue->queuedata;
 
 	blk_mq_start_request(bd->rq);
-	d->queue_rq(d->ctx, bd->rq);
+	d->ops->queue_rq(d->ctx, bd->rq);
 	return BLK_STS_OK;
 }
 
@@ -100,14 +240,11 @@ static const struct block_device_operations vblk_bdev_ops = {
 	.open = vblk_bdev_open,
 };
 
-struct vblk_disk *vblk_shim_disk_create(vblk_queue_rq_fn queue_rq, const void *ctx,
-					unsigned int index, u64 sectors, int *err)
+struct vblk_disk *vblk_shim_disk_create(const struct vblk_disk_ops *ops, const void *ctx,
+					unsigned int index, u64 sectors,
+					struct queue_limits *lim, u32 pdu_size, int *err)
 {
-	struct queue_limits lim = {
-		.logical_block_size = 512,
-		.max_hw_sectors = 2048,
-		.max_segments = BIO_MAX_VECS,
-	};
+	struct queue_limits l = *lim;
 	struct vblk_disk *d;
 	int ret;
 
@@ -116,19 +253,25 @@ struct vblk_disk *vblk_shim_disk_create(vblk_queue_rq_fn queue_rq, const void *c
 		*err = -ENOMEM;
 		return NULL;
 	}
-	d->queue_rq = queue_rq;
+	d->ops = ops;
 	d->ctx = ctx;
+	init_waitqueue_head(&d->idle_wait);
+	ret = bioset_init(&d->bs, 64, offsetof(struct vblk_lower, bio), BIOSET_NEED_RESCUER);
+	if (ret)
+		goto free_d;
+
 	d->set.ops = &vblk_mq_ops;
 	d->set.nr_hw_queues = 1;
 	d->set.queue_depth = 128;
 	d->set.numa_node = NUMA_NO_NODE;
-	/* queue_rq may sleep (it will allocate and submit lower bios). */
+	d->set.cmd_size = pdu_size;
+	/* queue_rq sleeps: it allocates and submits lower bios. */
 	d->set.flags = BLK_MQ_F_BLOCKING | BLK_MQ_F_STACKING;
 	ret = blk_mq_alloc_tag_set(&d->set);
 	if (ret)
-		goto free_d;
+		goto free_bs;
 
-	d->disk = blk_mq_alloc_disk(&d->set, &lim, d);
+	d->disk = blk_mq_alloc_disk(&d->set, &l, d);
 	if (IS_ERR(d->disk)) {
 		ret = PTR_ERR(d->disk);
 		goto free_set;
@@ -147,6 +290,8 @@ put:
 	put_disk(d->disk);
 free_set:
 	blk_mq_free_tag_set(&d->set);
+free_bs:
+	bioset_exit(&d->bs);
 free_d:
 	kfree(d);
 	*err = ret;
@@ -155,9 +300,11 @@ free_d:
 
 void vblk_shim_disk_destroy(struct vblk_disk *d)
 {
+	/* Waits for every request, so every lower bio, to finish. */
 	del_gendisk(d->disk);
 	put_disk(d->disk);
 	blk_mq_free_tag_set(&d->set);
+	bioset_exit(&d->bs);
 	kfree(d);
 }
 
@@ -193,6 +340,21 @@ void vblk_shim_disk_set_capacity(struct vblk_disk *d, u64 sectors)
 	set_capacity_and_notify(d->disk, sectors);
 }
 
+/* Call only with the queue quiesced and idle: no request may be in flight. */
+int vblk_shim_disk_set_limits(struct vblk_disk *d, const struct queue_limits *lim)
+{
+	struct queue_limits l = *lim;
+
+	/* blk_mq_alloc_disk adds these for every blk-mq queue. */
+	l.features |= BLK_FEAT_IO_STAT | BLK_FEAT_NOWAIT;
+	return queue_limits_set(d->disk->queue, &l);
+}
+
+u32 vblk_shim_disk_logical_block_size(const struct vblk_disk *d)
+{
+	return queue_logical_block_size(d->disk->queue);
+}
+
 /* Returns once no queue_rq runs; new requests wait in blk-mq (they do not fail). */
 void vblk_shim_disk_quiesce(struct vblk_disk *d)
 {
@@ -203,6 +365,25 @@ void vblk_shim_disk_unquiesce(struct vblk_disk *d)
 {
 	blk_mq_unquiesce_queue(d->disk->queue);
 }
+
+int vblk_shim_disk_wait_idle(struct vblk_disk *d)
+{
+	/*
+	 * Requests wake us just before they end (see vblk_shim_rq_end), so
+	 * look again every 10 ms rather than trusting the last wake-up.
+	 */
+	for (;;) {
+		long ret = wait_event_interruptible_timeout(d->idle_wait,
+					!blk_mq_queue_inflight(d->disk->queue),
+					msecs_to_jiffies(10));
+		if (ret < 0)
+			return ret;
+		if (ret > 0)
+			return 0;
+	}
+}
+
+/* ---- requests ---- */
 
 enum vblk_op vblk_shim_rq_op(const struct request *rq)
 {
@@ -222,6 +403,21 @@ enum vblk_op vblk_shim_rq_op(const struct request *rq)
 	}
 }
 
+u32 vblk_shim_rq_flags(const struct request *rq)
+{
+	u32 f = 0;
+
+	if (rq->cmd_flags & REQ_FUA)
+		f |= VBLK_RQ_FUA;
+	if (rq->cmd_flags & REQ_PREFLUSH)
+		f |= VBLK_RQ_PREFLUSH;
+	if (rq->cmd_flags & REQ_SYNC)
+		f |= VBLK_RQ_SYNC;
+	if (rq->cmd_flags & REQ_RAHEAD)
+		f |= VBLK_RQ_RAHEAD;
+	return f;
+}
+
 u64 vblk_shim_rq_pos(const struct request *rq)
 {
 	return blk_rq_pos(rq);
@@ -232,15 +428,110 @@ u32 vblk_shim_rq_sectors(const struct request *rq)
 	return blk_rq_sectors(rq);
 }
 
-void vblk_shim_rq_zero_fill(struct request *rq)
+void *vblk_shim_rq_pdu(struct request *rq)
+{
+	return blk_mq_rq_to_pdu(rq);
+}
+
+void vblk_shim_rq_zero_range(struct request *rq, u64 skip, u64 len)
 {
 	struct bio *bio;
+	u64 pos = 0;
 
-	__rq_for_each_bio(bio, rq)
-		zero_fill_bio(bio);
+	__rq_for_each_bio(bio, rq) {
+		u64 n = bio_sectors(bio), from, to;
+		struct bvec_iter it, start;
+		struct bio_vec bv;
+
+		from = max(pos, skip);
+		to = min(pos + n, skip + len);
+		if (from < to && bio_has_data(bio)) {
+			start = bio->bi_iter;
+			bio_advance_iter(bio, &start, (from - pos) << SECTOR_SHIFT);
+			start.bi_size = (to - from) << SECTOR_SHIFT;
+			__bio_for_each_segment(bv, bio, it, start)
+				memzero_bvec(&bv);
+		}
+		pos += n;
+	}
+}
+
+static void vblk_lower_endio(struct bio *bio)
+{
+	struct vblk_lower *l = container_of(bio, struct vblk_lower, bio);
+	struct request *rq = l->rq;
+	struct vblk_disk *d = rq->q->queuedata;
+	u64 tag = l->tag;
+	blk_status_t status = bio->bi_status;
+
+	bio_put(bio);
+	d->ops->lower_done(rq, tag, (__force u8)status);
+}
+
+static void vblk_lower_submit(struct request *rq, struct bio *bio, u64 tag)
+{
+	struct vblk_lower *l = container_of(bio, struct vblk_lower, bio);
+
+	l->rq = rq;
+	l->tag = tag;
+	bio->bi_end_io = vblk_lower_endio;
+	/* The request is accepted: below it, vblk may wait (BLOCKING queue). */
+	bio->bi_opf &= ~(REQ_NOWAIT | REQ_POLLED);
+	/* Counted before submission: the bio may complete inside submit. */
+	atomic_inc((atomic_t *)blk_mq_rq_to_pdu(rq));
+	submit_bio_noacct(bio);
+}
+
+u32 vblk_shim_rq_clone(struct request *rq, u64 skip, u64 len, struct file *f,
+		       u64 sector, u64 tag)
+{
+	struct vblk_disk *d = rq->q->queuedata;
+	struct block_device *bdev = file_bdev(f);
+	struct bio *bio;
+	u64 pos = 0;
+	u32 count = 0;
+
+	__rq_for_each_bio(bio, rq) {
+		u64 n = bio_sectors(bio), from, to;
+		struct bio *clone;
+
+		from = max(pos, skip);
+		to = min(pos + n, skip + len);
+		if (from < to) {
+			/* GFP_NOIO from a mempool: waits, never fails. */
+			clone = bio_alloc_clone(bdev, bio, GFP_NOIO, &d->bs);
+			bio_trim(clone, from - pos, to - from);
+			clone->bi_iter.bi_sector = sector + (from - skip);
+			vblk_lower_submit(rq, clone, tag);
+			count++;
+		}
+		pos += n;
+		if (pos >= skip + len)
+			break;
+	}
+	return count;
+}
+
+void vblk_shim_rq_flush(struct request *rq, struct file *f, u64 tag)
+{
+	struct vblk_disk *d = rq->q->queuedata;
+	struct bio *bio;
+
+	bio = bio_alloc_bioset(file_bdev(f), 0, REQ_OP_WRITE | REQ_PREFLUSH | REQ_SYNC,
+			       GFP_NOIO, &d->bs);
+	vblk_lower_submit(rq, bio, tag);
 }
 
 void vblk_shim_rq_end(struct request *rq, u8 status)
 {
+	struct vblk_disk *d = rq->q->queuedata;
+
+	/*
+	 * Wake the idle waiter before the end it waits for: once the request
+	 * has ended, the disk may be deleted and d freed. The waiter looks
+	 * again within 10 ms.
+	 */
+	if (wq_has_sleeper(&d->idle_wait))
+		wake_up(&d->idle_wait);
 	blk_mq_end_request(rq, (__force blk_status_t)status);
 }

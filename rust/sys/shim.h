@@ -2,32 +2,78 @@
 /*
  * C half of vblk's abstraction layer: prototypes of the shim functions that
  * Rust calls (bindgen reads this file), and of the Rust functions the shim
- * calls back.
+ * calls back. Kernel structures appear only as opaque forward declarations;
+ * the Rust side (rust/sys) never looks inside them.
  */
 #ifndef VBLK_SHIM_H
 #define VBLK_SHIM_H
 
 #include <linux/types.h>
 
-/* The control device's ioctl handler, implemented in Rust (rust/sys/control.rs). */
+struct request;
+struct file;
+struct queue_limits;
+struct vblk_disk;
+
+/* ---- control device (rust/sys/control.rs) ---- */
+
+/* The control device's ioctl handler, implemented in Rust. */
 typedef long (*vblk_control_fn)(const void *ctx, unsigned int cmd, unsigned long arg);
 
-/* Shim functions, called from Rust (rust/sys). */
 int vblk_shim_control_register(vblk_control_fn handler, const void *ctx);
 void vblk_shim_control_deregister(void);
 bool vblk_shim_capable_sys_admin(void);
 
-#endif /* VBLK_SHIM_H */
+/* ---- events (rust/sys/event.rs) ---- */
 
-/* ---- blk-mq disks (rust/sys/disk.rs) ---- */
-#ifndef VBLK_SHIM_DISK_H
-#define VBLK_SHIM_DISK_H
+/* Waits until *counter != seen; -ERESTARTSYS if a signal arrives first. */
+int vblk_shim_event_wait(u32 *counter, u32 seen);
+/* Wakes everyone waiting on counter (any context). */
+void vblk_shim_event_wake(u32 *counter);
 
-struct request;
-struct vblk_disk;
+/* ---- lower block devices (rust/sys/bdev.rs) ---- */
 
-/* Called for every request; must end it (now or later). Implemented in Rust. */
-typedef void (*vblk_queue_rq_fn)(const void *ctx, struct request *rq);
+/*
+ * Opens a block device read-write and claims it with vblk's module-wide
+ * holder: by path if path is not NULL, else by dev (kernel encoding).
+ * Returns NULL and sets *err on failure.
+ */
+struct file *vblk_shim_bdev_open(const char *path, u32 dev, int *err);
+void vblk_shim_bdev_close(struct file *f);
+u32 vblk_shim_bdev_devt(struct file *f);
+u64 vblk_shim_bdev_sectors(struct file *f);
+u32 vblk_shim_bdev_logical_block_size(struct file *f);
+bool vblk_shim_bdev_discard(struct file *f);
+bool vblk_shim_bdev_write_zeroes(struct file *f);
+/* The kernel's name of the device ("ram0", "vblk1"), NUL-terminated. */
+void vblk_shim_bdev_name(struct file *f, char *buf, u32 len);
+/* Synchronous cache flush (may sleep). */
+int vblk_shim_bdev_flush(struct file *f);
+
+/* ---- queue limits (rust/sys/limits.rs) ---- */
+
+/* A heap queue_limits set to the stacking defaults; NULL if out of memory. */
+struct queue_limits *vblk_shim_limits_new(void);
+void vblk_shim_limits_free(struct queue_limits *lim);
+/* Stacks the limits of f's device, used from sector offset; false if misaligned. */
+bool vblk_shim_limits_stack(struct queue_limits *lim, struct file *f, u64 offset);
+/* Discard/write-zeroes: off, or (if on) as stacked, or unlimited if nothing stacked. */
+void vblk_shim_limits_discard(struct queue_limits *lim, bool supported);
+void vblk_shim_limits_write_zeroes(struct queue_limits *lim, bool supported);
+u32 vblk_shim_limits_logical_block_size(const struct queue_limits *lim);
+
+/* ---- blk-mq disks and requests (rust/sys/disk.rs) ---- */
+
+/* Callbacks into Rust. */
+struct vblk_disk_ops {
+	/* A started request; Rust owns it until it ends it. */
+	void (*queue_rq)(const void *ctx, struct request *rq);
+	/*
+	 * A lower bio of rq, submitted with tag, completed with status (any
+	 * context, even hard irq). The bio is already released.
+	 */
+	void (*lower_done)(struct request *rq, u64 tag, u8 status);
+};
 
 /* Operation of a request, as vblk sees it. */
 enum vblk_op {
@@ -39,26 +85,50 @@ enum vblk_op {
 	VBLK_OP_OTHER = 5,
 };
 
-/* Status values handed to vblk_shim_rq_end (the kernel's blk_status_t). */
-enum vblk_status {
-	VBLK_STS_OK = 0,
-	VBLK_STS_IOERR = 10,
+/* Request flags vblk looks at (REQ_* in the kernel). */
+enum vblk_rq_flag {
+	VBLK_RQ_FUA = 1 << 0,
+	VBLK_RQ_PREFLUSH = 1 << 1,
+	VBLK_RQ_SYNC = 1 << 2,
+	VBLK_RQ_RAHEAD = 1 << 3,
 };
 
-struct vblk_disk *vblk_shim_disk_create(vblk_queue_rq_fn queue_rq, const void *ctx,
-					unsigned int index, u64 sectors, int *err);
+/*
+ * Creates and registers disk "vblk<index>" with the given limits. pdu_size
+ * bytes of per-request data follow each request; they must start with a
+ * u32 count of lower bios in flight, which vblk_shim_rq_clone and
+ * vblk_shim_rq_flush increment for every bio they submit.
+ */
+struct vblk_disk *vblk_shim_disk_create(const struct vblk_disk_ops *ops, const void *ctx,
+					unsigned int index, u64 sectors,
+					struct queue_limits *lim, u32 pdu_size, int *err);
 void vblk_shim_disk_destroy(struct vblk_disk *d);
 u32 vblk_shim_disk_devt(const struct vblk_disk *d);
 int vblk_shim_disk_openers(const struct vblk_disk *d);
 int vblk_shim_disk_claim_for_removal(struct vblk_disk *d);
 void vblk_shim_disk_set_capacity(struct vblk_disk *d, u64 sectors);
+int vblk_shim_disk_set_limits(struct vblk_disk *d, const struct queue_limits *lim);
+u32 vblk_shim_disk_logical_block_size(const struct vblk_disk *d);
 void vblk_shim_disk_quiesce(struct vblk_disk *d);
 void vblk_shim_disk_unquiesce(struct vblk_disk *d);
+/* Waits until no request is in flight; -ERESTARTSYS on a signal. */
+int vblk_shim_disk_wait_idle(struct vblk_disk *d);
 
 enum vblk_op vblk_shim_rq_op(const struct request *rq);
+u32 vblk_shim_rq_flags(const struct request *rq);
 u64 vblk_shim_rq_pos(const struct request *rq);
 u32 vblk_shim_rq_sectors(const struct request *rq);
-void vblk_shim_rq_zero_fill(struct request *rq);
+void *vblk_shim_rq_pdu(struct request *rq);
+/* Zeroes sectors [skip, skip + len) of the request's data. */
+void vblk_shim_rq_zero_range(struct request *rq, u64 skip, u64 len);
+/*
+ * Submits clones of sectors [skip, skip + len) of the request to f's
+ * device at sector, each reporting tag to lower_done; returns how many.
+ */
+u32 vblk_shim_rq_clone(struct request *rq, u64 skip, u64 len, struct file *f,
+		       u64 sector, u64 tag);
+/* Submits an empty cache flush to f's device, reporting tag to lower_done. */
+void vblk_shim_rq_flush(struct request *rq, struct file *f, u64 tag);
 void vblk_shim_rq_end(struct request *rq, u8 status);
 
-#endif
+#endif /* VBLK_SHIM_H */

@@ -20,3 +20,9 @@ pub(crate) fn remove<T>(v: &mut KVec<T>, index: usize) -> Option<T> {
         Some(item)
     }
 }
+
+/// Removes and returns the last element (`KVec` in 6.12 has no `pop`).
+pub(crate) fn pop<T>(v: &mut KVec<T>) -> Option<T> {
+    let last = v.len().checked_sub(1)?;
+    remove(v, last)
+}

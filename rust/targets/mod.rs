@@ -1,31 +1,76 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Targets: one file per target, all behind [`Target`].
+//!
+//! A target maps the sectors of one table line. It is constructed from the
+//! line's arguments ([`Ctor`]), is handed each piece of a request that
+//! falls in its line ([`Io`]), and reports its lower devices, limits,
+//! status and table arguments. Targets are safe code: lower devices,
+//! requests and limits are the framework's and the abstraction layer's
+//! types.
 
 mod error;
+mod linear;
 mod zero;
 
-use crate::sys::disk::Op;
+use crate::sys::bdev::BlockDevice;
+use crate::sys::disk::Status;
+use crate::sys::limits::QueueLimits;
+use crate::vblk::args::{parse_device, ArgError, DevSpec};
 use crate::vblk::message::{fail, Reply};
+use core::fmt::Write;
 use kernel::error::code::{EINVAL, ENOMEM};
 use kernel::error::Result;
 use kernel::prelude::*;
+use kernel::str::CString;
 use kernel::sync::Arc;
 
-/// What a target does with its part of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Action {
-    /// Complete it with zeros as data (reads).
-    ZeroFill,
-    /// Complete it successfully as it is.
-    Complete,
-    /// Fail it with an I/O error.
-    Fail,
-}
+pub(crate) use crate::vblk::io::Io;
 
 /// A target type: maps the sectors of one table line.
 pub(crate) trait Target: Send + Sync {
-    /// Decides what happens to an `op` on this line's sectors.
-    fn map(&self, op: Op) -> Action;
+    /// Maps one piece of a request that falls in this line (process
+    /// context; may sleep only to allocate). A piece the target neither
+    /// remaps, zero-fills nor fails completes successfully as it is.
+    fn map(&self, io: &mut Io<'_>);
+
+    /// A lower bio this target submitted with `tag` completed with
+    /// `status` (any context, hard irq included: must not sleep). Returns
+    /// the status to report for the request.
+    fn end_io(&self, _tag: u32, status: Status) -> Status {
+        status
+    }
+
+    /// Calls `f(device, start, sectors)` for every lower device area the
+    /// target uses. The framework checks the areas against the devices'
+    /// sizes and block sizes, stacks their limits, flushes the devices
+    /// and lists them as dependencies.
+    fn devices(&self, _f: &mut dyn FnMut(&BlockDevice, u64, u64)) {}
+
+    /// Imposes the target's limits beyond its devices' own (e.g. I/O size
+    /// hints). The devices' limits are stacked by the framework.
+    fn limits(&self, _limits: &mut QueueLimits) {}
+
+    /// Whether DISCARD may be sent to this line: by default, if it has
+    /// lower devices and all of them take discards.
+    fn supports_discard(&self) -> bool {
+        self.all_devices(BlockDevice::supports_discard)
+    }
+
+    /// Whether WRITE_ZEROES may be sent to this line (default as discard).
+    fn supports_write_zeroes(&self) -> bool {
+        self.all_devices(BlockDevice::supports_write_zeroes)
+    }
+
+    /// Writes the line's arguments as TABLE shows them (devices as
+    /// `major:minor`, like dmsetup).
+    fn table_args(&self, _out: &mut dyn Write) -> core::fmt::Result {
+        Ok(())
+    }
+
+    /// Writes the line's live status for STATUS (nothing by default).
+    fn status(&self, _out: &mut dyn Write) -> core::fmt::Result {
+        Ok(())
+    }
 
     /// Handles `message` (text after the sector) sent to this line;
     /// `name` is the target's table name, for messages.
@@ -37,9 +82,73 @@ pub(crate) trait Target: Send + Sync {
         )
     }
 
-    /// Live state for STATUS (nothing for stateless targets).
-    fn status(&self, _out: &mut dyn core::fmt::Write) -> core::fmt::Result {
-        Ok(())
+    /// Whether the target has lower devices and `test` holds for each.
+    fn all_devices(&self, test: fn(&BlockDevice) -> bool) -> bool {
+        let (mut any, mut all) = (false, true);
+        self.devices(&mut |dev, _, _| {
+            any = true;
+            all &= test(dev);
+        });
+        any && all
+    }
+}
+
+/// What a target's constructor gets: the line's length and arguments, a
+/// way to open lower devices, and the reply for error messages.
+pub(crate) struct Ctor<'a> {
+    /// The line's length in sectors.
+    pub(crate) length: u64,
+    /// The line's arguments (after the target name).
+    pub(crate) args: &'a str,
+    /// Where to say what is wrong.
+    pub(crate) reply: &'a mut Reply,
+    /// Every lower device the table opened so far (shared between lines).
+    pub(crate) devices: &'a mut KVec<Arc<BlockDevice>>,
+}
+
+impl Ctor<'_> {
+    /// Fails with `EINVAL` and the argument error's message.
+    pub(crate) fn bad_arg<T>(&mut self, e: ArgError<'_>) -> Result<T> {
+        fail!(self.reply, EINVAL, "{e}")
+    }
+
+    /// Opens the lower device named by `text` (`major:minor` or a path),
+    /// or returns the one the table already opened.
+    pub(crate) fn open_device(&mut self, text: &str) -> Result<Arc<BlockDevice>> {
+        let spec = match parse_device(text) {
+            Ok(spec) => spec,
+            Err(e) => return self.bad_arg(e),
+        };
+        let opened = match spec {
+            DevSpec::Number { major, minor } => BlockDevice::open_dev(DevSpec::devt(major, minor)),
+            DevSpec::Path(path) => {
+                let Ok(path) = CString::try_from_fmt(format_args!("{path}")) else {
+                    return fail!(self.reply, ENOMEM, "out of memory opening '{text}'");
+                };
+                BlockDevice::open_path(&path)
+            }
+        };
+        let dev = match opened {
+            Ok(dev) => dev,
+            Err(e) => {
+                return fail!(
+                    self.reply,
+                    e,
+                    "cannot open device '{text}': {}",
+                    crate::vblk::message::Errno(e)
+                )
+            }
+        };
+        // One open per device and table; this second open is closed here.
+        if let Some(known) = self.devices.iter().find(|d| d.devt() == dev.devt()) {
+            return Ok(known.clone());
+        }
+        let dev = Arc::new(dev, GFP_KERNEL)
+            .map_err(|_| self.reply.fail(ENOMEM, format_args!("out of memory")))?;
+        self.devices
+            .push(dev.clone(), GFP_KERNEL)
+            .map_err(|_| self.reply.fail(ENOMEM, format_args!("out of memory")))?;
+        Ok(dev)
     }
 }
 
@@ -47,11 +156,16 @@ pub(crate) trait Target: Send + Sync {
 pub(crate) struct TargetType {
     pub(crate) name: &'static str,
     pub(crate) version: [u32; 3],
-    construct: fn(&str, &mut Reply) -> Result<Arc<dyn Target>>,
+    construct: fn(&mut Ctor<'_>) -> Result<Arc<dyn Target>>,
 }
 
 /// Every target type (LOAD looks names up here, TARGETS lists them).
-pub(crate) const TYPES: [TargetType; 2] = [
+pub(crate) const TYPES: [TargetType; 3] = [
+    TargetType {
+        name: "linear",
+        version: [1, 0, 0],
+        construct: linear::construct,
+    },
     TargetType {
         name: "zero",
         version: [1, 0, 0],
@@ -64,21 +178,20 @@ pub(crate) const TYPES: [TargetType; 2] = [
     },
 ];
 
-/// Constructs target `name` from its table arguments; returns the type's
-/// name (for TABLE) with the target.
+/// Constructs target `name`; returns the type's name (for TABLE) with the
+/// target.
 pub(crate) fn construct(
     name: &str,
-    args: &str,
-    reply: &mut Reply,
+    ctor: &mut Ctor<'_>,
 ) -> Result<(&'static str, Arc<dyn Target>)> {
     let Some(t) = TYPES.iter().find(|t| t.name == name) else {
         return fail!(
-            reply,
+            ctor.reply,
             EINVAL,
             "unknown target '{name}' (see 'vblkctl targets')"
         );
     };
-    (t.construct)(args, reply).map(|target| (t.name, target))
+    (t.construct)(ctor).map(|target| (t.name, target))
 }
 
 /// Constructs a target that takes no arguments and has no state (dm's
@@ -86,18 +199,24 @@ pub(crate) fn construct(
 fn stateless<T: Target + 'static>(
     name: &str,
     target: T,
-    args: &str,
-    reply: &mut Reply,
+    ctor: &mut Ctor<'_>,
 ) -> Result<Arc<dyn Target>> {
-    if !args.is_empty() {
+    if !ctor.args.is_empty() {
         return fail!(
-            reply,
+            ctor.reply,
             EINVAL,
-            "target '{name}' takes no arguments, got '{args}'"
+            "target '{name}' takes no arguments, got '{}'",
+            ctor.args
         );
     }
     match Arc::new(target, GFP_KERNEL) {
         Ok(t) => Ok(t),
-        Err(_) => fail!(reply, ENOMEM, "out of memory constructing {name}"),
+        Err(_) => fail!(ctor.reply, ENOMEM, "out of memory constructing {name}"),
     }
+}
+
+/// Writes a lower device as TABLE shows it: `major:minor`.
+pub(crate) fn write_device(out: &mut dyn Write, dev: &BlockDevice) -> core::fmt::Result {
+    let devt = dev.devt();
+    write!(out, "{}:{}", devt >> 20, devt & ((1 << 20) - 1))
 }

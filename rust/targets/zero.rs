@@ -1,27 +1,36 @@
 // SPDX-License-Identifier: GPL-2.0
 //! `zero`: reads return zeros, writes are swallowed (dm-zero).
 
-use super::{Action, Target};
-use crate::sys::disk::Op;
-use crate::vblk::message::Reply;
+use super::{Ctor, Io, Target};
+use crate::sys::disk::{Op, Status};
 use kernel::error::Result;
 use kernel::sync::Arc;
 
 pub(crate) struct Zero;
 
 /// Constructor listed in [`super::TYPES`].
-pub(super) fn construct(args: &str, reply: &mut Reply) -> Result<Arc<dyn Target>> {
-    super::stateless("zero", Zero, args, reply)
+pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
+    super::stateless("zero", Zero, ctor)
 }
 
 impl Target for Zero {
-    fn map(&self, op: Op) -> Action {
-        match op {
-            Op::Read => Action::ZeroFill,
-            // Writes, flushes, discards and write-zeroes are no-ops on a
-            // device that is all zeros.
-            Op::Write | Op::Flush | Op::Discard | Op::WriteZeroes => Action::Complete,
-            Op::Other => Action::Fail,
+    fn map(&self, io: &mut Io<'_>) {
+        match io.op() {
+            // Readahead of zeros only fills the page cache (dm-zero fails it).
+            Op::Read if io.flags().readahead() => io.fail(Status::IO_ERROR),
+            Op::Read => io.zero_fill(),
+            // Writes, discards and write-zeroes are no-ops on a device that
+            // is all zeros.
+            Op::Write | Op::Flush | Op::Discard | Op::WriteZeroes => {}
+            Op::Other => io.fail(Status::NOT_SUPPORTED),
         }
+    }
+
+    fn supports_discard(&self) -> bool {
+        true
+    }
+
+    fn supports_write_zeroes(&self) -> bool {
+        true
     }
 }

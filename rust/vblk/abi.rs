@@ -18,7 +18,7 @@ pub const MAGIC: u8 = 0xba;
 /// Incompatible changes bump the major; the module refuses other majors.
 pub const ABI_MAJOR: u32 = 1;
 /// Compatible additions (new commands, new flags) bump the minor.
-pub const ABI_MINOR: u32 = 1;
+pub const ABI_MINOR: u32 = 2;
 /// Fixes with no interface change bump the patch level.
 pub const ABI_PATCH: u32 = 0;
 
@@ -40,10 +40,10 @@ pub const FLAG_SUSPENDED: u32 = 1 << 2;
 /// In (SUSPEND): do not flush lower devices' caches while suspending.
 pub const FLAG_NOFLUSH: u32 = 1 << 3;
 
-/// In (TABLE): report the inactive table instead of the active one.
+/// In (TABLE, STATUS, DEPS): report the inactive table instead of the active one.
 pub const FLAG_QUERY_INACTIVE: u32 = 1 << 4;
 
-/// Out (LIST, TABLE, STATUS, TARGETS): the payload area was too small; `data_size` now holds the
+/// Out (LIST, TABLE, STATUS, TARGETS, DEPS): the payload area was too small; `data_size` now holds the
 /// size needed and nothing was written. Retry with a larger buffer.
 pub const FLAG_BUFFER_FULL: u32 = 1 << 31;
 
@@ -164,11 +164,18 @@ pub enum Command {
     /// Send the payload text `<sector> <message...>` to the target of the
     /// active table line holding that sector.
     Message = 12,
+    /// Drop the table waiting in the inactive slot of `name`.
+    Clear = 13,
+    /// The lower devices of the active table (with
+    /// [`FLAG_QUERY_INACTIVE`], of the loaded one): the payload gets a
+    /// [`DepsReply`] and that many dev_t values as `u64`
+    /// ([`FLAG_BUFFER_FULL`] if it does not fit).
+    Deps = 14,
 }
 
 impl Command {
     /// Every command, in nr order.
-    pub const ALL: [Command; 13] = [
+    pub const ALL: [Command; 15] = [
         Command::Version,
         Command::Create,
         Command::Remove,
@@ -182,6 +189,8 @@ impl Command {
         Command::Targets,
         Command::Wait,
         Command::Message,
+        Command::Clear,
+        Command::Deps,
     ];
 
     /// The full ioctl request number: `_IOWR(MAGIC, nr, Header)`.
@@ -201,6 +210,16 @@ impl Command {
 #[derive(Clone, Copy, Default)]
 pub struct ListReply {
     /// Number of [`DeviceRecord`]s that follow.
+    pub count: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// Start of a DEPS reply's payload; `count` u64 dev_t values follow.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct DepsReply {
+    /// Number of dev_t values that follow.
     pub count: u32,
     /// Zero.
     pub reserved: u32,
@@ -330,6 +349,15 @@ mod tests {
     }
 
     #[test]
+    fn command_numbers_are_stable() {
+        for (nr, c) in Command::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, nr);
+        }
+        assert_eq!(Command::Clear as u8, 13);
+        assert_eq!(Command::Deps as u8, 14);
+    }
+
+    #[test]
     fn from_ioctl_rejects_foreign_numbers() {
         assert_eq!(
             Command::from_ioctl(Command::Version.ioctl()),
@@ -356,6 +384,7 @@ mod tests {
     #[test]
     fn record_layouts_are_pinned() {
         assert_eq!(size_of::<ListReply>(), 8);
+        assert_eq!(size_of::<DepsReply>(), 8);
         assert_eq!(size_of::<DeviceRecord>(), 16 + NAME_LEN);
         assert_eq!(offset_of!(DeviceRecord, name), 16);
     }

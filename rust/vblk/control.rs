@@ -1,22 +1,28 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Control ioctls: decode, validate, dispatch, and always answer with the
 //! module's ABI version and, on failure, a message.
+//!
+//! Locking: the registry mutex guards the device list and the stacking
+//! graph (which dev_t each device's tables use); each device's own mutex
+//! guards its tables and disk. A command takes a device's mutex before the
+//! registry's, never the other way round, and never waits for I/O while
+//! holding the registry.
 
 use super::abi::{
-    name_in, Command, DeviceRecord, Header, ListReply, ABI_MAJOR, ABI_MINOR, ABI_PATCH,
-    FLAG_BUFFER_FULL, FLAG_QUERY_INACTIVE,
+    name_in, Command, DepsReply, DeviceRecord, Header, ListReply, ABI_MAJOR, ABI_MINOR, ABI_PATCH,
+    FLAG_BUFFER_FULL, FLAG_NOFLUSH, FLAG_QUERY_INACTIVE,
 };
-use super::device::{Device, Line, Table};
+use super::device::{Device, Resumed};
+use super::map::Table;
 use super::message::{fail, Reply};
 use super::table;
 use crate::sys::{self, control::ControlHandler};
 use core::fmt::Write;
 use core::mem::size_of;
-use kernel::error::code::{EACCES, EBUSY, EEXIST, EINVAL, ENOMEM, ENOTTY, ENXIO, ERESTARTSYS};
+use kernel::error::code::{EACCES, EBUSY, EEXIST, EINVAL, ENOMEM, ENOTTY, ENXIO};
 use kernel::error::Result;
 use kernel::prelude::*;
-use kernel::sync::Arc;
-use kernel::sync::{CondVar, Mutex};
+use kernel::sync::{Arc, Mutex};
 use kernel::uaccess::{UserPtr, UserSlice};
 
 const HEADER_SIZE: usize = size_of::<Header>();
@@ -25,27 +31,64 @@ const HEADER_SIZE: usize = size_of::<Header>();
 /// one user can make the module allocate).
 pub(crate) const MAX_DEVICES: usize = 4096;
 
+/// A device in the registry, with what other devices need to know of it.
+struct Entry {
+    dev: Arc<Device>,
+    /// Its disk's dev_t once it has one, else 0.
+    devt: u32,
+    /// dev_t of the lower devices of its active and inactive tables.
+    active_deps: KVec<u32>,
+    inactive_deps: KVec<u32>,
+}
+
+impl Entry {
+    fn uses(&self, devt: u32) -> bool {
+        devt != 0 && (self.active_deps.contains(&devt) || self.inactive_deps.contains(&devt))
+    }
+}
+
 /// The control plane: all devices, and the ioctls that manage them.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct Control {
-    /// Every device, in creation order. Every state change holds this
-    /// lock from its first check to its last change, so a failing command
-    /// changes nothing and commands never interleave.
+    /// Every device, in creation order.
     #[pin]
-    devices: Mutex<KVec<Device>>,
-    /// Notified (with `devices` held) whenever a device's event counter
-    /// changes or a device goes away; WAIT sleeps on it.
-    #[pin]
-    events: CondVar,
+    registry: Mutex<KVec<Entry>>,
 }
 
 impl Control {
     /// A control plane with no devices.
     pub(crate) fn new() -> impl PinInit<Self> {
         pin_init!(Control {
-            devices <- kernel::new_mutex!(KVec::new(), "vblk::Control::devices"),
-            events <- kernel::new_condvar!("vblk::Control::events"),
+            registry <- kernel::new_mutex!(KVec::new(), "vblk::Control::registry"),
         })
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Control {
+    /// Module exit: removes what is left, upper devices before the vblk
+    /// devices below them.
+    fn drop(self: Pin<&mut Self>) {
+        loop {
+            let dev = {
+                let mut reg = self.registry.lock();
+                if reg.is_empty() {
+                    return;
+                }
+                let unused = (0..reg.len())
+                    .find(|&i| !reg.iter().any(|e| e.uses(reg[i].devt)))
+                    .unwrap_or(0);
+                sys::vec::remove(&mut reg, unused).map(|e| e.dev)
+            };
+            if let Some(dev) = dev {
+                let mut reply = Reply::new();
+                let _ = dev.with_state(&mut reply, |st, _| {
+                    st.tear_down();
+                    Ok(())
+                });
+                dev.events.bump();
+            }
+        }
     }
 }
 
@@ -108,9 +151,11 @@ impl Control {
             Command::List => self.list(h, payload(arg, h), reply),
             Command::Info => self.info(h, reply),
             Command::Load => self.load(h, payload(arg, h), reply),
+            Command::Clear => self.clear(h, reply),
             Command::Resume => self.resume(h, reply),
             Command::Suspend => self.suspend(h, reply),
             Command::Table | Command::Status => self.table(command, h, payload(arg, h), reply),
+            Command::Deps => self.deps(h, payload(arg, h), reply),
             Command::Wait => self.wait(h, reply),
             Command::Message => self.message(h, payload(arg, h), reply),
             Command::Targets => {
@@ -125,6 +170,27 @@ impl Control {
         }
     }
 
+    /// The device named in the header.
+    fn lookup(&self, h: &Header, reply: &mut Reply) -> Result<Arc<Device>> {
+        let name = device_name(h, reply)?;
+        let reg = self.registry.lock();
+        match reg.iter().find(|e| e.dev.name() == name) {
+            Some(e) => Ok(e.dev.clone()),
+            None => fail!(reply, ENXIO, "no device named '{}'", Show(name)),
+        }
+    }
+
+    /// Runs `f` on the registry entry of `dev` (which must be registered:
+    /// callers hold the device's mutex and checked it was not removed).
+    fn with_entry<R>(&self, dev: &Arc<Device>, f: impl FnOnce(&mut KVec<Entry>, usize) -> R) -> R {
+        let mut reg = self.registry.lock();
+        let i = reg
+            .iter()
+            .position(|e| Arc::ptr_eq(&e.dev, dev))
+            .unwrap_or(usize::MAX);
+        f(&mut reg, i)
+    }
+
     fn create(&self, h: &Header, reply: &mut Reply) -> Result {
         let name = device_name(h, reply)?;
         let uuid = match h.uuid.iter().position(|&b| b == 0) {
@@ -134,8 +200,8 @@ impl Control {
                 Err(e) => return fail!(reply, EINVAL, "uuid {e}"),
             },
         };
-        let mut devices = self.devices.lock();
-        if devices.iter().any(|d| d.name() == name) {
+        let mut reg = self.registry.lock();
+        if reg.iter().any(|e| e.dev.name() == name) {
             return fail!(
                 reply,
                 EEXIST,
@@ -143,7 +209,7 @@ impl Control {
                 Show(name)
             );
         }
-        if !uuid.is_empty() && devices.iter().any(|d| d.uuid() == uuid) {
+        if !uuid.is_empty() && reg.iter().any(|e| e.dev.uuid() == uuid) {
             return fail!(
                 reply,
                 EEXIST,
@@ -151,119 +217,175 @@ impl Control {
                 Show(uuid)
             );
         }
-        if devices.len() >= MAX_DEVICES {
+        if reg.len() >= MAX_DEVICES {
             return fail!(reply, ENOMEM, "too many devices (at most {MAX_DEVICES})");
         }
-        if devices.push(Device::new(name, uuid), GFP_KERNEL).is_err() {
-            return fail!(reply, ENOMEM, "out of memory creating '{}'", Show(name));
+        // Lowest disk index no device uses (vblk0, vblk1, ...).
+        let index = (0u32..)
+            .find(|i| !reg.iter().any(|e| e.dev.index == *i))
+            .unwrap_or(0);
+        let entry = Arc::pin_init(Device::new(name, uuid, index), GFP_KERNEL).map(|dev| Entry {
+            dev,
+            devt: 0,
+            active_deps: KVec::new(),
+            inactive_deps: KVec::new(),
+        });
+        match entry.map(|entry| reg.push(entry, GFP_KERNEL)) {
+            Ok(Ok(())) => Ok(()),
+            _ => fail!(reply, ENOMEM, "out of memory creating '{}'", Show(name)),
         }
-        Ok(())
     }
 
     fn remove(&self, h: &Header, reply: &mut Reply) -> Result {
-        let name = device_name(h, reply)?;
-        let mut devices = self.devices.lock();
-        let Some(index) = devices.iter().position(|d| d.name() == name) else {
-            return fail!(reply, ENXIO, "no device named '{}'", Show(name));
-        };
-        if devices[index].claim_for_removal().is_err() {
-            return fail!(reply, EBUSY, "device '{}' is open", Show(name));
-        }
-        // The removed device is dropped here, under the lock.
-        let _removed = sys::vec::remove(&mut devices, index);
-        self.events.notify_all();
+        let dev = self.lookup(h, reply)?;
+        let name = Show(dev.name());
+        dev.with_state(reply, |st, reply| {
+            self.with_entry(&dev, |reg, i| -> Result {
+                let devt = reg[i].devt;
+                if let Some(user) = reg.iter().find(|e| e.uses(devt)) {
+                    return fail!(
+                        reply,
+                        EBUSY,
+                        "device '{name}' is used by device '{}' (remove or reload that first)",
+                        Show(user.dev.name())
+                    );
+                }
+                st.claim_for_removal(reply)
+                    .inspect_err(|_| reply.prefix(format_args!("device '{name}': ")))?;
+                let _ = sys::vec::remove(reg, i);
+                Ok(())
+            })?;
+            // Out of the registry; the disk and tables go now, with only
+            // this device's mutex held (deleting the disk waits for I/O).
+            st.tear_down();
+            Ok(())
+        })?;
+        dev.events.bump();
         Ok(())
     }
 
     fn list(&self, h: &mut Header, payload: UserSlice, reply: &mut Reply) -> Result {
-        let devices = self.devices.lock();
-        let needed = size_of::<ListReply>() + devices.len() * size_of::<DeviceRecord>();
+        let reg = self.registry.lock();
+        let needed = size_of::<ListReply>() + reg.len() * size_of::<DeviceRecord>();
         let mut out = payload.writer();
         if !fits(h, out.len(), needed) {
             return Ok(());
         }
         out.write(&ListReply {
-            count: devices.len() as u32,
+            count: reg.len() as u32,
             reserved: 0,
         })
         .map_err(|e| reply.fail(e, format_args!("cannot write the device list")))?;
-        for d in devices.iter() {
-            out.write(&d.record())
+        for e in reg.iter() {
+            let record = DeviceRecord {
+                dev: u64::from(e.devt),
+                event_nr: e.dev.events.get(),
+                flags: e.dev.flags(),
+                name: e.dev.name_field(),
+            };
+            out.write(&record)
                 .map_err(|e| reply.fail(e, format_args!("cannot write the device list")))?;
         }
         Ok(())
     }
 
     fn info(&self, h: &mut Header, reply: &mut Reply) -> Result {
-        let name = device_name(h, reply)?;
-        let devices = self.devices.lock();
-        let d = find(&devices, name, reply)?;
-        d.fill_info(h);
+        let dev = self.lookup(h, reply)?;
+        dev.with_state(reply, |st, _| {
+            st.fill_info(h);
+            Ok(())
+        })?;
+        h.event_nr = dev.events.get();
+        h.uuid = super::abi::name_field(dev.uuid());
         Ok(())
     }
 }
 
 impl Control {
     fn load(&self, h: &Header, payload: UserSlice, reply: &mut Reply) -> Result {
-        let name = device_name(h, reply)?;
+        let dev = self.lookup(h, reply)?;
         let mut buf = KVec::new();
         let text = read_text(payload, MAX_TABLE_TEXT, "table text", &mut buf, reply)?;
-        let table = build_table(text, reply)?;
-        let mut devices = self.devices.lock();
-        let d = find_mut(&mut devices, name, reply)?;
-        d.load(table);
+        // Opens the lower devices; no lock is held meanwhile.
+        let table = Table::build(text, reply)?;
+        let mut deps = KVec::new();
+        for devt in table.devts() {
+            if deps.push(devt, GFP_KERNEL).is_err() {
+                return fail!(reply, ENOMEM, "out of memory loading the table");
+            }
+        }
+        let old = dev.with_state(reply, |st, reply| {
+            self.with_entry(&dev, |reg, i| -> Result {
+                check_cycle(reg, i, &deps, reply)?;
+                reg[i].inactive_deps = deps;
+                Ok(())
+            })?;
+            Ok(st.load(table))
+        })?;
+        // A replaced inactive table releases its devices here.
+        drop(old);
+        Ok(())
+    }
+
+    fn clear(&self, h: &Header, reply: &mut Reply) -> Result {
+        let dev = self.lookup(h, reply)?;
+        let old = dev.with_state(reply, |st, _| {
+            self.with_entry(&dev, |reg, i| reg[i].inactive_deps = KVec::new());
+            Ok(st.clear())
+        })?;
+        if old.is_none() {
+            return fail!(
+                reply,
+                ENXIO,
+                "device '{}' has no inactive table to clear",
+                Show(dev.name())
+            );
+        }
         Ok(())
     }
 
     fn resume(&self, h: &Header, reply: &mut Reply) -> Result {
-        let name = device_name(h, reply)?;
-        let mut devices = self.devices.lock();
-        // Lowest disk index no device uses (vblk0, vblk1, ...).
-        let index = (0u32..)
-            .find(|i| !devices.iter().any(|d| d.disk_index() == Some(*i)))
-            .unwrap_or(0);
-        let d = find_mut(&mut devices, name, reply)?;
-        if !d.has_inactive() && d.disk_index().is_none() {
-            return fail!(
-                reply,
-                EINVAL,
-                "device '{}' has no table to resume (load one first)",
-                Show(name)
-            );
+        let dev = self.lookup(h, reply)?;
+        let resumed = dev.with_state(reply, |st, reply| {
+            if !st.has_inactive() && !st.is_live() {
+                return fail!(
+                    reply,
+                    EINVAL,
+                    "device '{}' has no table to resume (load one first)",
+                    Show(dev.name())
+                );
+            }
+            let resumed = st.resume(dev.index, reply)?;
+            if !matches!(resumed, Resumed::NoTable) {
+                self.with_entry(&dev, |reg, i| {
+                    if let Resumed::Created { devt } = resumed {
+                        reg[i].devt = devt;
+                    }
+                    reg[i].active_deps = core::mem::take(&mut reg[i].inactive_deps);
+                });
+            }
+            Ok(resumed)
+        })?;
+        if !matches!(resumed, Resumed::NoTable) {
+            dev.events.bump();
         }
-        let before = d.event_nr();
-        let result = d.resume(index);
-        if d.event_nr() != before {
-            self.events.notify_all();
-        }
-        result.map_err(|e| {
-            reply.fail(
-                e,
-                format_args!("cannot create the disk of '{}'", Show(name)),
-            )
-        })
-    }
-}
-
-impl Control {
-    fn suspend(&self, h: &Header, reply: &mut Reply) -> Result {
-        let name = device_name(h, reply)?;
-        let mut devices = self.devices.lock();
-        let d = find_mut(&mut devices, name, reply)?;
-        if d.disk_index().is_none() {
-            return fail!(
-                reply,
-                EINVAL,
-                "device '{}' is not active (never resumed)",
-                Show(name)
-            );
-        }
-        d.suspend();
         Ok(())
     }
-}
 
-impl Control {
+    fn suspend(&self, h: &Header, reply: &mut Reply) -> Result {
+        let dev = self.lookup(h, reply)?;
+        let noflush = h.flags & FLAG_NOFLUSH != 0;
+        dev.with_state(reply, |st, reply| st.suspend(noflush, reply))
+            .inspect_err(|_| reply.prefix(format_args!("device '{}': ", Show(dev.name()))))
+    }
+
+    /// The active table (or the inactive one, per the header's flags).
+    fn table_of(&self, h: &Header, reply: &mut Reply) -> Result<Option<Arc<Table>>> {
+        let dev = self.lookup(h, reply)?;
+        let inactive = h.flags & FLAG_QUERY_INACTIVE != 0;
+        dev.with_state(reply, |st, _| Ok(st.table(inactive)))
+    }
+
     fn table(
         &self,
         command: Command,
@@ -271,13 +393,7 @@ impl Control {
         payload: UserSlice,
         reply: &mut Reply,
     ) -> Result {
-        let name = device_name(h, reply)?;
-        let inactive = h.flags & FLAG_QUERY_INACTIVE != 0;
-        let table = {
-            let devices = self.devices.lock();
-            let d = find(&devices, name, reply)?;
-            d.table(inactive)
-        };
+        let table = self.table_of(h, reply)?;
         let mut text = TextBuf::new();
         if let Some(table) = &table {
             // A failure here is an allocation failure, caught below.
@@ -288,37 +404,108 @@ impl Control {
         }
         reply_text(h, payload, text, reply)
     }
+
+    fn deps(&self, h: &mut Header, payload: UserSlice, reply: &mut Reply) -> Result {
+        let table = self.table_of(h, reply)?;
+        let count = table.as_ref().map_or(0, |t| t.devices.len());
+        let mut out = payload.writer();
+        if !fits(
+            h,
+            out.len(),
+            size_of::<DepsReply>() + count * size_of::<u64>(),
+        ) {
+            return Ok(());
+        }
+        let failed = |e| reply.fail(e, format_args!("cannot write the dependency list"));
+        out.write(&DepsReply {
+            count: count as u32,
+            reserved: 0,
+        })
+        .map_err(failed)?;
+        if let Some(table) = &table {
+            for devt in table.devts() {
+                out.write(&u64::from(devt))
+                    .map_err(|e| reply.fail(e, format_args!("cannot write the dependency list")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a table for entry `me` whose lower devices `deps` lead back to
+/// `me` itself, directly or through other vblk devices' tables (active or
+/// loaded).
+fn check_cycle(reg: &[Entry], me: usize, deps: &[u32], reply: &mut Reply) -> Result {
+    let my_devt = reg[me].devt;
+    if my_devt == 0 {
+        // No disk yet: no table can name this device.
+        return Ok(());
+    }
+    let oom = |reply: &mut Reply| fail!(reply, ENOMEM, "out of memory checking for cycles");
+    for &root in deps {
+        let mut stack = KVec::new();
+        let mut seen = KVec::new();
+        if stack.push(root, GFP_KERNEL).is_err() {
+            return oom(reply);
+        }
+        while let Some(devt) = sys::vec::pop(&mut stack) {
+            if devt == my_devt {
+                let name = |d: u32| reg.iter().find(|e| e.devt == d).map(|e| Show(e.dev.name()));
+                let me = Show(reg[me].dev.name());
+                return match name(root) {
+                    Some(lower) if root == my_devt => fail!(
+                        reply,
+                        EINVAL,
+                        "the table names device '{lower}' itself ({}:{}) as a lower device",
+                        root >> 20,
+                        root & 0xfffff
+                    ),
+                    Some(lower) => fail!(
+                        reply,
+                        EINVAL,
+                        "lower device {}:{} ('{lower}') is stacked on '{me}': the table would make a cycle",
+                        root >> 20,
+                        root & 0xfffff
+                    ),
+                    None => fail!(reply, EINVAL, "the table would make '{me}' a lower device of itself"),
+                };
+            }
+            if seen.contains(&devt) {
+                continue;
+            }
+            if seen.push(devt, GFP_KERNEL).is_err() {
+                return oom(reply);
+            }
+            if let Some(e) = reg.iter().find(|e| e.devt == devt) {
+                for &d in Iterator::chain(e.active_deps.iter(), e.inactive_deps.iter()) {
+                    if stack.push(d, GFP_KERNEL).is_err() {
+                        return oom(reply);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Control {
     fn wait(&self, h: &mut Header, reply: &mut Reply) -> Result {
-        let field = h.name;
-        let name =
-            name_in(&field).map_err(|e| reply.fail(EINVAL, format_args!("device name {e}")))?;
-        let mut devices = self.devices.lock();
-        loop {
-            let Some(d) = devices.iter().find(|d| d.name() == name) else {
-                return fail!(
-                    reply,
-                    ENXIO,
-                    "no device named '{}' (or it was removed)",
-                    Show(name)
-                );
-            };
-            let now = d.event_nr();
-            if now != h.event_nr {
-                h.event_nr = now;
-                return Ok(());
-            }
-            // Sleeps with `devices` released; true if a signal is pending.
-            if self.events.wait_interruptible(&mut devices) {
-                return Err(ERESTARTSYS);
-            }
+        let dev = self.lookup(h, reply)?;
+        let seen = h.event_nr;
+        let mut now = dev.events.get();
+        if now == seen {
+            // Sleeps with no lock held; a removal bumps the counter too.
+            now = dev.events.wait_change(seen)?;
         }
+        if dev.with_state(reply, |_, _| Ok(())).is_err() {
+            return fail!(reply, ENXIO, "device '{}' was removed", Show(dev.name()));
+        }
+        h.event_nr = now;
+        Ok(())
     }
 
     fn message(&self, h: &Header, payload: UserSlice, reply: &mut Reply) -> Result {
-        let name = device_name(h, reply)?;
+        let dev = self.lookup(h, reply)?;
         let mut buf = KVec::new();
         let text = read_text(payload, MAX_MESSAGE, "message", &mut buf, reply)?.trim();
         let (sector, message) = text.split_once([' ', '\t']).unwrap_or((text, ""));
@@ -329,27 +516,26 @@ impl Control {
                 "message must start with a sector number, got '{sector}'"
             );
         };
-        let table = {
-            let devices = self.devices.lock();
-            let d = find(&devices, name, reply)?;
-            d.table(false)
-        };
-        let Some(table) = table else {
-            return fail!(reply, EINVAL, "device '{}' has no active table", Show(name));
-        };
-        let Some(line) = table
-            .lines
-            .iter()
-            .find(|l| l.start <= sector && sector < l.start + l.length)
-        else {
-            return fail!(
-                reply,
-                EINVAL,
-                "sector {sector} is past the end of the table ({} sectors)",
-                table.size
-            );
-        };
-        line.target.message(line.target_name, message.trim(), reply)
+        // Under the device's mutex, so a message never races a table swap.
+        dev.with_state(reply, |st, reply| {
+            let Some(table) = st.table(false) else {
+                return fail!(
+                    reply,
+                    EINVAL,
+                    "device '{}' has no active table",
+                    Show(dev.name())
+                );
+            };
+            let Some(line) = table.line_at(sector) else {
+                return fail!(
+                    reply,
+                    EINVAL,
+                    "sector {sector} is past the end of the table ({} sectors)",
+                    table.size
+                );
+            };
+            line.target.message(line.target_name, message.trim(), reply)
+        })
     }
 }
 
@@ -418,61 +604,6 @@ fn reply_text(h: &mut Header, payload: UserSlice, text: TextBuf, reply: &mut Rep
 /// Largest table text LOAD accepts.
 const MAX_TABLE_TEXT: usize = 1 << 20;
 
-/// Parses and checks table text and constructs its targets.
-fn build_table(text: &str, reply: &mut Reply) -> Result<Arc<Table>> {
-    let (count, size) = match table::check(text) {
-        Ok(v) => v,
-        Err(e) => return fail!(reply, EINVAL, "{e}"),
-    };
-    let mut lines = KVec::with_capacity(count, GFP_KERNEL)
-        .map_err(|_| reply.fail(ENOMEM, format_args!("out of memory loading the table")))?;
-    for line in table::lines(text) {
-        // `check` accepted the text, so every line parses.
-        let Ok(line) = line else {
-            return fail!(reply, EINVAL, "table changed while parsing");
-        };
-        let (target_name, target) = crate::targets::construct(line.target, line.args, reply)
-            .inspect_err(|_| reply.prefix(format_args!("line {}: ", line.number)))?;
-        let mut args = KVec::new();
-        args.extend_from_slice(line.args.as_bytes(), GFP_KERNEL)
-            .map_err(|_| reply.fail(ENOMEM, format_args!("out of memory loading the table")))?;
-        lines
-            .push(
-                Line {
-                    start: line.start,
-                    length: line.length,
-                    target_name,
-                    args,
-                    target,
-                },
-                GFP_KERNEL,
-            )
-            .map_err(|_| reply.fail(ENOMEM, format_args!("out of memory loading the table")))?;
-    }
-    Arc::new(Table { lines, size }, GFP_KERNEL)
-        .map_err(|_| reply.fail(ENOMEM, format_args!("out of memory loading the table")))
-}
-
-/// The device named `name`, or ENXIO with a message.
-fn find<'a>(devices: &'a [Device], name: &[u8], reply: &mut Reply) -> Result<&'a Device> {
-    match devices.iter().find(|d| d.name() == name) {
-        Some(d) => Ok(d),
-        None => fail!(reply, ENXIO, "no device named '{}'", Show(name)),
-    }
-}
-
-/// [`find`], for changing the device.
-fn find_mut<'a>(
-    devices: &'a mut [Device],
-    name: &[u8],
-    reply: &mut Reply,
-) -> Result<&'a mut Device> {
-    match devices.iter_mut().find(|d| d.name() == name) {
-        Some(d) => Ok(d),
-        None => fail!(reply, ENXIO, "no device named '{}'", Show(name)),
-    }
-}
-
 /// Reads the payload as text (up to the first NUL) into `buf`: at most
 /// `max` bytes of UTF-8; `what` names it in messages.
 fn read_text<'b>(
@@ -511,7 +642,7 @@ fn device_name<'h>(h: &'h Header, reply: &mut Reply) -> Result<&'h [u8]> {
 }
 
 /// Displays a checked name (printable ASCII) in messages.
-struct Show<'a>(&'a [u8]);
+pub(crate) struct Show<'a>(pub(crate) &'a [u8]);
 
 impl core::fmt::Display for Show<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

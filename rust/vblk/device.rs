@@ -1,158 +1,95 @@
 // SPDX-License-Identifier: GPL-2.0
 //! A vblk device: identity, tables, and (after the first resume) a disk.
+//!
+//! Each device has its own state mutex, so a suspend that waits for
+//! in-flight I/O (which may depend on another, suspended, vblk device)
+//! blocks only that device's control commands, never the others'.
 
-use super::abi::{name_field, DeviceRecord, Header, NAME_LEN, UUID_LEN};
-use crate::sys::disk::{Disk, Op, QueueHandler, Request, Status};
-use crate::targets::{Action, Target};
+use super::abi::{
+    name_field, Header, FLAG_ACTIVE_PRESENT, FLAG_INACTIVE_PRESENT, FLAG_SUSPENDED, NAME_LEN,
+    UUID_LEN,
+};
+use super::io::Queue;
+use super::map::Table;
+use super::message::{fail, Errno, Reply};
+use crate::sys::disk::Disk;
+use crate::sys::event::EventCounter;
 use core::sync::atomic::{AtomicU32, Ordering};
+use kernel::error::code::{EBUSY, EINTR, EINVAL, ENXIO};
 use kernel::prelude::*;
-use kernel::sync::{Arc, SpinLock};
+use kernel::sync::{Arc, Mutex};
 
-/// One line of a loaded table.
-pub(crate) struct Line {
-    pub(crate) start: u64,
-    pub(crate) length: u64,
-    /// Target name and arguments as loaded (for TABLE).
-    pub(crate) target_name: &'static str,
-    pub(crate) args: KVec<u8>,
-    pub(crate) target: Arc<dyn Target>,
-}
-
-/// A loaded table: lines contiguous from sector 0 (checked at load).
-pub(crate) struct Table {
-    pub(crate) lines: KVec<Line>,
-    pub(crate) size: u64,
-}
-
-impl Table {
-    /// Writes the table (`status == false`) or its status as text lines.
-    pub(crate) fn write_text(
-        &self,
-        status: bool,
-        out: &mut dyn core::fmt::Write,
-    ) -> core::fmt::Result {
-        for line in self.lines.iter() {
-            write!(out, "{} {} {}", line.start, line.length, line.target_name)?;
-            if status {
-                let mut first = true;
-                let mut sep = SpaceFirst {
-                    out: &mut *out,
-                    first: &mut first,
-                };
-                line.target.status(&mut sep)?;
-            } else if !line.args.is_empty() {
-                out.write_char(' ')?;
-                out.write_str(core::str::from_utf8(&line.args).unwrap_or("?"))?;
-            }
-            out.write_char('\n')?;
-        }
-        Ok(())
-    }
-
-    /// Serves one request: every line it touches decides; any failure
-    /// fails the whole request (as a bio spanning dm targets would).
-    fn serve(&self, mut rq: Request) {
-        let op = rq.op();
-        let start = rq.sector();
-        let end = start + u64::from(rq.sectors());
-        let mut zero_fill = false;
-        for line in self.lines.iter() {
-            let touches = line.start < end && start < line.start + line.length;
-            if !touches {
-                continue;
-            }
-            match line.target.map(op) {
-                Action::Fail => return rq.end(Status::IoError),
-                Action::ZeroFill => zero_fill = true,
-                Action::Complete => {}
-            }
-        }
-        if zero_fill {
-            rq.zero_fill();
-        }
-        rq.end(Status::Ok)
-    }
-}
-
-/// Puts one space before a target's status text, if it writes any.
-struct SpaceFirst<'a> {
-    out: &'a mut dyn core::fmt::Write,
-    first: &'a mut bool,
-}
-
-impl core::fmt::Write for SpaceFirst<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        if *self.first && !s.is_empty() {
-            *self.first = false;
-            self.out.write_char(' ')?;
-        }
-        self.out.write_str(s)
-    }
-}
-
-/// The I/O side of a live device: the active table.
+/// One device, as created by CREATE.
 #[pin_data]
-pub(crate) struct Queue {
+pub(crate) struct Device {
+    name: [u8; NAME_LEN],
+    name_len: usize,
+    uuid: [u8; UUID_LEN],
+    uuid_len: usize,
+    /// The disk is `vblk<index>`; chosen at CREATE, unique while the
+    /// device exists.
+    pub(crate) index: u32,
+    /// Bumped when something happens that a waiter should see (table
+    /// swap, removal, target events).
+    pub(crate) events: EventCounter,
+    /// `FLAG_*_PRESENT | FLAG_SUSPENDED`, mirrored from the state for LIST,
+    /// which must not wait for a device's mutex.
+    flags: AtomicU32,
     #[pin]
-    active: SpinLock<Arc<Table>>,
+    state: Mutex<State>,
 }
 
-impl QueueHandler for Queue {
-    fn queue_rq(&self, rq: Request) {
-        if rq.op() == Op::Flush {
-            // Nothing below caches data yet (zero and error only).
-            return rq.end(Status::Ok);
-        }
-        let table = self.active.lock().clone();
-        table.serve(rq)
-    }
+/// What changes under the device's mutex.
+pub(crate) struct State {
+    /// Table loaded but not yet resumed.
+    inactive: Option<Arc<Table>>,
+    live: Option<Live>,
+    /// The disk's queue is quiesced (SUSPEND without RESUME yet).
+    suspended: bool,
+    /// REMOVE took the device out of the registry; nothing may change it.
+    removed: bool,
 }
 
 /// A device's disk and the queue handler behind it.
 struct Live {
     queue: Arc<Queue>,
     disk: Disk<Queue>,
-    index: u32,
 }
 
-impl Drop for Device {
-    fn drop(&mut self) {
-        // Deleting a disk waits for its queued requests: let held ones run
-        // (on the active table) first.
-        if let (Some(live), true) = (&self.live, self.suspended) {
-            live.disk.unquiesce();
-        }
-    }
-}
-
-/// One device, as created by CREATE.
-pub(crate) struct Device {
-    name: [u8; NAME_LEN],
-    name_len: usize,
-    uuid: [u8; UUID_LEN],
-    uuid_len: usize,
-    /// Bumped when something happens that a waiter should see.
-    event_nr: AtomicU32,
-    /// Table loaded but not yet resumed.
-    inactive: Option<Arc<Table>>,
-    live: Option<Live>,
-    /// The disk's queue is quiesced (SUSPEND without RESUME yet).
-    suspended: bool,
+/// What RESUME did.
+pub(crate) enum Resumed {
+    /// Nothing loaded: a suspension ended (or there was none).
+    NoTable,
+    /// The first table went live: the disk was created.
+    Created { devt: u32 },
+    /// The loaded table replaced the active one.
+    Swapped,
 }
 
 impl Device {
-    /// A device with a checked `name` and (possibly empty) `uuid`.
-    pub(crate) fn new(name: &[u8], uuid: &[u8]) -> Self {
-        Device {
-            name: name_field(name),
-            name_len: name.len(),
-            uuid: name_field(uuid),
-            uuid_len: uuid.len(),
-            event_nr: AtomicU32::new(0),
-            inactive: None,
-            live: None,
-            suspended: false,
-        }
+    /// A device with a checked `name`, a (possibly empty) `uuid` and a
+    /// free disk index.
+    pub(crate) fn new(name: &[u8], uuid: &[u8], index: u32) -> impl PinInit<Self> {
+        let (name_len, uuid_len) = (name.len(), uuid.len());
+        let (name, uuid) = (name_field(name), name_field(uuid));
+        pin_init!(Device {
+            name,
+            name_len,
+            uuid,
+            uuid_len,
+            index,
+            events: EventCounter::new(),
+            flags: AtomicU32::new(0),
+            state <- kernel::new_mutex!(
+                State {
+                    inactive: None,
+                    live: None,
+                    suspended: false,
+                    removed: false,
+                },
+                "vblk::Device::state"
+            ),
+        })
     }
 
     pub(crate) fn name(&self) -> &[u8] {
@@ -163,97 +100,56 @@ impl Device {
         &self.uuid[..self.uuid_len]
     }
 
-    /// The event counter.
-    pub(crate) fn event_nr(&self) -> u32 {
-        self.event_nr.load(Ordering::Relaxed)
+    /// The device's name field (NUL-padded), for LIST records.
+    pub(crate) fn name_field(&self) -> [u8; NAME_LEN] {
+        self.name
     }
 
-    /// The disk index (`vblk<index>`) if the device has a disk.
-    pub(crate) fn disk_index(&self) -> Option<u32> {
-        self.live.as_ref().map(|l| l.index)
+    /// `FLAG_ACTIVE_PRESENT | FLAG_INACTIVE_PRESENT | FLAG_SUSPENDED`.
+    pub(crate) fn flags(&self) -> u32 {
+        self.flags.load(Ordering::Acquire)
     }
 
-    /// Commits to removal unless the disk is open (`EBUSY`); afterwards
-    /// opens of the disk fail until the device is dropped.
-    pub(crate) fn claim_for_removal(&self) -> Result {
-        self.live
-            .as_ref()
-            .map_or(Ok(()), |l| l.disk.claim_for_removal())
-    }
-
-    fn dev(&self) -> u64 {
-        self.live.as_ref().map_or(0, |l| u64::from(l.disk.devt()))
-    }
-
-    /// Puts `table` in the inactive slot (replacing any loaded before).
-    pub(crate) fn load(&mut self, table: Arc<Table>) {
-        self.inactive = Some(table);
-    }
-
-    /// Whether a table waits in the inactive slot.
-    pub(crate) fn has_inactive(&self) -> bool {
-        self.inactive.is_some()
-    }
-
-    /// Holds I/O: after this returns no request is being served and new
-    /// ones wait. The zero and error targets end every request inside
-    /// `queue_rq`, so quiescing is also draining. (`noflush` has nothing to
-    /// skip yet: no target has lower devices with caches.)
-    pub(crate) fn suspend(&mut self) {
-        if let Some(live) = &self.live {
-            if !self.suspended {
-                live.disk.quiesce();
-                self.suspended = true;
-            }
+    /// Runs `f` on the state, under the device's mutex; `ENXIO` if the
+    /// device was removed meanwhile. Keeps the LIST flags in step.
+    pub(crate) fn with_state<R>(
+        &self,
+        reply: &mut Reply,
+        f: impl FnOnce(&mut State, &mut Reply) -> Result<R>,
+    ) -> Result<R> {
+        let mut state = self.state.lock();
+        if state.removed {
+            return fail!(
+                reply,
+                ENXIO,
+                "device '{}' was removed",
+                super::control::Show(self.name())
+            );
         }
+        let result = f(&mut state, reply);
+        self.flags.store(state.flags(), Ordering::Release);
+        result
     }
+}
 
-    /// Makes the inactive table active, if there is one, and ends a
-    /// suspension. The first resume creates the disk (`vblk<index>`); later
-    /// ones swap tables while no request is being served (like dm, a
-    /// resume of a running device suspends it around the swap), and
-    /// requests held meanwhile go to the new table.
-    pub(crate) fn resume(&mut self, index: u32) -> Result {
-        let Some(table) = self.inactive.take() else {
-            if let (Some(live), true) = (&self.live, self.suspended) {
-                live.disk.unquiesce();
-                self.suspended = false;
-            }
-            return Ok(());
-        };
-        let size = table.size;
+impl State {
+    fn flags(&self) -> u32 {
+        let mut f = 0;
         if self.live.is_some() {
-            self.suspend();
-            if let Some(live) = &self.live {
-                *live.queue.active.lock() = table;
-                live.disk.set_capacity(size);
-                live.disk.unquiesce();
-            }
-            self.suspended = false;
-        } else {
-            let first = table.clone();
-            let queue = match Arc::pin_init(
-                pin_init!(Queue {
-                    active <- kernel::new_spinlock!(first, "vblk::Queue::active"),
-                }),
-                GFP_KERNEL,
-            ) {
-                Ok(q) => q,
-                Err(e) => {
-                    self.inactive = Some(table);
-                    return Err(e);
-                }
-            };
-            match Disk::create(queue.clone(), index, size) {
-                Ok(disk) => self.live = Some(Live { queue, disk, index }),
-                Err(e) => {
-                    self.inactive = Some(table);
-                    return Err(e);
-                }
-            }
+            f |= FLAG_ACTIVE_PRESENT;
         }
-        self.event_nr.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        if self.inactive.is_some() {
+            f |= FLAG_INACTIVE_PRESENT;
+        }
+        if self.suspended {
+            f |= FLAG_SUSPENDED;
+        }
+        f
+    }
+
+    /// Whether the device has a disk (was resumed once).
+    pub(crate) fn is_live(&self) -> bool {
+        self.live.is_some()
     }
 
     /// The active table (or with `inactive` the loaded one), if any.
@@ -261,50 +157,202 @@ impl Device {
         if inactive {
             self.inactive.clone()
         } else {
-            self.live.as_ref().map(|l| l.queue.active.lock().clone())
+            self.live.as_ref().map(|l| l.queue.table())
         }
     }
 
-    fn target_count(&self) -> u32 {
-        self.live
-            .as_ref()
-            .map_or(0, |l| l.queue.active.lock().lines.len() as u32)
+    /// Puts `table` in the inactive slot; returns the one it replaces.
+    pub(crate) fn load(&mut self, table: Arc<Table>) -> Option<Arc<Table>> {
+        self.inactive.replace(table)
     }
 
-    /// This device's line in a LIST reply.
-    pub(crate) fn record(&self) -> DeviceRecord {
-        DeviceRecord {
-            dev: self.dev(),
-            event_nr: self.event_nr.load(Ordering::Relaxed),
-            flags: self.flags(),
-            name: self.name,
-        }
+    /// Empties the inactive slot; returns what was there.
+    pub(crate) fn clear(&mut self) -> Option<Arc<Table>> {
+        self.inactive.take()
     }
 
-    fn flags(&self) -> u32 {
-        let mut f = 0;
-        if self.live.is_some() {
-            f |= super::abi::FLAG_ACTIVE_PRESENT;
-        }
-        if self.inactive.is_some() {
-            f |= super::abi::FLAG_INACTIVE_PRESENT;
-        }
+    pub(crate) fn has_inactive(&self) -> bool {
+        self.inactive.is_some()
+    }
+
+    /// Holds I/O: returns once no request is in flight; new ones wait.
+    /// Without `noflush`, also flushes every lower device's cache, so what
+    /// completed before the suspension is durable. A signal while waiting
+    /// for in-flight I/O ends the attempt and leaves the device running.
+    pub(crate) fn suspend(&mut self, noflush: bool, reply: &mut Reply) -> Result {
+        let Some(live) = &self.live else {
+            return fail!(reply, EINVAL, "device is not active (never resumed)");
+        };
         if self.suspended {
-            f |= super::abi::FLAG_SUSPENDED;
+            return Ok(());
         }
-        f
+        quiesce_and_drain(live, reply)?;
+        if !noflush {
+            let table = live.queue.table();
+            for dev in table.devices.iter() {
+                if let Err(e) = dev.flush() {
+                    live.disk.unquiesce();
+                    return fail!(
+                        reply,
+                        e,
+                        "flushing the cache of lower device {} failed: {}; not suspended",
+                        dev.name(),
+                        Errno(e)
+                    );
+                }
+            }
+        }
+        self.suspended = true;
+        Ok(())
+    }
+
+    /// Makes the inactive table active, if there is one, and ends a
+    /// suspension. The first resume creates the disk `vblk<index>`; later
+    /// ones swap tables while no request is in flight (like dm, resuming a
+    /// running device suspends it around the swap), and requests held
+    /// meanwhile go to the new table. On failure nothing changed.
+    pub(crate) fn resume(&mut self, index: u32, reply: &mut Reply) -> Result<Resumed> {
+        let Some(table) = self.inactive.take() else {
+            if let (Some(live), true) = (&self.live, self.suspended) {
+                live.disk.unquiesce();
+                self.suspended = false;
+            }
+            return Ok(Resumed::NoTable);
+        };
+        let result = match &self.live {
+            Some(live) => swap(live, self.suspended, &table, reply).map(|()| Resumed::Swapped),
+            None => create(index, &table, reply).map(|live| {
+                let devt = live.disk.devt();
+                self.live = Some(live);
+                Resumed::Created { devt }
+            }),
+        };
+        match result {
+            Ok(r) => {
+                self.suspended = false;
+                Ok(r)
+            }
+            Err(e) => {
+                self.inactive = Some(table);
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits to removal unless the disk is open (`EBUSY`); afterwards
+    /// opens of the disk fail.
+    pub(crate) fn claim_for_removal(&self, reply: &mut Reply) -> Result {
+        let Some(live) = &self.live else {
+            return Ok(());
+        };
+        if live.disk.claim_for_removal().is_err() {
+            return fail!(
+                reply,
+                EBUSY,
+                "device is open ({} opener{}: mounted, or in use by a program or another driver)",
+                live.disk.openers(),
+                if live.disk.openers() == 1 { "" } else { "s" }
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes the disk (after letting held I/O run) and releases the
+    /// tables and their lower devices. The device is dead afterwards.
+    pub(crate) fn tear_down(&mut self) {
+        self.removed = true;
+        if let Some(live) = self.live.take() {
+            if self.suspended {
+                live.disk.unquiesce();
+            }
+            // The disk goes first: deleting it waits for its requests,
+            // which use the active table the queue holds.
+            drop(live.disk);
+            drop(live.queue);
+        }
+        self.suspended = false;
+        self.inactive = None;
     }
 
     /// Fills INFO's device fields of `h`.
     pub(crate) fn fill_info(&self, h: &mut Header) {
-        h.dev = self.dev();
+        h.dev = self.live.as_ref().map_or(0, |l| u64::from(l.disk.devt()));
         h.open_count = self
             .live
             .as_ref()
             .map_or(0, |l| l.disk.openers().max(0) as u32);
-        h.target_count = self.target_count();
-        h.event_nr = self.event_nr.load(Ordering::Relaxed);
+        h.target_count = self
+            .live
+            .as_ref()
+            .map_or(0, |l| l.queue.table().lines.len() as u32);
         h.flags = self.flags();
-        h.uuid = self.uuid;
     }
+}
+
+/// Quiesces the disk and waits for its in-flight requests; on a signal
+/// the disk runs again and the caller gets `EINTR`.
+fn quiesce_and_drain(live: &Live, reply: &mut Reply) -> Result {
+    live.disk.quiesce();
+    if live.disk.wait_idle().is_err() {
+        live.disk.unquiesce();
+        return fail!(
+            reply,
+            EINTR,
+            "interrupted while waiting for in-flight I/O (is a lower device suspended?); the device keeps running"
+        );
+    }
+    Ok(())
+}
+
+/// Replaces the active table of a live device with `table`.
+fn swap(live: &Live, suspended: bool, table: &Arc<Table>, reply: &mut Reply) -> Result {
+    if !suspended {
+        quiesce_and_drain(live, reply)?;
+    }
+    let (old_block, new_block) = (
+        live.disk.logical_block_size(),
+        table.limits.logical_block_size(),
+    );
+    let refuse = if old_block != new_block && live.disk.openers() > 0 {
+        fail!(
+            reply,
+            EBUSY,
+            "the new table's logical block size is {new_block} bytes, the device's {old_block}; it cannot change while the device is open"
+        )
+    } else {
+        live.disk.set_limits(&table.limits).map_err(|e| {
+            reply.fail(
+                e,
+                format_args!(
+                    "the block layer refused the new table's queue limits: {}",
+                    Errno(e)
+                ),
+            )
+        })
+    };
+    if let Err(e) = refuse {
+        if !suspended {
+            live.disk.unquiesce();
+        }
+        return Err(e);
+    }
+    let old = live.queue.swap(table.clone());
+    live.disk.set_capacity(table.size);
+    live.disk.unquiesce();
+    // Nothing in flight used it: its lower devices close here.
+    drop(old);
+    Ok(())
+}
+
+/// Creates the disk for a device's first table.
+fn create(index: u32, table: &Arc<Table>, reply: &mut Reply) -> Result<Live> {
+    let queue = Arc::pin_init(Queue::new(table.clone()), GFP_KERNEL)
+        .map_err(|e| reply.fail(e, format_args!("out of memory creating the disk")))?;
+    let disk = Disk::create(queue.clone(), index, table.size, &table.limits).map_err(|e| {
+        reply.fail(
+            e,
+            format_args!("cannot create disk vblk{index}: {}", Errno(e)),
+        )
+    })?;
+    Ok(Live { queue, disk })
 }

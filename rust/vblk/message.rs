@@ -93,3 +93,31 @@ macro_rules! fail {
     };
 }
 pub(crate) use fail;
+
+/// An errno shown the way users know it: symbol and meaning.
+pub(crate) struct Errno(pub(crate) Error);
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = -self.0.to_errno();
+        let (name, text) = match n {
+            1 => ("EPERM", "operation not permitted"),
+            2 => ("ENOENT", "no such file or directory"),
+            5 => ("EIO", "I/O error"),
+            6 => ("ENXIO", "no such device or address"),
+            12 => ("ENOMEM", "out of memory"),
+            13 => ("EACCES", "permission denied (read-only device?)"),
+            15 => ("ENOTBLK", "not a block device"),
+            16 => (
+                "EBUSY",
+                "in use by someone else (mounted, or opened exclusively)",
+            ),
+            19 => ("ENODEV", "no such device"),
+            20 => ("ENOTDIR", "a path component is not a directory"),
+            22 => ("EINVAL", "invalid argument"),
+            30 => ("EROFS", "read-only"),
+            _ => return write!(f, "errno {n}"),
+        };
+        write!(f, "{text} ({name})")
+    }
+}

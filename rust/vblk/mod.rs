@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
-//! The vblk framework: control plane and (later) device lifecycle, tables
-//! and the I/O path. Safe code only; kernel access goes through `crate::sys`.
+//! The vblk framework: control plane, devices, tables and the I/O path.
+//! Safe code only; kernel access goes through `crate::sys`.
 
 // Shared with vblkctl, which uses items the module does not need.
 #[allow(unreachable_pub, dead_code)]
 pub(crate) mod abi;
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod args;
 pub(crate) mod control;
 pub(crate) mod device;
+pub(crate) mod io;
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod layout;
+pub(crate) mod map;
 pub(crate) mod message;
 // Shared with vblkctl, which uses items the module does not need.
 #[allow(unreachable_pub, dead_code)]

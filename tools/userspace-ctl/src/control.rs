@@ -168,6 +168,22 @@ impl Control {
             .collect())
     }
 
+    /// The lower devices (dev_t, kernel encoding) of the table `header` asks for.
+    pub fn deps(&self, header: &Header) -> Result<Vec<u64>, CtlError> {
+        let (_, payload) = self.query(Command::Deps, header)?;
+        let head = std::mem::size_of::<crate::abi::DepsReply>();
+        let count = u32::from_ne_bytes(payload[0..4].try_into().unwrap()) as usize;
+        if head + count * 8 > payload.len() {
+            return Err(CtlError::new(None, "Deps: reply larger than its buffer"));
+        }
+        Ok((0..count)
+            .map(|i| {
+                let at = head + i * 8;
+                u64::from_ne_bytes(payload[at..at + 8].try_into().unwrap())
+            })
+            .collect())
+    }
+
     /// Issues an arbitrary ioctl request with an arbitrary argument; the
     /// selftest probe uses this to send malformed requests on purpose.
     /// Returns the errno on failure.

@@ -1,12 +1,24 @@
 //! vblkctl's library half: the shared ioctl ABI and the control-device
 //! client, used by the `vblkctl` binary and the selftest probe.
+//!
+//! The `#[path]` modules are the very source files the kernel module
+//! compiles (pure `core`); including them here both lets vblkctl check
+//! input the way the kernel will and runs their unit tests on the host.
 
-/// The ioctl ABI, the very same source file the kernel module compiles.
+/// The ioctl ABI.
 #[path = "../../../rust/vblk/abi.rs"]
 pub mod abi;
 
-/// Table text parsing and layout checks, shared with the module.
+/// Table text parsing and layout checks.
 #[path = "../../../rust/vblk/table.rs"]
 pub mod table;
+
+/// Target argument parsing (devices, sectors, counts).
+#[path = "../../../rust/vblk/args.rs"]
+pub mod args;
+
+/// Splitting requests at table line boundaries.
+#[path = "../../../rust/vblk/layout.rs"]
+pub mod layout;
 
 pub mod control;

@@ -81,6 +81,15 @@ enum Cmd {
     },
     /// Remove a device.
     Remove { name: String },
+    /// Drop the loaded (inactive) table without resuming it.
+    Clear { name: String },
+    /// List the lower devices a device's table uses (as dmsetup deps).
+    Deps {
+        name: String,
+        /// Of the loaded, not yet resumed table.
+        #[arg(long)]
+        inactive: bool,
+    },
     /// List devices.
     Ls,
     /// Show a device's state.
@@ -117,6 +126,10 @@ fn main() -> ExitCode {
         Cmd::Resume { name } => resume(&name),
         Cmd::Suspend { noflush, name } => suspend(&name, noflush),
         Cmd::Remove { name } => remove(&name),
+        Cmd::Clear { name } => {
+            Control::open().and_then(|c| c.send(Command::Clear, &mut named(&name)?))
+        }
+        Cmd::Deps { name, inactive } => deps(&name, inactive, cli.json),
         Cmd::Ls => ls(cli.json),
         Cmd::Info { name } => info(&name, cli.json),
     };
@@ -414,6 +427,44 @@ fn wait(name: &str, event_nr: Option<u32>, json: bool) -> Result<(), CtlError> {
         );
     } else {
         println!("{}", h.event_nr);
+    }
+    Ok(())
+}
+
+/// The kernel name of block device `dev` ("ram0"), if sysfs knows it.
+fn block_name(dev: u64) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/sys/dev/block/{}/uevent", dev_str(dev))).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .map(str::to_string)
+}
+
+fn deps(name: &str, inactive: bool, json: bool) -> Result<(), CtlError> {
+    let mut h = named(name)?;
+    if inactive {
+        h.flags |= vblkctl::abi::FLAG_QUERY_INACTIVE;
+    }
+    let devs = Control::open()?.deps(&h)?;
+    if json {
+        let list: Vec<_> = devs
+            .iter()
+            .map(|&d| serde_json::json!({"dev": dev_str(d), "name": block_name(d)}))
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else {
+        let list: Vec<_> = devs
+            .iter()
+            .map(|&d| {
+                let name = block_name(d).map(|n| format!(" {n}")).unwrap_or_default();
+                format!("({}, {}{name})", d >> 20, d & 0xfffff)
+            })
+            .collect();
+        println!(
+            "{} dependenc{}\t: {}",
+            devs.len(),
+            if devs.len() == 1 { "y" } else { "ies" },
+            list.join(" ")
+        );
     }
     Ok(())
 }

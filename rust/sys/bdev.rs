@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Lower block devices: opened read-write and claimed with vblk's holder.
+
+use super::bindings;
+use core::ptr::NonNull;
+use kernel::error::{Error, Result};
+use kernel::str::CStr;
+
+/// An open lower block device. Dropping it releases the claim and closes
+/// it, which may sleep: drop it only in process context (tables are
+/// dropped by control ioctls and module exit, never by the I/O path).
+pub(crate) struct BlockDevice {
+    file: NonNull<bindings::file>,
+}
+
+// SAFETY: the shim's bdev functions may be called from any thread; the file
+// reference is owned by this value alone.
+unsafe impl Send for BlockDevice {}
+// SAFETY: `&BlockDevice` only allows queries and I/O submission, which the
+// block layer allows concurrently.
+unsafe impl Sync for BlockDevice {}
+
+impl BlockDevice {
+    /// Opens the block device at `path` (resolved in the caller's namespace).
+    pub(crate) fn open_path(path: &CStr) -> Result<Self> {
+        let mut err = 0;
+        // SAFETY: `path` is a NUL-terminated string that outlives the call.
+        let file = unsafe { bindings::vblk_shim_bdev_open(path.as_char_ptr().cast(), 0, &mut err) };
+        NonNull::new(file)
+            .map(|file| BlockDevice { file })
+            .ok_or_else(|| Error::from_errno(err))
+    }
+
+    /// Opens the block device `dev` (kernel encoding, `major << 20 | minor`).
+    pub(crate) fn open_dev(dev: u32) -> Result<Self> {
+        let mut err = 0;
+        // SAFETY: a NULL path makes the shim open by number.
+        let file = unsafe { bindings::vblk_shim_bdev_open(core::ptr::null(), dev, &mut err) };
+        NonNull::new(file)
+            .map(|file| BlockDevice { file })
+            .ok_or_else(|| Error::from_errno(err))
+    }
+
+    pub(super) fn raw(&self) -> *mut bindings::file {
+        self.file.as_ptr()
+    }
+
+    /// dev_t, kernel encoding.
+    pub(crate) fn devt(&self) -> u32 {
+        // SAFETY: `file` is an open block device file (type invariant).
+        unsafe { bindings::vblk_shim_bdev_devt(self.raw()) }
+    }
+
+    /// Size in 512-byte sectors.
+    pub(crate) fn sectors(&self) -> u64 {
+        // SAFETY: as above.
+        unsafe { bindings::vblk_shim_bdev_sectors(self.raw()) }
+    }
+
+    /// Logical block size in bytes.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { bindings::vblk_shim_bdev_logical_block_size(self.raw()) }
+    }
+
+    /// Whether the device accepts discards.
+    pub(crate) fn supports_discard(&self) -> bool {
+        // SAFETY: as above.
+        unsafe { bindings::vblk_shim_bdev_discard(self.raw()) }
+    }
+
+    /// Whether the device accepts WRITE_ZEROES.
+    pub(crate) fn supports_write_zeroes(&self) -> bool {
+        // SAFETY: as above.
+        unsafe { bindings::vblk_shim_bdev_write_zeroes(self.raw()) }
+    }
+
+    /// The kernel's name for the device ("ram0", "vblk2"), for messages.
+    pub(crate) fn name(&self) -> DeviceName {
+        let mut name = DeviceName { bytes: [0; 32] };
+        // SAFETY: the buffer is writable for its whole length, which is
+        // passed; snprintf NUL-terminates within it.
+        unsafe {
+            bindings::vblk_shim_bdev_name(
+                self.raw(),
+                name.bytes.as_mut_ptr().cast(),
+                name.bytes.len() as u32,
+            )
+        };
+        name
+    }
+
+    /// Flushes the device's volatile cache and waits (process context).
+    pub(crate) fn flush(&self) -> Result {
+        // SAFETY: as above; control ioctls run in process context.
+        kernel::error::to_result(unsafe { bindings::vblk_shim_bdev_flush(self.raw()) })
+    }
+}
+
+impl Drop for BlockDevice {
+    fn drop(&mut self) {
+        // SAFETY: `file` is open and owned by us; it is closed exactly once.
+        unsafe { bindings::vblk_shim_bdev_close(self.file.as_ptr()) }
+    }
+}
+
+/// A block device's kernel name, printable with `{}`.
+pub(crate) struct DeviceName {
+    bytes: [u8; 32],
+}
+
+impl core::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(crate::vblk::abi::c_str(&self.bytes))
+    }
+}

@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Queue limits of a table, stacked from its lower devices.
+
+use super::bdev::BlockDevice;
+use super::bindings;
+use core::ptr::NonNull;
+use kernel::error::code::ENOMEM;
+use kernel::error::Result;
+
+/// A `struct queue_limits` being computed for a table (block sizes, I/O
+/// sizes, discard and write-zeroes support, cache features).
+pub(crate) struct QueueLimits {
+    raw: NonNull<bindings::queue_limits>,
+}
+
+// SAFETY: the limits are plain data owned by this value; `&QueueLimits`
+// only reads them.
+unsafe impl Send for QueueLimits {}
+// SAFETY: as above.
+unsafe impl Sync for QueueLimits {}
+
+impl QueueLimits {
+    /// Limits that impose nothing yet (the kernel's stacking defaults).
+    pub(crate) fn new() -> Result<Self> {
+        // SAFETY: no preconditions; NULL means out of memory.
+        let raw = unsafe { bindings::vblk_shim_limits_new() };
+        NonNull::new(raw)
+            .map(|raw| QueueLimits { raw })
+            .ok_or(ENOMEM)
+    }
+
+    pub(super) fn raw(&self) -> *mut bindings::queue_limits {
+        self.raw.as_ptr()
+    }
+
+    /// Adds the limits of `dev`, used from sector `offset` on. `false` if
+    /// that offset is misaligned for the device (the limits still stack).
+    pub(crate) fn stack(&mut self, dev: &BlockDevice, offset: u64) -> bool {
+        // SAFETY: both are live; `&mut self` gives exclusive access.
+        unsafe { bindings::vblk_shim_limits_stack(self.raw(), dev.raw(), offset) }
+    }
+
+    /// Turns discard support off, or on as the lower devices allow it
+    /// (unlimited when no lower device limits it).
+    pub(crate) fn set_discard(&mut self, supported: bool) {
+        // SAFETY: as above.
+        unsafe { bindings::vblk_shim_limits_discard(self.raw(), supported) }
+    }
+
+    /// Turns WRITE_ZEROES off (it stays as stacked otherwise).
+    pub(crate) fn set_write_zeroes(&mut self, supported: bool) {
+        // SAFETY: as above.
+        unsafe { bindings::vblk_shim_limits_write_zeroes(self.raw(), supported) }
+    }
+
+    /// Logical block size in bytes.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        // SAFETY: the limits are live; the shim only reads them.
+        unsafe { bindings::vblk_shim_limits_logical_block_size(self.raw()) }
+    }
+}
+
+impl Drop for QueueLimits {
+    fn drop(&mut self) {
+        // SAFETY: allocated by the shim, freed exactly once here.
+        unsafe { bindings::vblk_shim_limits_free(self.raw()) }
+    }
+}

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A constructed table: its lines and targets, the lower devices they
+//! opened, and the queue limits stacked from them.
+
+use super::message::{fail, Reply};
+use super::table;
+use crate::sys::bdev::BlockDevice;
+use crate::sys::limits::QueueLimits;
+use crate::targets::{self, Ctor, Target};
+use core::fmt::Write;
+use kernel::error::code::{EINVAL, ENOMEM};
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// One line of a loaded table.
+pub(crate) struct Line {
+    /// Line number in the loaded text (for messages).
+    pub(crate) number: usize,
+    pub(crate) start: u64,
+    pub(crate) length: u64,
+    /// The target's table name.
+    pub(crate) target_name: &'static str,
+    pub(crate) target: Arc<dyn Target>,
+}
+
+/// A loaded table: lines contiguous from sector 0, checked against the
+/// lower devices, with the limits the device will have.
+pub(crate) struct Table {
+    pub(crate) lines: KVec<Line>,
+    /// Start sector of each line, for splitting requests.
+    pub(crate) starts: KVec<u64>,
+    /// Size in sectors.
+    pub(crate) size: u64,
+    /// Every distinct lower device, in table order: FLUSH goes to each,
+    /// DEPS lists them.
+    pub(crate) devices: KVec<Arc<BlockDevice>>,
+    pub(crate) limits: QueueLimits,
+}
+
+fn oom<T>(reply: &mut Reply) -> Result<T> {
+    fail!(reply, ENOMEM, "out of memory loading the table")
+}
+
+impl Table {
+    /// Parses `text`, constructs every line's target (opening the lower
+    /// devices) and checks the result; nothing outside the new table
+    /// changes, and a failure releases everything it opened.
+    pub(crate) fn build(text: &str, reply: &mut Reply) -> Result<Arc<Table>> {
+        let (count, size) = match table::check(text) {
+            Ok(v) => v,
+            Err(e) => return fail!(reply, EINVAL, "{e}"),
+        };
+        let Ok(mut lines) = KVec::with_capacity(count, GFP_KERNEL) else {
+            return oom(reply);
+        };
+        let Ok(mut starts) = KVec::with_capacity(count, GFP_KERNEL) else {
+            return oom(reply);
+        };
+        let mut devices = KVec::new();
+        for line in table::lines(text) {
+            // `check` accepted the text, so every line parses.
+            let Ok(line) = line else {
+                return fail!(reply, EINVAL, "table changed while parsing");
+            };
+            let mut ctor = Ctor {
+                length: line.length,
+                args: line.args,
+                reply: &mut *reply,
+                devices: &mut devices,
+            };
+            let (target_name, target) = targets::construct(line.target, &mut ctor)
+                .inspect_err(|_| reply.prefix(format_args!("line {}: ", line.number)))?;
+            check_areas(&*target, line.number, reply)?;
+            if lines
+                .push(
+                    Line {
+                        number: line.number,
+                        start: line.start,
+                        length: line.length,
+                        target_name,
+                        target,
+                    },
+                    GFP_KERNEL,
+                )
+                .is_err()
+                || starts.push(line.start, GFP_KERNEL).is_err()
+            {
+                return oom(reply);
+            }
+        }
+        let limits = stack_limits(&lines, reply)?;
+        check_block_size(&lines, limits.logical_block_size(), reply)?;
+        Arc::new(
+            Table {
+                lines,
+                starts,
+                size,
+                devices,
+                limits,
+            },
+            GFP_KERNEL,
+        )
+        .or_else(|_| oom(reply))
+    }
+
+    /// Writes the table (`status == false`) or its status as text lines.
+    pub(crate) fn write_text(&self, status: bool, out: &mut dyn Write) -> core::fmt::Result {
+        for line in self.lines.iter() {
+            write!(out, "{} {} {}", line.start, line.length, line.target_name)?;
+            let mut first = true;
+            let mut sep = SpaceFirst {
+                out: &mut *out,
+                first: &mut first,
+            };
+            if status {
+                line.target.status(&mut sep)?;
+            } else {
+                line.target.table_args(&mut sep)?;
+            }
+            out.write_char('\n')?;
+        }
+        Ok(())
+    }
+
+    /// The line holding `sector`, if any.
+    pub(crate) fn line_at(&self, sector: u64) -> Option<&Line> {
+        if sector >= self.size {
+            return None;
+        }
+        let i = self.starts.partition_point(|&s| s <= sector);
+        self.lines.get(i.checked_sub(1)?)
+    }
+
+    /// dev_t of every distinct lower device.
+    pub(crate) fn devts(&self) -> impl Iterator<Item = u32> + '_ {
+        self.devices.iter().map(|d| d.devt())
+    }
+}
+
+/// Checks every lower device area a target uses: inside the device, and
+/// aligned to the device's logical block size.
+fn check_areas(target: &dyn Target, line: usize, reply: &mut Reply) -> Result {
+    let mut result = Ok(());
+    target.devices(&mut |dev, start, len| {
+        if result.is_err() {
+            return;
+        }
+        let size = dev.sectors();
+        let block = u64::from(dev.logical_block_size() >> 9).max(1);
+        let devt = dev.devt();
+        let (major, minor) = (devt >> 20, devt & 0xfffff);
+        if start.checked_add(len).map_or(true, |end| end > size) {
+            result = fail!(
+                reply,
+                EINVAL,
+                "line {line}: device {major}:{minor} ({}) has {size} sectors, too small for sectors {start}..{} of it",
+                dev.name(),
+                start.saturating_add(len)
+            );
+        } else if start % block != 0 || len % block != 0 {
+            result = fail!(
+                reply,
+                EINVAL,
+                "line {line}: sectors {start}..{} of device {major}:{minor} ({}) are not aligned to its {}-byte logical blocks",
+                start + len,
+                dev.name(),
+                block * 512
+            );
+        }
+    });
+    result
+}
+
+/// The table's limits: each target's devices stacked at their offsets,
+/// the targets' own hints, and discard / write-zeroes only where every
+/// line supports them (as device-mapper decides).
+fn stack_limits(lines: &[Line], reply: &mut Reply) -> Result<QueueLimits> {
+    let Ok(mut limits) = QueueLimits::new() else {
+        return oom(reply);
+    };
+    let (mut discard, mut write_zeroes) = (true, true);
+    for line in lines {
+        line.target.devices(&mut |dev, start, _| {
+            // A misaligned stack is legal (dm only warns); nothing to do.
+            let _ = limits.stack(dev, start);
+        });
+        line.target.limits(&mut limits);
+        discard &= line.target.supports_discard();
+        write_zeroes &= line.target.supports_write_zeroes();
+    }
+    limits.set_discard(discard);
+    limits.set_write_zeroes(write_zeroes);
+    Ok(limits)
+}
+
+/// Every line must start and end on a logical block of the table (the
+/// largest logical block size of its devices).
+fn check_block_size(lines: &[Line], block_bytes: u32, reply: &mut Reply) -> Result {
+    let block = u64::from(block_bytes >> 9).max(1);
+    for line in lines {
+        for (what, value) in [("start", line.start), ("length", line.length)] {
+            if value % block != 0 {
+                return fail!(
+                    reply,
+                    EINVAL,
+                    "line {}: {what} {value} is not a multiple of the table's {block_bytes}-byte logical block size ({block} sectors)",
+                    line.number
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts one space before a target's text, if it writes any.
+struct SpaceFirst<'a> {
+    out: &'a mut dyn Write,
+    first: &'a mut bool,
+}
+
+impl Write for SpaceFirst<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        if *self.first && !s.is_empty() {
+            *self.first = false;
+            self.out.write_char(' ')?;
+        }
+        self.out.write_str(s)
+    }
+}
