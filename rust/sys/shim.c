@@ -204,6 +204,16 @@ struct vblk_disk {
 	wait_queue_head_t idle_wait;
 	/* Set under disk->open_mutex once removal is decided: opens fail. */
 	bool dying;
+	/*
+	 * The lock class of this disk's flush queue lock. A lower device
+	 * (null_blk, another vblk disk, ...) completes our requests from
+	 * inside its own flush completion, holding its own mq_flush_lock, and
+	 * ending a request of our flush sequence takes ours: one class per
+	 * disk keeps lockdep from taking that for recursion (nvme-loop does
+	 * the same with one class; stacks of vblk disks need one each, and a
+	 * class that dies with its disk leaves no stale ordering behind).
+	 */
+	struct lock_class_key fq_key;
 };
 
 /* What sits in front of every lower bio (the bio_set's front_pad). */
@@ -213,18 +223,58 @@ struct vblk_lower {
 	struct bio bio;
 };
 
+/*
+ * The limits a table computed, as the disk gets them: blk-mq's own
+ * features added, and no zoned-device limits (vblk disks are not zoned;
+ * a table without lower devices would otherwise keep the stacking
+ * default, which the block layer refuses).
+ */
+static struct queue_limits vblk_disk_limits(const struct queue_limits *lim)
+{
+	struct queue_limits l = *lim;
+
+	l.features |= BLK_FEAT_IO_STAT | BLK_FEAT_NOWAIT;
+	l.features &= ~(BLK_FEAT_ZONED | BLK_FEAT_POLL);
+	l.max_zone_append_sectors = 0;
+	l.max_open_zones = 0;
+	l.max_active_zones = 0;
+	l.zone_write_granularity = 0;
+	return l;
+}
+
 static blk_status_t vblk_mq_queue_rq(struct blk_mq_hw_ctx *hctx,
 				     const struct blk_mq_queue_data *bd)
 {
 	struct vblk_disk *d = hctx->queue->queuedata;
+	struct blk_plug *outer = current->plug;
+	struct blk_plug plug;
 
 	blk_mq_start_request(bd->rq);
+	/*
+	 * queue_rq is often reached from the flush of the submitter's plug.
+	 * Lower bios submitted now must not join that plug while blk-mq is
+	 * walking it: set it aside and batch them in a plug of our own,
+	 * flushed before we return.
+	 */
+	current->plug = NULL;
+	blk_start_plug(&plug);
 	d->ops->queue_rq(d->ctx, bd->rq);
+	blk_finish_plug(&plug);
+	current->plug = outer;
 	return BLK_STS_OK;
+}
+
+static int vblk_mq_init_hctx(struct blk_mq_hw_ctx *hctx, void *data, unsigned int idx)
+{
+	struct vblk_disk *d = data;
+
+	blk_mq_hctx_set_fq_lock_class(hctx, &d->fq_key);
+	return 0;
 }
 
 static const struct blk_mq_ops vblk_mq_ops = {
 	.queue_rq = vblk_mq_queue_rq,
+	.init_hctx = vblk_mq_init_hctx,
 };
 
 /* Called with disk->open_mutex held, like the removal claim below. */
@@ -244,7 +294,7 @@ struct vblk_disk *vblk_shim_disk_create(const struct vblk_disk_ops *ops, const v
 					unsigned int index, u64 sectors,
 					struct queue_limits *lim, u32 pdu_size, int *err)
 {
-	struct queue_limits l = *lim;
+	struct queue_limits l = vblk_disk_limits(lim);
 	struct vblk_disk *d;
 	int ret;
 
@@ -256,11 +306,13 @@ struct vblk_disk *vblk_shim_disk_create(const struct vblk_disk_ops *ops, const v
 	d->ops = ops;
 	d->ctx = ctx;
 	init_waitqueue_head(&d->idle_wait);
+	lockdep_register_key(&d->fq_key);
 	ret = bioset_init(&d->bs, 64, offsetof(struct vblk_lower, bio), BIOSET_NEED_RESCUER);
 	if (ret)
 		goto free_d;
 
 	d->set.ops = &vblk_mq_ops;
+	d->set.driver_data = d;
 	d->set.nr_hw_queues = 1;
 	d->set.queue_depth = 128;
 	d->set.numa_node = NUMA_NO_NODE;
@@ -293,6 +345,7 @@ free_set:
 free_bs:
 	bioset_exit(&d->bs);
 free_d:
+	lockdep_unregister_key(&d->fq_key);
 	kfree(d);
 	*err = ret;
 	return NULL;
@@ -305,6 +358,8 @@ void vblk_shim_disk_destroy(struct vblk_disk *d)
 	put_disk(d->disk);
 	blk_mq_free_tag_set(&d->set);
 	bioset_exit(&d->bs);
+	/* No request is left to take the flush lock of this class. */
+	lockdep_unregister_key(&d->fq_key);
 	kfree(d);
 }
 
@@ -343,10 +398,8 @@ void vblk_shim_disk_set_capacity(struct vblk_disk *d, u64 sectors)
 /* Call only with the queue quiesced and idle: no request may be in flight. */
 int vblk_shim_disk_set_limits(struct vblk_disk *d, const struct queue_limits *lim)
 {
-	struct queue_limits l = *lim;
+	struct queue_limits l = vblk_disk_limits(lim);
 
-	/* blk_mq_alloc_disk adds these for every blk-mq queue. */
-	l.features |= BLK_FEAT_IO_STAT | BLK_FEAT_NOWAIT;
 	return queue_limits_set(d->disk->queue, &l);
 }
 

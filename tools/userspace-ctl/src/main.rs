@@ -96,8 +96,31 @@ enum Cmd {
     Info { name: String },
 }
 
+/// Makes SIGINT and SIGTERM interrupt a sleeping ioctl (it then fails
+/// with EINTR and the kernel's explanation, which we print) instead of
+/// killing vblkctl silently.
+fn interruptible() {
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: installs a handler that does nothing (async-signal-safe)
+    // for two signals; the sigaction struct is fully initialised.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ignore as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Cmd::Suspend { .. } | Cmd::Wait { .. } | Cmd::Resume { .. }
+    ) {
+        interruptible();
+    }
     let result = match cli.command {
         Cmd::Version => version(cli.json),
         Cmd::Create {

@@ -24,7 +24,73 @@ const CASES: &[&str] = &[
     "unterminated-name",
     "abi-major-mismatch",
     "list-no-room",
+    "create-raw NAME [UUID]",
+    "load-raw NAME TEXT",
+    "load-not-utf8 NAME",
+    "load-huge NAME",
+    "load-bad-payload NAME",
 ];
+
+/// Sends LOAD for `name` with `payload` right after the header, the
+/// header's `data_size` covering exactly the payload (plus `extra` bytes
+/// claimed but not provided). Returns the errno and the answered header.
+fn load_raw(control: &Control, name: &str, payload: &[u8]) -> (i32, Header) {
+    let hsize = size_of::<Header>();
+    let mut buf = vec![0u64; (hsize + payload.len()).div_ceil(8) + 1];
+    let mut h = Header::new();
+    h.name = name_field(name.as_bytes());
+    h.data_size = (hsize + payload.len()) as u32;
+    // SAFETY: `buf` is 8-byte aligned and large enough for both parts.
+    unsafe {
+        std::ptr::write(buf.as_mut_ptr().cast::<Header>(), h);
+        std::ptr::copy_nonoverlapping(
+            payload.as_ptr(),
+            buf.as_mut_ptr().cast::<u8>().add(hsize),
+            payload.len(),
+        );
+    }
+    let errno = control
+        .raw_ioctl(Command::Load.ioctl(), buf.as_mut_ptr() as usize)
+        .err()
+        .unwrap_or(0);
+    // SAFETY: the kernel wrote a header back in place.
+    (errno, unsafe {
+        std::ptr::read(buf.as_ptr().cast::<Header>())
+    })
+}
+
+/// LOAD whose header sits at the very end of a mapped page, claiming a
+/// payload in the unmapped page after it: the kernel must answer EFAULT
+/// (and still write the header back).
+fn load_bad_payload(control: &Control, name: &str) -> (i32, Header) {
+    let hsize = size_of::<Header>();
+    // SAFETY: plain anonymous mappings; the second page is unmapped again
+    // so that nothing lives right after the header.
+    let (errno, h) = unsafe {
+        let page = 4096;
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            2 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(base, libc::MAP_FAILED);
+        libc::munmap(base.cast::<u8>().add(page).cast(), page);
+        let at = base.cast::<u8>().add(page - hsize).cast::<Header>();
+        let mut h = Header::new();
+        h.name = name_field(name.as_bytes());
+        h.data_size = (hsize + 64) as u32;
+        std::ptr::write_unaligned(at, h);
+        let errno = control
+            .raw_ioctl(Command::Load.ioctl(), at as usize)
+            .err()
+            .unwrap_or(0);
+        (errno, std::ptr::read_unaligned(at))
+    };
+    (errno, h)
+}
 
 fn main() -> ExitCode {
     let Some(case) = std::env::args().nth(1) else {
@@ -82,6 +148,32 @@ fn main() -> ExitCode {
         // LIST with no payload area: must succeed with FLAG_BUFFER_FULL and
         // the size it needs, writing nothing past the header.
         "list-no-room" => control.raw_ioctl(Command::List.ioctl(), &mut h as *mut _ as usize),
+        // CREATE with a name (and uuid) the kernel alone must judge.
+        "create-raw" => {
+            let arg = |i| std::env::args().nth(i).unwrap_or_default().into_bytes();
+            let (name, uuid) = (arg(2), arg(3));
+            h.name[..name.len().min(NAME_LEN)].copy_from_slice(&name[..name.len().min(NAME_LEN)]);
+            h.uuid[..uuid.len().min(NAME_LEN)].copy_from_slice(&uuid[..uuid.len().min(NAME_LEN)]);
+            control.raw_ioctl(Command::Create.ioctl(), &mut h as *mut _ as usize)
+        }
+        "load-raw" | "load-not-utf8" | "load-huge" | "load-bad-payload" => {
+            let name = std::env::args().nth(2).unwrap_or_default();
+            let (errno, answer) = match case.as_str() {
+                "load-raw" => {
+                    let text = std::env::args().nth(3).unwrap_or_default();
+                    load_raw(&control, &name, text.as_bytes())
+                }
+                "load-not-utf8" => load_raw(&control, &name, b"0 8 zero \xff\xfe\n"),
+                "load-huge" => load_raw(&control, &name, &vec![b'#'; (1 << 20) + 1]),
+                _ => load_bad_payload(&control, &name),
+            };
+            h = answer;
+            if errno == 0 {
+                Ok(())
+            } else {
+                Err(errno)
+            }
+        }
         other => {
             eprintln!(
                 "vblk-ioctl-probe: unknown case {other:?}; cases: {}",

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Table swaps under load: fio verify runs while the table is reloaded
+# (suspend, load, resume) again and again, with and without noflush; I/O
+# issued while suspended waits and then completes; data is migrated to
+# another device under a running fio and a mounted filesystem.
+. "$(dirname "$0")/lib.sh"
+
+tmp=$(mktemp -d)
+n=$(sectors /dev/ram0)
+half=$((n / 2))
+# Two tables with the same mapping, split differently.
+table_a="0 $n linear /dev/ram0 0"
+table_b="0 $half linear /dev/ram0 0
+$half $half linear /dev/ram0 $half"
+
+# swap_under_fio NAME SUSPEND_FLAGS: runs fio verify on NAME and swaps
+# its table until fio ends; prints "SWAPS FIO_RC".
+swap_under_fio() {
+	local name=$1 flags=$2 swaps=0 t
+	fio_verify "/dev/vblk/$name" 48M --iodepth=32 >"$tmp/fio.out" 2>&1 &
+	local fio=$!
+	while kill -0 "$fio" 2>/dev/null; do
+		if [ $((swaps % 2)) -eq 0 ]; then t=$table_b; else t=$table_a; fi
+		# shellcheck disable=SC2086
+		vblkctl suspend $flags "$name" && vblkctl load "$name" --table "$t" &&
+			vblkctl resume "$name" || { echo "swap failed" >&2; break; }
+		swaps=$((swaps + 1))
+		sleep 0.3
+	done
+	wait "$fio"
+	echo "$swaps $?"
+}
+
+check "create r" vblkctl create r --table "$table_a"
+read -r swaps rc < <(swap_under_fio r "")
+check_eq "fio verify passed while the table was swapped" 0 "$rc"
+diag "$(cat "$tmp/fio.out")"
+check "... at least 5 times (suspend, load, resume)" test "$swaps" -ge 5
+diag "table swaps under fio: $swaps"
+read -r swaps rc < <(swap_under_fio r "--noflush")
+check_eq "the same with suspend --noflush: fio verify passed" 0 "$rc"
+check "... at least 5 swaps" test "$swaps" -ge 5
+diag "noflush table swaps under fio: $swaps"
+check "the event counter counted the swaps" \
+	test "$(vblkctl --json info r | python3 -c 'import json,sys; print(json.load(sys.stdin)["event_nr"])')" -gt 10
+
+# --- I/O issued while suspended waits, then completes correctly ---
+head -c 1M /dev/urandom >"$tmp/pat"
+vblkctl suspend r
+( dd if="$tmp/pat" of=/dev/vblk/r bs=64k oflag=direct status=none; echo "rc=$?" >"$tmp/dd.rc" ) &
+sleep 3
+check_fails "a write issued while suspended is still waiting after 3 s" test -e "$tmp/dd.rc"
+check_output "info shows SUSPENDED" '^State: +SUSPENDED$' vblkctl info r
+check "resume" vblkctl resume r
+wait
+check_eq "the held write completed successfully" rc=0 "$(cat "$tmp/dd.rc")"
+check "... with its data on the device" same_bytes "$tmp/pat" /dev/vblk/r 2048
+
+# --- live migration: ram0 -> ram1 under fio, with a copy while suspended ---
+fio_verify /dev/vblk/r 48M --iodepth=8 >"$tmp/fio.out" 2>&1 &
+fio=$!
+sleep 2
+check "suspend r under fio" vblkctl suspend r
+check "copy ram0 to ram1 while nothing is in flight" dd if=/dev/ram0 of=/dev/ram1 bs=1M iflag=direct oflag=direct status=none
+check "load a table on ram1" vblkctl load r --table "0 $n linear /dev/ram1 0"
+check "resume: the device now lives on ram1" vblkctl resume r
+wait "$fio"
+check_eq "fio verify passed across the migration" 0 "$?"
+check_output "deps now name ram1" '\(1, 1 ram1\)' vblkctl deps r
+
+# --- a mounted filesystem survives reloads while it is written ---
+mkfs.ext4 -q -F /dev/vblk/r
+mnt=$(mktemp -d)
+mount /dev/vblk/r "$mnt"
+( for i in $(seq 20); do head -c 256k /dev/urandom >"$mnt/f$i"; sync "$mnt/f$i"; done; echo done >"$tmp/writer" ) &
+for i in 1 2 3 4; do
+	vblkctl suspend r && vblkctl load r --table "0 $n linear /dev/ram1 0" && vblkctl resume r
+	sleep 0.5
+done
+wait
+check_eq "the writer finished while the table was reloaded 4 times" done "$(cat "$tmp/writer")"
+umount "$mnt"
+check "fsck is clean" fsck.ext4 -f -n /dev/vblk/r
+rmdir "$mnt"
+
+# --- resume with a new table on a running device suspends around the swap ---
+fio_verify /dev/vblk/r 16M --iodepth=8 >"$tmp/fio.out" 2>&1 &
+fio=$!
+sleep 1
+vblkctl load r --table "0 $n linear /dev/ram1 0"
+check "resume without an explicit suspend swaps under fio" vblkctl resume r
+wait "$fio"
+check_eq "... fio verify passed" 0 "$?"
+
+check "remove r" vblkctl remove r
+check_output "no devices at the end" '^No devices found$' vblkctl ls
+rm -rf "$tmp"
+done_testing

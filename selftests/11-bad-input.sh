@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Bad input: every case fails with an errno and a message saying what is
+# wrong, and leaves every device exactly as it was (the list, each
+# device's info, active and loaded tables). Table text goes to the kernel
+# raw (vblk-ioctl-probe), so the kernel's own checks are what is tested.
+. "$(dirname "$0")/lib.sh"
+
+snapshot() {
+	vblkctl --json ls
+	for d in $(vblkctl ls | cut -f1); do
+		vblkctl info "$d"
+		vblkctl table "$d"
+		echo "inactive: $(vblkctl table --inactive "$d")"
+	done
+}
+
+# refused DESC REGEX CMD...: CMD fails, its output matches REGEX, and the
+# snapshot of every device is unchanged.
+refused() {
+	local desc=$1 re=$2 before after out rc; shift 2
+	before=$(snapshot 2>&1)
+	out=$("$@" 2>&1); rc=$?
+	after=$(snapshot 2>&1)
+	if [ "$rc" -ne 0 ] && grep -Eq -- "$re" <<<"$out" && [ "$before" = "$after" ]; then
+		ok "$desc"
+	else
+		not_ok "$desc"
+		diag "command: $*" "exit $rc; expected /$re/, got:" "$out"
+		[ "$before" = "$after" ] || diag "state changed:" "$(diff <(echo "$before") <(echo "$after"))"
+	fi
+}
+
+# kernel DESC ERRNO MESSAGE-REGEX PROBE-ARGS...: a raw ioctl through the
+# probe fails with ERRNO and a message matching the regex; nothing changes.
+kernel() {
+	local desc=$1 errno=$2 re=$3; shift 3
+	refused "$desc" "^errno=$errno .*message=.*$re" probe_rc "$@"
+}
+# The probe always exits 0; fail when the kernel reported an errno.
+probe_rc() { local out; out=$(vblk-ioctl-probe "$@"); echo "$out"; [[ "$out" != errno=0* ]]; }
+load_raw() { probe_rc load-raw good "$1"; }
+kload() { local desc=$1 errno=$2 re=$3 text=$4; kernel "$desc" "$errno" "$re" load-raw good "$text"; }
+
+excl_open() { python3 -c 'import os,sys; os.close(os.open(sys.argv[1], os.O_RDONLY | os.O_EXCL))' "$1"; }
+
+# --- the devices the cases must leave alone ---
+nullb nb4k 16 blocksize=4096
+vblkctl create good --uuid VBLK-good --table "0 65536 linear /dev/ram0 0"
+vblkctl create idle
+vblkctl create top --table "0 32768 linear /dev/vblk/good 0"
+dmsetup create holder --table "0 1024 linear /dev/ram3 0"
+many=$(for i in $(seq 0 1024); do echo "$i 1 zero"; done)
+
+# --- table text (29 cases) ---
+kload "empty table" 22 "table is empty" ""
+kload "only comments and blank lines" 22 "table is empty" $'# nothing\n\n'
+kload "a line with two fields" 22 "line 1: expected '<start> <length> <target>" "0 8"
+kload "start not a number" 22 "line 1: start 'x' is not a sector count" "x 8 zero"
+kload "negative length" 22 "length '-8' is not a sector count" "0 -8 zero"
+kload "hex length" 22 "length '0x10' is not a sector count" "0 0x10 zero"
+kload "zero length" 22 "line 1: length is 0" "0 0 zero"
+kload "a gap between lines" 22 "line 2: starts at sector 9, leaving a gap" $'0 8 zero\n9 8 zero'
+kload "overlapping lines" 22 "line 2: starts at sector 4, overlapping" $'0 8 zero\n4 8 zero'
+kload "not starting at sector 0" 22 "must start at sector 0" "8 8 zero"
+kload "size beyond the largest device" 22 "exceeds the largest device size" "0 18014398509481984 zero"
+kload "a number past 64 bits" 22 "length '99999999999999999999' is not a sector count" "0 99999999999999999999 zero"
+kload "unknown target" 22 "line 1: unknown target 'nosuch'" "0 8 nosuch"
+kload "target name with capitals" 22 "target name must be" "0 8 Zero"
+kload "control character in the text" 22 "contains control characters" $'0 8 zero\x01'
+kload "1025 lines" 22 "more than 1024 lines" "$many"
+kernel "table text over 1 MiB" 22 "table text is longer than 1048576 bytes" load-huge good
+kernel "table text not UTF-8" 22 "table text is not UTF-8" load-not-utf8 good
+kload "zero with an argument" 22 "target 'zero' takes no arguments, got 'x'" "0 8 zero x"
+kload "error with an argument" 22 "target 'error' takes no arguments" "0 8 error y"
+kload "linear with one argument" 22 "target 'linear' takes arguments '<dev> <offset>', got 1 argument" "0 8 linear /dev/ram1"
+kload "linear with three arguments" 22 "got 3 arguments" "0 8 linear /dev/ram1 0 9"
+kload "linear offset not a number" 22 "offset 'abc' is not a decimal number" "0 8 linear /dev/ram1 abc"
+kload "device neither path nor major:minor" 22 "device 'ram1' is neither major:minor nor an absolute path" "0 8 linear ram1 0"
+kload "device path that does not exist" 2 "cannot open device '/dev/nosuch': no such file or directory" "0 8 linear /dev/nosuch 0"
+kload "device path that is not a block device" 15 "cannot open device '/dev/null': not a block device" "0 8 linear /dev/null 0"
+kload "major:minor with no device" 6 "cannot open device '250:250'" "0 8 linear 250:250 0"
+kload "device too small for the line" 22 "has 131072 sectors, too small for sectors 0..300000" "0 300000 linear /dev/ram1 0"
+kload "offset past the end of the device" 22 "too small for sectors 131070..131078" "0 8 linear /dev/ram1 131070"
+kload "offset + length overflowing" 22 "too small for sectors 18446744073709551615" "0 8 linear /dev/ram1 18446744073709551615"
+kload "offset not aligned to a 4096-byte device" 22 "not aligned to its 4096-byte logical blocks" "0 8 linear /dev/nb4k 1"
+kload "line not a multiple of the table's block size" 22 "line 2: length 1 is not a multiple of the table's 4096-byte" $'0 8 linear /dev/nb4k 0\n8 1 zero'
+kload "device held exclusively by someone else (dm)" 16 "cannot open device '/dev/ram3': in use by someone else" "0 8 linear /dev/ram3 0"
+kload "an error on line 2 names line 2" 2 "line 2: cannot open device '/dev/nosuch'" $'0 8 zero\n8 8 linear /dev/nosuch 0\n16 8 zero'
+kload "a device named as itself" 22 "names device 'good' itself" "0 8 linear /dev/vblk/good 0"
+kload "a cycle through another device" 22 "stacked on 'good'.*cycle" "0 8 linear /dev/vblk/top 0"
+refused "vblkctl checks a table before sending it" "table: line 2: starts at sector 4, overlapping" \
+	vblkctl load good --table $'0 8 zero\n4 8 zero'
+
+# --- devices and names (17 cases) ---
+refused "load into a missing device" "No such device or address.*no device named 'nosuch'" vblkctl load nosuch --table "0 8 zero"
+refused "resume a device with no table" "Invalid argument.*'idle' has no table to resume" vblkctl resume idle
+refused "suspend a device never resumed" "Invalid argument.*not active \(never resumed\)" vblkctl suspend idle
+refused "clear with nothing loaded" "No such device or address.*no inactive table to clear" vblkctl clear good
+refused "create a duplicate name" "File exists.*a device named 'good' already exists" vblkctl create good
+refused "create a duplicate uuid" "File exists.*uuid 'VBLK-good' already exists" vblkctl create other --uuid VBLK-good
+kernel "name with a slash (kernel check)" 22 "device name may contain only printable ASCII" create-raw a/b
+kernel "name '..' (kernel check)" 22 "may not be '.' or '..'" create-raw ..
+kernel "empty name (kernel check)" 22 "device name is empty" create-raw ""
+kernel "uuid with a space (kernel check)" 22 "uuid may contain only printable ASCII" create-raw fine "bad uuid"
+kernel "unterminated name field" 22 "device name is not NUL-terminated" unterminated-name
+refused "message to a target that takes none" "Invalid argument.*target 'linear' accepts no messages" vblkctl message good 0 hello
+refused "message past the end" "sector 65536 is past the end of the table" vblkctl message good 65536 hi
+refused "remove a missing device" "No such device or address.*no device named 'nosuch'" vblkctl remove nosuch
+refused "remove a device used below another" "Device or resource busy.*'good' is used by device 'top'" vblkctl remove good
+exec 3</dev/vblk/top
+refused "remove an open device" "Device or resource busy.*'top': device is open" vblkctl remove top
+vblkctl load good --table "0 65536 linear /dev/nb4k 0"
+refused "changing the block size of an open device" \
+	"Device or resource busy.*logical block size is 4096 bytes, the device's 512; it cannot change while the device is open" \
+	vblkctl resume good
+exec 3<&-
+vblkctl clear good
+
+# --- the ioctl itself (10 cases) ---
+kernel "foreign ABI major" 22 "caller speaks ABI 9.x" abi-major-mismatch
+kernel "buffer smaller than the header" 22 "data_size 8 is smaller than the 568-byte header" data-size-too-small
+kernel "payload offset past the buffer" 22 "data_offset 569 is outside" data-offset-past-end
+kernel "payload offset inside the header" 22 "data_offset 4 is outside" data-offset-inside-header
+kernel "reserved field set" 22 "reserved header field is 7" reserved-nonzero
+kernel "payload in unmapped memory" 14 "cannot read the table text" load-bad-payload good
+refused "unknown command number: ENOTTY" "^errno=25 " probe_rc unknown-nr
+refused "header size in the number wrong: ENOTTY" "^errno=25 " probe_rc short-size-in-number
+refused "NULL argument: EFAULT" "^errno=14 " probe_rc null-arg
+chmod 666 /dev/vblk-control
+refused "unprivileged caller" "Permission denied.*require CAP_SYS_ADMIN" \
+	setpriv --reuid=65534 --regid=65534 --clear-groups -- vblkctl remove good
+chmod 600 /dev/vblk-control
+
+# --- nothing leaked, everything still works ---
+check "lower devices of refused tables were released (ram1)" excl_open /dev/ram1
+check "... (the 4k null_blk)" excl_open /dev/nb4k
+check "good still serves I/O" fio_verify /dev/vblk/top 8M
+check_eq "good's table is the original" "0 65536 linear 1:0 0" "$(vblkctl table good)"
+
+dmsetup remove holder
+vblkctl remove top
+vblkctl remove good
+vblkctl remove idle
+nullb_rm nb4k
+check_output "no devices at the end" '^No devices found$' vblkctl ls
+done_testing
