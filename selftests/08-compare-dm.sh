@@ -53,12 +53,15 @@ check "fio verifies every block through vblk" fio_w /dev/vblk/v --verify_only --
 # --- an ext4 made on vblk mounts and checks clean on dm-linear ---
 mkfs.ext4 -q -F /dev/vblk/v
 mnt=$(mktemp -d)
-mount /dev/vblk/v "$mnt" && cp "$tmp/b" "$mnt/file" && umount "$mnt"
+head -c 8M "$tmp/b" >"$tmp/file"
+mount /dev/vblk/v "$mnt"
+cp "$tmp/file" "$mnt/file"
+umount "$mnt"
 vblkctl remove v
 dmsetup create cmpdm --table "$table"
 check "fsck on dm-linear of the ext4 vblk made" fsck.ext4 -f -n /dev/mapper/cmpdm
 mount /dev/mapper/cmpdm "$mnt"
-check "its file reads back through dm" cmp "$tmp/b" "$mnt/file"
+check "its file reads back through dm" cmp "$tmp/file" "$mnt/file"
 umount "$mnt"
 dmsetup remove cmpdm
 rmdir "$mnt"

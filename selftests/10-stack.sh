@@ -69,7 +69,7 @@ check "fio verify through dm on vblk on vblk on vblk" fio_verify /dev/mapper/dmt
 check "buffered reads through the whole stack (plugged readahead)" dd if=/dev/mapper/dmtop of=/dev/null bs=1M status=none
 check "buffered writes through the whole stack, then fsync" dd if=/dev/urandom of=/dev/mapper/dmtop bs=1M count=16 conv=fsync status=none
 dmsetup remove dmtop
-dmsetup create dmbot --table "0 60000 linear /dev/ram1 0"
+check "dm-linear on ram1" dmsetup create dmbot --table "0 60000 linear /dev/ram1 0"
 check "vblk on dm-linear" vblkctl create ondm --table "0 60000 linear /dev/mapper/dmbot 0"
 check "fio verify through vblk on dm" fio_verify /dev/vblk/ondm 16M
 check_output "dm cannot remove its device while vblk holds it" "busy" dmsetup remove dmbot

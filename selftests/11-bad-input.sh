@@ -37,7 +37,7 @@ kernel() {
 	refused "$desc" "^errno=$errno .*message=.*$re" probe_rc "$@"
 }
 # The probe always exits 0; fail when the kernel reported an errno.
-probe_rc() { local out; out=$(vblk-ioctl-probe "$@"); echo "$out"; [[ "$out" != errno=0* ]]; }
+probe_rc() { local out; out=$(vblk-ioctl-probe "$@"); echo "$out"; [[ "$out" == errno=0* ]]; }
 load_raw() { probe_rc load-raw good "$1"; }
 kload() { local desc=$1 errno=$2 re=$3 text=$4; kernel "$desc" "$errno" "$re" load-raw good "$text"; }
 
