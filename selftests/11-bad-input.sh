@@ -5,14 +5,7 @@
 # raw (vblk-ioctl-probe), so the kernel's own checks are what is tested.
 . "$(dirname "$0")/lib.sh"
 
-snapshot() {
-	vblkctl --json ls
-	for d in $(vblkctl ls | cut -f1); do
-		vblkctl info "$d"
-		vblkctl table "$d"
-		echo "inactive: $(vblkctl table --inactive "$d")"
-	done
-}
+snapshot() { vblk-ioctl-probe snapshot; }
 
 # refused DESC REGEX CMD...: CMD fails, its output matches REGEX, and the
 # snapshot of every device is unchanged.
@@ -109,12 +102,12 @@ refused "remove a missing device" "No such device or address.*no device named 'n
 refused "remove a device used below another" "Device or resource busy.*'good' is used by device 'top'" vblkctl remove good
 exec 3</dev/vblk/top
 refused "remove an open device" "Device or resource busy.*'top': device is open" vblkctl remove top
-vblkctl load good --table "0 65536 linear /dev/nb4k 0"
+check "load good with a table on the 4k device (resumed below)" vblkctl load good --table "0 32768 linear /dev/nb4k 0"
 refused "changing the block size of an open device" \
 	"Device or resource busy.*logical block size is 4096 bytes, the device's 512; it cannot change while the device is open" \
 	vblkctl resume good
 exec 3<&-
-vblkctl clear good
+check "clear that table" vblkctl clear good
 
 # --- the ioctl itself (10 cases) ---
 kernel "foreign ABI major" 22 "caller speaks ABI 9.x" abi-major-mismatch

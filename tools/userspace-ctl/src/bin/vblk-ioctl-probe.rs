@@ -24,6 +24,7 @@ const CASES: &[&str] = &[
     "unterminated-name",
     "abi-major-mismatch",
     "list-no-room",
+    "snapshot",
     "create-raw NAME [UUID]",
     "load-raw NAME TEXT",
     "load-not-utf8 NAME",
@@ -104,6 +105,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if case == "snapshot" {
+        return snapshot(&control);
+    }
     let hsize = size_of::<Header>();
     let version = Command::Version.ioctl();
     let mut h = Header::new();
@@ -189,5 +193,55 @@ fn main() -> ExitCode {
         h.data_size,
         h.message_str()
     );
+    ExitCode::SUCCESS
+}
+
+/// Prints every device's state in one go (list record, info, active and
+/// loaded tables, deps), so the bad-input selftest can compare before and
+/// after each refusal without starting a dozen processes.
+fn snapshot(control: &Control) -> ExitCode {
+    let devices = match control.list() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vblk-ioctl-probe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for d in devices {
+        let name = vblkctl::abi::c_str(&d.name).to_string();
+        println!(
+            "device {name} dev={} event={} flags={:#x}",
+            d.dev, d.event_nr, d.flags
+        );
+        let mut h = Header::new();
+        h.name = name_field(name.as_bytes());
+        let mut info = h;
+        match control.send(Command::Info, &mut info) {
+            Ok(()) => println!(
+                "  info open={} targets={} event={} flags={:#x} uuid={}",
+                info.open_count,
+                info.target_count,
+                info.event_nr,
+                info.flags,
+                vblkctl::abi::c_str(&info.uuid)
+            ),
+            Err(e) => println!("  info: {e}"),
+        }
+        for (what, flags) in [
+            ("active", 0),
+            ("inactive", vblkctl::abi::FLAG_QUERY_INACTIVE),
+        ] {
+            let mut q = h;
+            q.flags = flags;
+            match control.query_text(Command::Table, &q) {
+                Ok((_, text)) => println!("  {what}: {text:?}"),
+                Err(e) => println!("  {what}: {e}"),
+            }
+            match control.deps(&q) {
+                Ok(devs) => println!("  {what} deps: {devs:?}"),
+                Err(e) => println!("  {what} deps: {e}"),
+            }
+        }
+    }
     ExitCode::SUCCESS
 }
