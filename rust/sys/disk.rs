@@ -211,10 +211,15 @@ impl<T: QueueHandler> Pending<T> {
     /// Sends sectors `[skip, skip + len)` of the request to `dev` at
     /// `sector` (as clones sharing the request's pages); each completion
     /// reports `tag` to [`QueueHandler::lower_done`].
+    ///
+    /// `dev` should stay open until the request ends; vblk's queue passes
+    /// only devices of the table the request holds. (Closing a device with
+    /// bios in flight is what any opener may do: the block layer keeps the
+    /// disk until its queue drains; the bios never use our file.)
     pub(crate) fn clone_to(&self, skip: u64, len: u64, dev: &BlockDevice, sector: u64, tag: u64) {
         // SAFETY: the request is pending (its PDU starts with the count the
-        // shim increments); `dev` is open and, being referenced from the
-        // request's data (the table), outlives the lower bios.
+        // shim increments) and `dev` is an open block device file for the
+        // call; the clones reference the block device, not the file.
         unsafe {
             bindings::vblk_shim_rq_clone(self.raw.as_ptr(), skip, len, dev.raw(), sector, tag)
         };

@@ -23,7 +23,8 @@ use kernel::error::code::{EACCES, EBUSY, EEXIST, EINVAL, ENOMEM, ENOTTY, ENXIO};
 use kernel::error::Result;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
-use kernel::uaccess::{UserPtr, UserSlice};
+use kernel::types::AsBytes;
+use kernel::uaccess::{UserPtr, UserSlice, UserSliceWriter};
 
 const HEADER_SIZE: usize = size_of::<Header>();
 
@@ -180,8 +181,10 @@ impl Control {
         }
     }
 
-    /// Runs `f` on the registry entry of `dev` (which must be registered:
-    /// callers hold the device's mutex and checked it was not removed).
+    /// Runs `f` on the registry and the index of `dev`'s entry. Callers
+    /// hold the device's mutex inside `Device::with_state`, which refuses a
+    /// removed device, and only REMOVE (under that same mutex) takes an
+    /// entry out: so the entry is there.
     fn with_entry<R>(&self, dev: &Arc<Device>, f: impl FnOnce(&mut KVec<Entry>, usize) -> R) -> R {
         let mut reg = self.registry.lock();
         let i = reg
@@ -271,11 +274,11 @@ impl Control {
         if !fits(h, out.len(), needed) {
             return Ok(());
         }
-        out.write(&ListReply {
+        let head = ListReply {
             count: reg.len() as u32,
             reserved: 0,
-        })
-        .map_err(|e| reply.fail(e, format_args!("cannot write the device list")))?;
+        };
+        write_out(&mut out, &head, "device list", reply)?;
         for e in reg.iter() {
             let record = DeviceRecord {
                 dev: u64::from(e.devt),
@@ -283,8 +286,7 @@ impl Control {
                 flags: e.dev.flags(),
                 name: e.dev.name_field(),
             };
-            out.write(&record)
-                .map_err(|e| reply.fail(e, format_args!("cannot write the device list")))?;
+            write_out(&mut out, &record, "device list", reply)?;
         }
         Ok(())
     }
@@ -329,18 +331,20 @@ impl Control {
 
     fn clear(&self, h: &Header, reply: &mut Reply) -> Result {
         let dev = self.lookup(h, reply)?;
-        let old = dev.with_state(reply, |st, _| {
+        let old = dev.with_state(reply, |st, reply| {
+            if !st.has_inactive() {
+                return fail!(
+                    reply,
+                    ENXIO,
+                    "device '{}' has no inactive table to clear",
+                    Show(dev.name())
+                );
+            }
             self.with_entry(&dev, |reg, i| reg[i].inactive_deps = KVec::new());
             Ok(st.clear())
         })?;
-        if old.is_none() {
-            return fail!(
-                reply,
-                ENXIO,
-                "device '{}' has no inactive table to clear",
-                Show(dev.name())
-            );
-        }
+        // The cleared table releases its devices here.
+        drop(old);
         Ok(())
     }
 
@@ -416,17 +420,13 @@ impl Control {
         ) {
             return Ok(());
         }
-        let failed = |e| reply.fail(e, format_args!("cannot write the dependency list"));
-        out.write(&DepsReply {
+        let head = DepsReply {
             count: count as u32,
             reserved: 0,
-        })
-        .map_err(failed)?;
-        if let Some(table) = &table {
-            for devt in table.devts() {
-                out.write(&u64::from(devt))
-                    .map_err(|e| reply.fail(e, format_args!("cannot write the dependency list")))?;
-            }
+        };
+        write_out(&mut out, &head, "dependency list", reply)?;
+        for devt in table.iter().flat_map(|t| t.devts()) {
+            write_out(&mut out, &u64::from(devt), "dependency list", reply)?;
         }
         Ok(())
     }
@@ -569,6 +569,17 @@ impl Write for TextBuf {
         }
         Ok(())
     }
+}
+
+/// Writes one record of a binary reply (`what` names the reply).
+fn write_out<T: AsBytes>(
+    out: &mut UserSliceWriter,
+    value: &T,
+    what: &str,
+    reply: &mut Reply,
+) -> Result {
+    out.write(value)
+        .map_err(|e| reply.fail(e, format_args!("cannot write the {what}")))
 }
 
 /// Whether a reply of `needed` bytes fits the `room` of the payload area;

@@ -46,17 +46,16 @@ impl QueueHandler for Queue {
     type RqData = Arc<Table>;
 
     fn queue_rq(&self, rq: Request<Self>) {
-        let table = self.table();
         match rq.op() {
             Op::Other => rq.end(Status::NOT_SUPPORTED),
             Op::Flush => {
                 // An empty flush: every lower device's cache, once.
-                let rq = rq.dispatch(table);
+                let rq = rq.dispatch(self.table());
                 for dev in rq.data().devices.iter() {
                     rq.flush_to(dev, FLUSH_TAG);
                 }
             }
-            _ => map_request(rq.dispatch(table)),
+            _ => map_request(rq.dispatch(self.table())),
         }
     }
 
