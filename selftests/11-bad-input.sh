@@ -81,6 +81,34 @@ kload "device held exclusively by someone else (dm)" 16 "cannot open device '/de
 kload "an error on line 2 names line 2" 2 "line 2: cannot open device '/dev/nosuch'" $'0 8 zero\n8 8 linear /dev/nosuch 0\n16 8 zero'
 kload "a device named as itself" 22 "names device 'good' itself" "0 8 linear /dev/vblk/good 0"
 kload "a cycle through another device" 22 "stacked on 'good'.*cycle" "0 8 linear /dev/vblk/top 0"
+# --- flakey arguments (9 cases; dm-flakey's rules) ---
+kload "flakey with three arguments" 22 "target 'flakey' takes '<dev> <offset> <up interval>.*got 3 arguments" "0 8 flakey /dev/ram1 0 1"
+kload "flakey with both intervals 0" 22 "up and down intervals are both 0" "0 8 flakey /dev/ram1 0 0 0"
+kload "flakey interval overflow" 22 "up \\+ down interval overflows" "0 8 flakey /dev/ram1 0 4294967295 1"
+kload "flakey feature count not matching" 22 "2 feature arguments declared, 1 present" "0 8 flakey /dev/ram1 0 1 1 2 drop_writes"
+kload "flakey unknown feature" 22 "unknown feature 'sometimes'" "0 8 flakey /dev/ram1 0 1 1 1 sometimes"
+kload "flakey drop_writes with error_writes" 22 "feature error_writes conflicts with drop_writes" "0 8 flakey /dev/ram1 0 1 1 2 drop_writes error_writes"
+kload "flakey corrupt direction" 22 "direction 'x' is neither 'r' nor 'w'" "0 8 flakey /dev/ram1 0 1 1 5 corrupt_bio_byte 1 x 0 0"
+kload "flakey corrupt value over 255" 22 "corrupt_bio_byte value '256' is out of range" "0 8 flakey /dev/ram1 0 1 1 5 corrupt_bio_byte 1 r 256 0"
+kload "flakey drop_writes with write corruption" 22 "drop_writes conflicts with corrupt_bio_byte ... w" "0 8 flakey /dev/ram1 0 1 1 6 drop_writes corrupt_bio_byte 1 w 0 0"
+# --- striped arguments (17 cases) ---
+kload "striped with one argument" 22 "target 'striped' takes '<#stripes> <chunk sectors> \\(<dev> <offset>\\)\\+', got 1 argument" "0 16 striped 2"
+kload "striped with 0 stripes" 22 "stripe count '0' is not a decimal number from 1" "0 16 striped 0 8"
+kload "striped stripe count not a number" 22 "stripe count 'two' is not a decimal" "0 16 striped two 8 /dev/ram1 0 /dev/ram2 0"
+kload "striped chunk 0" 22 "chunk size '0' is not a decimal number of sectors" "0 16 striped 2 0 /dev/ram1 0 /dev/ram2 0"
+kload "striped chunk in hex" 22 "chunk size '0x8' is not a decimal" "0 16 striped 2 0x8 /dev/ram1 0 /dev/ram2 0"
+kload "striped chunk too large" 22 "chunk size 8388608 sectors is too large" "0 16777216 striped 2 8388608 /dev/ram1 0 /dev/ram2 0"
+kload "striped length not divisible by the stripe count" 22 "line length 16 is not divisible by the stripe count 3" "0 16 striped 3 8 /dev/ram1 0 /dev/ram2 0 /dev/ram3 0"
+kload "striped share not a multiple of the chunk" 22 "each stripe's share \\(12 sectors\\) is not a multiple of the chunk size 8" "0 24 striped 2 8 /dev/ram1 0 /dev/ram2 0"
+kload "striped with too few devices" 22 "2 stripes need 4 '<dev> <offset>' words, got 2" "0 16 striped 2 8 /dev/ram1 0"
+kload "striped with a stray word" 22 "2 stripes need 4 '<dev> <offset>' words, got 5" "0 16 striped 2 8 /dev/ram1 0 /dev/ram2 0 x"
+kload "striped offset not a number" 22 "offset '1k' is not a decimal number of sectors" "0 16 striped 2 8 /dev/ram1 0 /dev/ram2 1k"
+kload "striped chunk smaller than a 4 KiB block" 22 "chunk size 4 sectors is not a multiple of stripe 1's \\(/dev/nb4k\\) 4096-byte logical block" "0 16 striped 2 4 /dev/ram1 0 /dev/nb4k 0"
+kload "striped stripes overlapping on one device" 22 "stripes 0 and 1 overlap on device '/dev/ram1'" "0 32 striped 2 8 /dev/ram1 0 /dev/ram1 8"
+kload "striped device missing" 2 "cannot open device '/dev/nosuch'" "0 16 striped 2 8 /dev/ram1 0 /dev/nosuch 0"
+kload "striped area past the end of a device" 22 "has 131072 sectors, too small for sectors 131070..131078" "0 16 striped 2 8 /dev/ram1 0 /dev/ram2 131070"
+kload "striped device neither path nor number" 22 "device 'ram2' is neither major:minor nor an absolute path" "0 16 striped 2 8 /dev/ram1 0 ram2 0"
+kload "striped onto a device stacked on this one" 22 "stacked on 'good'.*cycle" "0 16 striped 2 8 /dev/ram1 0 /dev/vblk/top 0"
 refused "vblkctl checks a table before sending it" "table: line 2: starts at sector 4, overlapping" \
 	vblkctl load good --table $'0 8 zero\n4 8 zero'
 

@@ -3,24 +3,29 @@
 //!
 //! The C half is in shim.c (`vblk_shim_disk_*`, `vblk_shim_rq_*`): the tag
 //! set (BLOCKING, so `queue_rq` may sleep), the disk, a bio_set for lower
-//! bios, and the static inline request helpers.
+//! bios, a WQ_MEM_RECLAIM workqueue, and the static inline request helpers.
 //!
 //! A request's life: blk-mq hands it to [`QueueHandler::queue_rq`] as a
 //! [`Request`]. The handler either ends it at once or turns it into a
 //! [`Pending`] request carrying the handler's per-request data, and
-//! submits lower bios through it (clones of the request's data, or cache
-//! flushes). Each lower bio holds a count on the request; so does the
-//! `Pending` value itself while the handler is still submitting. The last
-//! count to go ends the request with the first error any part reported.
+//! submits lower bios through it (clones of the request's data, bounce
+//! copies of it, or cache flushes). Each lower bio holds a count on the
+//! request; so does the `Pending` value itself while the handler is still
+//! submitting. The last count to go ends the request with the first error
+//! any part reported, or, if the handler asked for it with
+//! [`Pending::finish_later`], hands it to [`QueueHandler::finish`] on the
+//! disk's workqueue as a [`Finished`] request, which may read and change
+//! the request's data (process context) before it ends.
 
 use super::bdev::BlockDevice;
 use super::bindings;
+use super::bounce::BouncePool;
 use super::limits::QueueLimits;
 use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::mem::{size_of, MaybeUninit};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use kernel::error::{to_result, Error, Result};
 use kernel::sync::Arc;
 
@@ -67,6 +72,13 @@ pub(crate) trait QueueHandler: Send + Sync + 'static {
     /// any context (hard irq included) and must not sleep; returns the
     /// status to record for the request.
     fn lower_done(data: &Self::RqData, tag: u64, status: Status) -> Status;
+
+    /// A request that asked for it ([`Pending::finish_later`]), once all
+    /// its lower bios completed: runs on the disk's workqueue (process
+    /// context, may sleep). The request ends when `rq` is dropped.
+    fn finish(&self, rq: Finished<Self>)
+    where
+        Self: Sized;
 }
 
 /// Request flags vblk looks at.
@@ -80,12 +92,44 @@ impl RqFlags {
     }
 }
 
+/// What a started request asks for, read in one go.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RqInfo {
+    pub(crate) op: Op,
+    pub(crate) flags: RqFlags,
+    /// The raw `cmd_flags` (the kernel's `REQ_*` bits), for targets that
+    /// match on them as dm-flakey's `corrupt_bio_byte` does.
+    pub(crate) raw_flags: u32,
+    /// First sector.
+    pub(crate) sector: u64,
+    /// Length in sectors.
+    pub(crate) sectors: u32,
+}
+
+/// Reads a started request's [`RqInfo`].
+fn info_of(rq: NonNull<bindings::request>) -> RqInfo {
+    let mut raw = MaybeUninit::<bindings::vblk_rq_info>::uninit();
+    // SAFETY: callers pass a started request they own; `raw` is writable.
+    unsafe { bindings::vblk_shim_rq_info(rq.as_ptr(), raw.as_mut_ptr()) };
+    // SAFETY: the shim sets every field, `op` to a `vblk_op` value.
+    let raw = unsafe { raw.assume_init() };
+    RqInfo {
+        op: op_from(raw.op),
+        flags: RqFlags(raw.flags),
+        raw_flags: raw.opf,
+        sector: raw.pos,
+        sectors: raw.sectors,
+    }
+}
+
 /// The per-request data area (the request's PDU). The shim increments
 /// `pending` for each lower bio it submits (it must come first).
 #[repr(C)]
 struct RqState<D> {
     pending: AtomicU32,
     status: AtomicU8,
+    /// [`QueueHandler::finish`] must run before the request ends.
+    finish: AtomicBool,
     data: MaybeUninit<D>,
 }
 
@@ -107,9 +151,8 @@ pub(crate) struct Request<T: QueueHandler + ?Sized> {
 }
 
 impl<T: QueueHandler + ?Sized> Request<T> {
-    pub(crate) fn op(&self) -> Op {
-        // SAFETY: `raw` is a started request we own (type invariant).
-        op_from(unsafe { bindings::vblk_shim_rq_op(self.raw.as_ptr()) })
+    pub(crate) fn info(&self) -> RqInfo {
+        info_of(self.raw)
     }
 
     /// Ends the request with `status` without any lower I/O.
@@ -136,6 +179,7 @@ impl<T: QueueHandler> Request<T> {
             state_ptr::<T>(raw).write(RqState {
                 pending: AtomicU32::new(1),
                 status: AtomicU8::new(0),
+                finish: AtomicBool::new(false),
                 data: MaybeUninit::new(data),
             })
         };
@@ -161,26 +205,8 @@ pub(crate) struct Pending<T: QueueHandler> {
 }
 
 impl<T: QueueHandler> Pending<T> {
-    pub(crate) fn op(&self) -> Op {
-        // SAFETY: `raw` is a started request we own (type invariant).
-        op_from(unsafe { bindings::vblk_shim_rq_op(self.raw.as_ptr()) })
-    }
-
-    pub(crate) fn flags(&self) -> RqFlags {
-        // SAFETY: as above.
-        RqFlags(unsafe { bindings::vblk_shim_rq_flags(self.raw.as_ptr()) })
-    }
-
-    /// First sector.
-    pub(crate) fn sector(&self) -> u64 {
-        // SAFETY: as above.
-        unsafe { bindings::vblk_shim_rq_pos(self.raw.as_ptr()) }
-    }
-
-    /// Length in sectors.
-    pub(crate) fn sectors(&self) -> u32 {
-        // SAFETY: as above.
-        unsafe { bindings::vblk_shim_rq_sectors(self.raw.as_ptr()) }
+    pub(crate) fn info(&self) -> RqInfo {
+        info_of(self.raw)
     }
 
     fn state(&self) -> &RqState<T::RqData> {
@@ -225,6 +251,54 @@ impl<T: QueueHandler> Pending<T> {
         };
     }
 
+    /// Writes the request's sectors `part` (counted from its start) to
+    /// `dev` at `sector` from bounce pages of `pool`, never from the
+    /// caller's pages: each page gets a copy of the request's data, then
+    /// `fill(offset, bytes)` may change it (`offset` counts bytes from the
+    /// start of `part`). Each completion reports `tag`. May sleep for pool
+    /// pages.
+    pub(crate) fn bounce_write(
+        &self,
+        part: core::ops::Range<u64>,
+        pool: &BouncePool,
+        dev: &BlockDevice,
+        sector: u64,
+        tag: u64,
+        mut fill: &mut dyn FnMut(u64, &mut [u8]),
+    ) {
+        let ctx: *mut &mut dyn FnMut(u64, &mut [u8]) = &mut fill;
+        // SAFETY: as for `clone_to`; `pool` lives as long as the table
+        // that the request holds, so past the bios' completions, which
+        // return the pages to it. `ctx` points to `fill`, live for the
+        // call; the shim calls it only during the call.
+        unsafe {
+            bindings::vblk_shim_rq_bounce_write(
+                self.raw.as_ptr(),
+                pool.raw(),
+                part.start,
+                part.end.saturating_sub(part.start),
+                dev.raw(),
+                sector,
+                tag,
+                Some(fill_trampoline),
+                ctx.cast(),
+            )
+        };
+    }
+
+    /// Asks for [`QueueHandler::finish`] to run (in process context) once
+    /// every lower bio of the request completed, before the request ends.
+    pub(crate) fn finish_later(&self) {
+        self.state().finish.store(true, Ordering::Release);
+    }
+
+    /// For a discard or write-zeroes request: sends the same operation for
+    /// `len` sectors of `dev` from `sector` on, reporting `tag`.
+    pub(crate) fn range_to(&self, dev: &BlockDevice, sector: u64, len: u32, tag: u64) {
+        // SAFETY: as for `clone_to`; the bio carries no data pages.
+        unsafe { bindings::vblk_shim_rq_range(self.raw.as_ptr(), dev.raw(), sector, len, tag) }
+    }
+
     /// Sends an empty cache flush to `dev`, reporting `tag`.
     pub(crate) fn flush_to(&self, dev: &BlockDevice, tag: u64) {
         // SAFETY: as for `clone_to`.
@@ -236,6 +310,68 @@ impl<T: QueueHandler> Drop for Pending<T> {
     fn drop(&mut self) {
         // SAFETY: the request is pending and `self` holds one count.
         unsafe { put::<T>(self.raw, Status::OK) }
+    }
+}
+
+/// A request whose lower I/O completed, handed to
+/// [`QueueHandler::finish`]. Dropping it ends the request.
+pub(crate) struct Finished<T: QueueHandler> {
+    raw: NonNull<bindings::request>,
+    _handler: PhantomData<fn(&T)>,
+}
+
+impl<T: QueueHandler> Finished<T> {
+    pub(crate) fn info(&self) -> RqInfo {
+        info_of(self.raw)
+    }
+
+    fn state(&self) -> &RqState<T::RqData> {
+        // SAFETY: the request is dispatched and not ended: its state stays
+        // initialised until `drop` ends it.
+        unsafe { &*state_ptr::<T>(self.raw) }
+    }
+
+    /// The handler's data for this request.
+    pub(crate) fn data(&self) -> &T::RqData {
+        // SAFETY: initialised by `dispatch`, dropped only in `drop`.
+        unsafe { self.state().data.assume_init_ref() }
+    }
+
+    /// How the request ends so far (the first failure, or OK).
+    pub(crate) fn status(&self) -> Status {
+        Status(self.state().status.load(Ordering::Acquire))
+    }
+
+    /// Copies `buf` into the request's data from byte `offset` on (for
+    /// reads: what the submitter will see), clamped to the request's data;
+    /// requests without data copy nothing.
+    pub(crate) fn write_data(&self, offset: u64, buf: &[u8]) {
+        // SAFETY: we own the started request; `buf` is readable for its
+        // length (clamped to u32, the most a request holds); the shim only
+        // reads it when copying into the request (the pointer is mutable
+        // for the C type only).
+        unsafe {
+            bindings::vblk_shim_rq_copy(
+                self.raw.as_ptr(),
+                offset,
+                buf.as_ptr().cast_mut(),
+                buf.len().min(u32::MAX as usize) as u32,
+                true,
+            )
+        }
+    }
+}
+
+impl<T: QueueHandler> Drop for Finished<T> {
+    fn drop(&mut self) {
+        let state = state_ptr::<T>(self.raw);
+        // SAFETY: we own the request and its state; nobody else touches
+        // either once every count is gone.
+        let status = unsafe { (*state).status.load(Ordering::Acquire) };
+        // SAFETY: initialised by `dispatch`, dropped exactly once, here.
+        unsafe { (*state).data.assume_init_drop() };
+        // SAFETY: we own the request and end it exactly once.
+        unsafe { bindings::vblk_shim_rq_end(self.raw.as_ptr(), status) }
     }
 }
 
@@ -268,6 +404,11 @@ unsafe fn put<T: QueueHandler>(rq: NonNull<bindings::request>, status: Status) {
     if st.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }
+    if st.finish.load(Ordering::Acquire) {
+        // SAFETY: we own the request; the work item ends it (`Finished`).
+        unsafe { bindings::vblk_shim_rq_defer(rq.as_ptr()) };
+        return;
+    }
     let status = st.status.load(Ordering::Acquire);
     // SAFETY: that was the last count: nobody else uses the data, which
     // `dispatch` initialised; it is dropped exactly once, here.
@@ -294,6 +435,7 @@ impl<T: QueueHandler> Disk<T> {
     const OPS: bindings::vblk_disk_ops = bindings::vblk_disk_ops {
         queue_rq: Some(queue_rq_trampoline::<T>),
         lower_done: Some(lower_done_trampoline::<T>),
+        finish: Some(finish_trampoline::<T>),
     };
 
     /// Creates and registers disk `vblk<index>` of `sectors` sectors.
@@ -437,4 +579,40 @@ unsafe extern "C" fn lower_done_trampoline<T: QueueHandler>(
     let status = T::lower_done(data, tag, Status(status));
     // SAFETY: the completed bio's count is handed over to `put`.
     unsafe { put::<T>(rq, status) }
+}
+
+/// The shim's deferred completion: hands the request to the handler.
+///
+/// # Safety
+///
+/// `ctx` must be the pointer [`Disk::create`] passed for this `T`, with the
+/// disk alive; `rq` a request of that disk whose last count went with its
+/// state asking for `finish` (so it is dispatched and not ended).
+unsafe extern "C" fn finish_trampoline<T: QueueHandler>(
+    ctx: *const c_void,
+    rq: *mut bindings::request,
+) {
+    // SAFETY: by the contract `ctx` points to a live `T`.
+    let handler = unsafe { &*ctx.cast::<T>() };
+    if let Some(raw) = NonNull::new(rq) {
+        handler.finish(Finished {
+            raw,
+            _handler: PhantomData,
+        });
+    }
+}
+
+/// The shim's bounce-page callback: lets the caller's closure change the
+/// copy of the request's data before it is written.
+///
+/// # Safety
+///
+/// `ctx` must point to a live `&mut dyn FnMut(u64, &mut [u8])` not used
+/// elsewhere during the call, and `buf` to `len` writable bytes.
+unsafe extern "C" fn fill_trampoline(ctx: *mut c_void, offset: u64, buf: *mut u8, len: u32) {
+    // SAFETY: by the contract.
+    let fill = unsafe { &mut *ctx.cast::<&mut dyn FnMut(u64, &mut [u8])>() };
+    // SAFETY: by the contract, `buf` holds `len` bytes only we use now.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(buf, len as usize) };
+    fill(offset, bytes);
 }

@@ -53,6 +53,14 @@ impl QueueLimits {
         unsafe { bindings::vblk_shim_limits_write_zeroes(self.raw(), supported) }
     }
 
+    /// A target's I/O hints: requests should not cross `chunk_sectors`
+    /// boundaries (combined with what is there as their gcd), `io_min`
+    /// and `io_opt` in bytes (the largest, and the lcm, of what lines ask).
+    pub(crate) fn set_io_hints(&mut self, chunk_sectors: u32, io_min: u32, io_opt: u32) {
+        // SAFETY: the limits are live and ours to change (`&mut self`).
+        unsafe { bindings::vblk_shim_limits_io_hints(self.raw(), chunk_sectors, io_min, io_opt) }
+    }
+
     /// Logical block size in bytes.
     pub(crate) fn logical_block_size(&self) -> u32 {
         // SAFETY: the limits are live; the shim only reads them.

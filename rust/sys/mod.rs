@@ -7,6 +7,7 @@
 
 pub(crate) mod bdev;
 mod bindings;
+pub(crate) mod bounce;
 pub(crate) mod control;
 pub(crate) mod disk;
 pub(crate) mod event;
@@ -19,4 +20,17 @@ pub(crate) fn caller_has_sys_admin() -> bool {
     // SAFETY: `capable()` only inspects the current task's credentials and
     // may be called from any process context, which an ioctl handler is.
     unsafe { bindings::vblk_shim_capable_sys_admin() }
+}
+
+/// Milliseconds since boot, at jiffy resolution (for coarse timing such as
+/// dm-flakey's up and down intervals).
+pub(crate) fn uptime_ms() -> u64 {
+    // SAFETY: reads the jiffies counter; any context.
+    unsafe { bindings::vblk_shim_uptime_ms() }
+}
+
+/// A random number from the kernel's CRNG (any context).
+pub(crate) fn random_u64() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bindings::vblk_shim_random_u64() }
 }

@@ -76,6 +76,13 @@ void vblk_shim_event_wake(u32 *counter)
 #include <linux/bio.h>
 #include <linux/blk-mq.h>
 #include <linux/slab.h>
+#include <linux/highmem.h>
+#include <linux/gcd.h>
+#include <linux/jiffies.h>
+#include <linux/lcm.h>
+#include <linux/mempool.h>
+#include <linux/random.h>
+#include <linux/workqueue.h>
 
 /*
  * One holder for every lower device vblk opens, like device-mapper's
@@ -191,13 +198,31 @@ u32 vblk_shim_limits_logical_block_size(const struct queue_limits *lim)
 	return lim->logical_block_size;
 }
 
+void vblk_shim_limits_io_hints(struct queue_limits *lim, u32 chunk_sectors, u32 io_min,
+			       u32 io_opt)
+{
+	if (chunk_sectors) {
+		u32 c = lim->chunk_sectors ? gcd(lim->chunk_sectors, chunk_sectors) : chunk_sectors;
+
+		if (c % (lim->physical_block_size >> SECTOR_SHIFT) == 0)
+			lim->chunk_sectors = c;
+	}
+	lim->io_min = max(lim->io_min, io_min);
+	if (io_opt)
+		lim->io_opt = lim->io_opt ? lcm(lim->io_opt, io_opt) : io_opt;
+}
+
 /* ---- blk-mq disks ---- */
 
 struct vblk_disk {
 	struct blk_mq_tag_set set;
 	struct gendisk *disk;
-	/* Lower bios: clones of request bios and empty flushes. */
+	/* Lower bios: clones of request bios, bounce writes, empty flushes. */
 	struct bio_set bs;
+	/* Deferred request completion (ops->finish), usable under reclaim. */
+	struct workqueue_struct *wq;
+	/* Where struct vblk_rq_work sits in each request's PDU. */
+	u32 work_off;
 	const struct vblk_disk_ops *ops;
 	const void *ctx;
 	/* Woken as requests end, for vblk_shim_disk_wait_idle. */
@@ -220,7 +245,26 @@ struct vblk_disk {
 struct vblk_lower {
 	struct request *rq;
 	u64 tag;
+	/* Bounce writes: the pool the bio's pages go back to; else NULL. */
+	struct vblk_pool *pool;
 	struct bio bio;
+};
+
+/* After Rust's part of each request's PDU: a deferred completion. */
+struct vblk_rq_work {
+	struct work_struct work;
+	struct request *rq;
+};
+
+/* Pages per bounce bio at most (a bio's page array lives on the stack). */
+#define VBLK_POOL_MAX_PAGES 64
+
+/* A page reserve for bounce writes (see vblk_shim_rq_bounce_write). */
+struct vblk_pool {
+	mempool_t *pages;
+	/* Serialises waiting on the reserve, so waiters never split it. */
+	struct mutex wait_lock;
+	u32 max_pages;
 };
 
 /*
@@ -305,23 +349,30 @@ struct vblk_disk *vblk_shim_disk_create(const struct vblk_disk_ops *ops, const v
 	}
 	d->ops = ops;
 	d->ctx = ctx;
+	d->work_off = ALIGN(pdu_size, __alignof__(struct vblk_rq_work));
 	init_waitqueue_head(&d->idle_wait);
 	lockdep_register_key(&d->fq_key);
-	ret = bioset_init(&d->bs, 64, offsetof(struct vblk_lower, bio), BIOSET_NEED_RESCUER);
+	ret = bioset_init(&d->bs, 64, offsetof(struct vblk_lower, bio),
+			  BIOSET_NEED_BVECS | BIOSET_NEED_RESCUER);
 	if (ret)
 		goto free_d;
+	d->wq = alloc_workqueue("vblk%u", WQ_MEM_RECLAIM | WQ_UNBOUND, 0, index);
+	if (!d->wq) {
+		ret = -ENOMEM;
+		goto free_bs;
+	}
 
 	d->set.ops = &vblk_mq_ops;
 	d->set.driver_data = d;
 	d->set.nr_hw_queues = 1;
 	d->set.queue_depth = 128;
 	d->set.numa_node = NUMA_NO_NODE;
-	d->set.cmd_size = pdu_size;
+	d->set.cmd_size = d->work_off + sizeof(struct vblk_rq_work);
 	/* queue_rq sleeps: it allocates and submits lower bios. */
 	d->set.flags = BLK_MQ_F_BLOCKING | BLK_MQ_F_STACKING;
 	ret = blk_mq_alloc_tag_set(&d->set);
 	if (ret)
-		goto free_bs;
+		goto free_wq;
 
 	d->disk = blk_mq_alloc_disk(&d->set, &l, d);
 	if (IS_ERR(d->disk)) {
@@ -342,6 +393,8 @@ put:
 	put_disk(d->disk);
 free_set:
 	blk_mq_free_tag_set(&d->set);
+free_wq:
+	destroy_workqueue(d->wq);
 free_bs:
 	bioset_exit(&d->bs);
 free_d:
@@ -357,6 +410,8 @@ void vblk_shim_disk_destroy(struct vblk_disk *d)
 	del_gendisk(d->disk);
 	put_disk(d->disk);
 	blk_mq_free_tag_set(&d->set);
+	/* Deferred completions ended their requests: nothing is queued. */
+	destroy_workqueue(d->wq);
 	bioset_exit(&d->bs);
 	/* No request is left to take the flush lock of this class. */
 	lockdep_unregister_key(&d->fq_key);
@@ -438,7 +493,7 @@ int vblk_shim_disk_wait_idle(struct vblk_disk *d)
 
 /* ---- requests ---- */
 
-enum vblk_op vblk_shim_rq_op(const struct request *rq)
+static enum vblk_op vblk_rq_op(const struct request *rq)
 {
 	switch (req_op(rq)) {
 	case REQ_OP_READ:
@@ -456,7 +511,7 @@ enum vblk_op vblk_shim_rq_op(const struct request *rq)
 	}
 }
 
-u32 vblk_shim_rq_flags(const struct request *rq)
+static u32 vblk_rq_flags(const struct request *rq)
 {
 	u32 f = 0;
 
@@ -471,14 +526,13 @@ u32 vblk_shim_rq_flags(const struct request *rq)
 	return f;
 }
 
-u64 vblk_shim_rq_pos(const struct request *rq)
+void vblk_shim_rq_info(const struct request *rq, struct vblk_rq_info *info)
 {
-	return blk_rq_pos(rq);
-}
-
-u32 vblk_shim_rq_sectors(const struct request *rq)
-{
-	return blk_rq_sectors(rq);
+	info->op = vblk_rq_op(rq);
+	info->flags = vblk_rq_flags(rq);
+	info->opf = (__force u32)rq->cmd_flags;
+	info->sectors = blk_rq_sectors(rq);
+	info->pos = blk_rq_pos(rq);
 }
 
 void *vblk_shim_rq_pdu(struct request *rq)
@@ -517,16 +571,25 @@ static void vblk_lower_endio(struct bio *bio)
 	u64 tag = l->tag;
 	blk_status_t status = bio->bi_status;
 
+	if (l->pool) {
+		struct bvec_iter_all it;
+		struct bio_vec *bv;
+
+		bio_for_each_segment_all(bv, bio, it)
+			mempool_free(bv->bv_page, l->pool->pages);
+	}
 	bio_put(bio);
 	d->ops->lower_done(rq, tag, (__force u8)status);
 }
 
-static void vblk_lower_submit(struct request *rq, struct bio *bio, u64 tag)
+static void vblk_lower_submit(struct request *rq, struct bio *bio, u64 tag,
+			      struct vblk_pool *pool)
 {
 	struct vblk_lower *l = container_of(bio, struct vblk_lower, bio);
 
 	l->rq = rq;
 	l->tag = tag;
+	l->pool = pool;
 	bio->bi_end_io = vblk_lower_endio;
 	/* The request is accepted: below it, vblk may wait (BLOCKING queue). */
 	bio->bi_opf &= ~(REQ_NOWAIT | REQ_POLLED);
@@ -555,7 +618,7 @@ u32 vblk_shim_rq_clone(struct request *rq, u64 skip, u64 len, struct file *f,
 			clone = bio_alloc_clone(bdev, bio, GFP_NOIO, &d->bs);
 			bio_trim(clone, from - pos, to - from);
 			clone->bi_iter.bi_sector = sector + (from - skip);
-			vblk_lower_submit(rq, clone, tag);
+			vblk_lower_submit(rq, clone, tag, NULL);
 			count++;
 		}
 		pos += n;
@@ -565,6 +628,18 @@ u32 vblk_shim_rq_clone(struct request *rq, u64 skip, u64 len, struct file *f,
 	return count;
 }
 
+void vblk_shim_rq_range(struct request *rq, struct file *f, u64 sector, u32 len, u64 tag)
+{
+	struct vblk_disk *d = rq->q->queuedata;
+	struct bio *bio;
+
+	bio = bio_alloc_bioset(file_bdev(f), 0, req_op(rq) | (rq->cmd_flags & REQ_NOUNMAP),
+			       GFP_NOIO, &d->bs);
+	bio->bi_iter.bi_sector = sector;
+	bio->bi_iter.bi_size = len << SECTOR_SHIFT;
+	vblk_lower_submit(rq, bio, tag, NULL);
+}
+
 void vblk_shim_rq_flush(struct request *rq, struct file *f, u64 tag)
 {
 	struct vblk_disk *d = rq->q->queuedata;
@@ -572,7 +647,7 @@ void vblk_shim_rq_flush(struct request *rq, struct file *f, u64 tag)
 
 	bio = bio_alloc_bioset(file_bdev(f), 0, REQ_OP_WRITE | REQ_PREFLUSH | REQ_SYNC,
 			       GFP_NOIO, &d->bs);
-	vblk_lower_submit(rq, bio, tag);
+	vblk_lower_submit(rq, bio, tag, NULL);
 }
 
 void vblk_shim_rq_end(struct request *rq, u8 status)
@@ -587,4 +662,155 @@ void vblk_shim_rq_end(struct request *rq, u8 status)
 	if (wq_has_sleeper(&d->idle_wait))
 		wake_up(&d->idle_wait);
 	blk_mq_end_request(rq, (__force blk_status_t)status);
+}
+
+void vblk_shim_rq_copy(struct request *rq, u64 off, u8 *buf, u32 len, bool to_rq)
+{
+	struct req_iterator iter;
+	struct bio_vec bv;
+	u64 pos = 0;
+
+	if (!len || !blk_rq_bytes(rq) || !bio_has_data(rq->bio))
+		return;
+	/* Segments are single pages here, so a part of one stays in its page. */
+	rq_for_each_segment(bv, rq, iter) {
+		u64 end = pos + bv.bv_len;
+
+		if (end > off) {
+			u32 skip = off > pos ? off - pos : 0;
+			u32 n = min_t(u64, bv.bv_len - skip, len);
+			struct bio_vec part = {
+				.bv_page = bv.bv_page,
+				.bv_offset = bv.bv_offset + skip,
+				.bv_len = n,
+			};
+
+			if (to_rq)
+				memcpy_to_bvec(&part, buf);
+			else
+				memcpy_from_bvec(buf, &part);
+			buf += n;
+			len -= n;
+			off += n;
+			if (!len)
+				return;
+		}
+		pos = end;
+	}
+}
+
+static void vblk_rq_work_fn(struct work_struct *work)
+{
+	struct vblk_rq_work *w = container_of(work, struct vblk_rq_work, work);
+	struct request *rq = w->rq;
+	struct vblk_disk *d = rq->q->queuedata;
+
+	d->ops->finish(d->ctx, rq);
+}
+
+void vblk_shim_rq_defer(struct request *rq)
+{
+	struct vblk_disk *d = rq->q->queuedata;
+	struct vblk_rq_work *w = blk_mq_rq_to_pdu(rq) + d->work_off;
+
+	INIT_WORK(&w->work, vblk_rq_work_fn);
+	w->rq = rq;
+	queue_work(d->wq, &w->work);
+}
+
+/* ---- bounce pages ---- */
+
+struct vblk_pool *vblk_shim_pool_new(u32 max_pages)
+{
+	struct vblk_pool *p = kzalloc(sizeof(*p), GFP_KERNEL);
+
+	if (!p)
+		return NULL;
+	p->max_pages = clamp_t(u32, max_pages, 1, VBLK_POOL_MAX_PAGES);
+	p->pages = mempool_create_page_pool(p->max_pages, 0);
+	if (!p->pages) {
+		kfree(p);
+		return NULL;
+	}
+	mutex_init(&p->wait_lock);
+	return p;
+}
+
+void vblk_shim_pool_free(struct vblk_pool *p)
+{
+	mempool_destroy(p->pages);
+	mutex_destroy(&p->wait_lock);
+	kfree(p);
+}
+
+/*
+ * nr pages for one bio: first without waiting; if memory is short, give
+ * back what we got and wait on the reserve under the pool's lock, so two
+ * writers never each hold half of it (dm-crypt's rule). Every bio needs at
+ * most max_pages, which the reserve always holds once I/O drains.
+ */
+static void vblk_pool_get(struct vblk_pool *p, struct page **pages, u32 nr)
+{
+	u32 i;
+
+	for (i = 0; i < nr; i++) {
+		pages[i] = mempool_alloc(p->pages, GFP_NOWAIT | __GFP_NOWARN);
+		if (!pages[i])
+			break;
+	}
+	if (i == nr)
+		return;
+	while (i)
+		mempool_free(pages[--i], p->pages);
+	mutex_lock(&p->wait_lock);
+	for (i = 0; i < nr; i++)
+		pages[i] = mempool_alloc(p->pages, GFP_NOIO);
+	mutex_unlock(&p->wait_lock);
+}
+
+u32 vblk_shim_rq_bounce_write(struct request *rq, struct vblk_pool *pool, u64 skip, u64 len,
+			      struct file *f, u64 sector, u64 tag, vblk_fill_fn fill, void *ctx)
+{
+	struct vblk_disk *d = rq->q->queuedata;
+	struct block_device *bdev = file_bdev(f);
+	blk_opf_t opf = REQ_OP_WRITE | (rq->cmd_flags & (REQ_FUA | REQ_SYNC | REQ_META | REQ_PRIO));
+	u64 bytes = min_t(u64, len, blk_rq_sectors(rq) - min_t(u64, skip, blk_rq_sectors(rq))) << SECTOR_SHIFT;
+	struct page *pages[VBLK_POOL_MAX_PAGES];
+	u64 done = 0;
+	u32 count = 0;
+
+	while (done < bytes) {
+		u32 nr = min_t(u64, DIV_ROUND_UP(bytes - done, PAGE_SIZE), pool->max_pages);
+		struct bio *bio;
+		u32 i;
+
+		bio = bio_alloc_bioset(bdev, nr, opf, GFP_NOIO, &d->bs);
+		bio->bi_iter.bi_sector = sector + (done >> SECTOR_SHIFT);
+		vblk_pool_get(pool, pages, nr);
+		for (i = 0; i < nr; i++) {
+			u32 n = min_t(u64, bytes - done, PAGE_SIZE);
+			u8 *buf = kmap_local_page(pages[i]);
+
+			vblk_shim_rq_copy(rq, (skip << SECTOR_SHIFT) + done, buf, n, false);
+			fill(ctx, done, buf, n);
+			kunmap_local(buf);
+			__bio_add_page(bio, pages[i], n, 0);
+			done += n;
+		}
+		vblk_lower_submit(rq, bio, tag, pool);
+		count++;
+	}
+	return count;
+}
+
+/* ---- time and randomness ---- */
+
+u64 vblk_shim_uptime_ms(void)
+{
+	return jiffies64_to_msecs(get_jiffies_64());
+}
+
+u64 vblk_shim_random_u64(void)
+{
+	return get_random_u64();
 }

@@ -14,6 +14,7 @@ struct request;
 struct file;
 struct queue_limits;
 struct vblk_disk;
+struct vblk_pool;
 
 /* ---- control device (rust/sys/control.rs) ---- */
 
@@ -61,6 +62,13 @@ bool vblk_shim_limits_stack(struct queue_limits *lim, struct file *f, u64 offset
 void vblk_shim_limits_discard(struct queue_limits *lim, bool supported);
 void vblk_shim_limits_write_zeroes(struct queue_limits *lim, bool supported);
 u32 vblk_shim_limits_logical_block_size(const struct queue_limits *lim);
+/*
+ * A target's I/O hints: requests should not cross chunk_sectors (kept as
+ * the gcd with what is there, dropped if not a whole number of physical
+ * blocks), io_min the largest asked for, io_opt the lcm (bytes).
+ */
+void vblk_shim_limits_io_hints(struct queue_limits *lim, u32 chunk_sectors, u32 io_min,
+			       u32 io_opt);
 
 /* ---- blk-mq disks and requests (rust/sys/disk.rs) ---- */
 
@@ -73,6 +81,11 @@ struct vblk_disk_ops {
 	 * context, even hard irq). The bio is already released.
 	 */
 	void (*lower_done)(struct request *rq, u64 tag, u8 status);
+	/*
+	 * A request deferred with vblk_shim_rq_defer, now running on the
+	 * disk's WQ_MEM_RECLAIM workqueue (process context); Rust ends it.
+	 */
+	void (*finish)(const void *ctx, struct request *rq);
 };
 
 /* Operation of a request, as vblk sees it. */
@@ -94,10 +107,11 @@ enum vblk_rq_flag {
 };
 
 /*
- * Creates and registers disk "vblk<index>" with the given limits. pdu_size
+ * Creates and registers disk "vblk<index>" with the given limits, and its
+ * workqueue (WQ_MEM_RECLAIM) for deferred request completion. pdu_size
  * bytes of per-request data follow each request; they must start with a
- * u32 count of lower bios in flight, which vblk_shim_rq_clone and
- * vblk_shim_rq_flush increment for every bio they submit.
+ * u32 count of lower bios in flight, which every vblk_shim_rq_* function
+ * that submits a bio increments for it.
  */
 struct vblk_disk *vblk_shim_disk_create(const struct vblk_disk_ops *ops, const void *ctx,
 					unsigned int index, u64 sectors,
@@ -114,10 +128,16 @@ void vblk_shim_disk_unquiesce(struct vblk_disk *d);
 /* Waits until no request is in flight; -ERESTARTSYS on a signal. */
 int vblk_shim_disk_wait_idle(struct vblk_disk *d);
 
-enum vblk_op vblk_shim_rq_op(const struct request *rq);
-u32 vblk_shim_rq_flags(const struct request *rq);
-u64 vblk_shim_rq_pos(const struct request *rq);
-u32 vblk_shim_rq_sectors(const struct request *rq);
+/* What a request asks for. */
+struct vblk_rq_info {
+	enum vblk_op op;
+	u32 flags;	/* enum vblk_rq_flag bits */
+	u32 opf;	/* raw cmd_flags */
+	u32 sectors;
+	u64 pos;
+};
+
+void vblk_shim_rq_info(const struct request *rq, struct vblk_rq_info *info);
 void *vblk_shim_rq_pdu(struct request *rq);
 /* Zeroes sectors [skip, skip + len) of the request's data. */
 void vblk_shim_rq_zero_range(struct request *rq, u64 skip, u64 len);
@@ -127,8 +147,49 @@ void vblk_shim_rq_zero_range(struct request *rq, u64 skip, u64 len);
  */
 u32 vblk_shim_rq_clone(struct request *rq, u64 skip, u64 len, struct file *f,
 		       u64 sector, u64 tag);
+/*
+ * For a discard or write-zeroes request: submits the same operation for
+ * sectors [sector, sector + len) of f's device, reporting tag.
+ */
+void vblk_shim_rq_range(struct request *rq, struct file *f, u64 sector, u32 len, u64 tag);
 /* Submits an empty cache flush to f's device, reporting tag to lower_done. */
 void vblk_shim_rq_flush(struct request *rq, struct file *f, u64 tag);
 void vblk_shim_rq_end(struct request *rq, u8 status);
+/*
+ * Copies len bytes at byte offset off of the request's data to buf
+ * (to_rq false) or from buf into the request (to_rq true); the range is
+ * clamped to the request. Any context.
+ */
+void vblk_shim_rq_copy(struct request *rq, u64 off, u8 *buf, u32 len, bool to_rq);
+/* Runs ops->finish for rq on the disk's workqueue (any context). */
+void vblk_shim_rq_defer(struct request *rq);
+
+/* ---- bounce pages (rust/sys/bounce.rs) ---- */
+
+/*
+ * A page reserve for writes that must not touch the caller's pages: at
+ * least max_pages pages can always be had, however tight memory is.
+ */
+struct vblk_pool *vblk_shim_pool_new(u32 max_pages);
+void vblk_shim_pool_free(struct vblk_pool *p);
+
+/* Fills len bytes at buf, which hold the bytes at off of the piece. */
+typedef void (*vblk_fill_fn)(void *ctx, u64 off, u8 *buf, u32 len);
+
+/*
+ * Writes sectors [skip, skip + len) of the request to f's device at sector
+ * from pages of pool: each page first gets a copy of the request's data,
+ * then fill(ctx, ...) may change it. The pages go back to the pool when
+ * the bios complete; each completion reports tag. May sleep (waiting for
+ * pool pages). Returns the number of bios submitted.
+ */
+u32 vblk_shim_rq_bounce_write(struct request *rq, struct vblk_pool *pool, u64 skip, u64 len,
+			      struct file *f, u64 sector, u64 tag, vblk_fill_fn fill, void *ctx);
+
+/* ---- time and randomness (rust/sys/mod.rs) ---- */
+
+/* Milliseconds since boot (jiffies resolution). */
+u64 vblk_shim_uptime_ms(void);
+u64 vblk_shim_random_u64(void);
 
 #endif /* VBLK_SHIM_H */

@@ -9,11 +9,20 @@
 //! types.
 
 mod error;
+mod flakey;
+// Pure argument parsing, shared with vblkctl's host tests.
+#[allow(unreachable_pub)]
+mod flakey_args;
 mod linear;
+mod striped;
+// Pure placement math, shared with vblkctl's host tests.
+#[allow(unreachable_pub)]
+mod striped_layout;
 mod zero;
 
 use crate::sys::bdev::BlockDevice;
 use crate::sys::disk::Status;
+use crate::sys::event::EventCounter;
 use crate::sys::limits::QueueLimits;
 use crate::vblk::args::{parse_device, ArgError, DevSpec};
 use crate::vblk::message::{fail, Reply};
@@ -24,7 +33,7 @@ use kernel::prelude::*;
 use kernel::str::CString;
 use kernel::sync::Arc;
 
-pub(crate) use crate::vblk::io::Io;
+pub(crate) use crate::vblk::io::{Done, Io};
 
 /// A target type: maps the sectors of one table line.
 pub(crate) trait Target: Send + Sync {
@@ -39,6 +48,12 @@ pub(crate) trait Target: Send + Sync {
     fn end_io(&self, _tag: u32, status: Status) -> Status {
         status
     }
+
+    /// Sees a piece of a request whose lower I/O completed, if some piece
+    /// of the request asked for it with [`Io::finish_later`] (process
+    /// context, on the device's workqueue; may sleep). The request ends
+    /// after every piece was finished.
+    fn finish(&self, _done: &mut Done<'_>) {}
 
     /// Calls `f(device, start, sectors)` for every lower device area the
     /// target uses. The framework checks the areas against the devices'
@@ -104,6 +119,9 @@ pub(crate) struct Ctor<'a> {
     pub(crate) reply: &'a mut Reply,
     /// Every lower device the table opened so far (shared between lines).
     pub(crate) devices: &'a mut KVec<Arc<BlockDevice>>,
+    /// The device's event counter: a target bumps it when something
+    /// happens that `vblkctl wait` should see (a stripe failed, ...).
+    pub(crate) events: &'a Arc<EventCounter>,
 }
 
 impl Ctor<'_> {
@@ -160,7 +178,7 @@ pub(crate) struct TargetType {
 }
 
 /// Every target type (LOAD looks names up here, TARGETS lists them).
-pub(crate) const TYPES: [TargetType; 3] = [
+pub(crate) const TYPES: [TargetType; 5] = [
     TargetType {
         name: "linear",
         version: [1, 0, 0],
@@ -175,6 +193,16 @@ pub(crate) const TYPES: [TargetType; 3] = [
         name: "error",
         version: [1, 0, 0],
         construct: error::construct,
+    },
+    TargetType {
+        name: "striped",
+        version: [1, 0, 0],
+        construct: striped::construct,
+    },
+    TargetType {
+        name: "flakey",
+        version: [1, 0, 0],
+        construct: flakey::construct,
     },
 ];
 

@@ -17,7 +17,7 @@ impl Target for Zero {
     fn map(&self, io: &mut Io<'_>) {
         match io.op() {
             // Readahead of zeros only fills the page cache (dm-zero fails it).
-            Op::Read if io.flags().readahead() => io.fail(Status::IO_ERROR),
+            Op::Read if io.info().flags.readahead() => io.fail(Status::IO_ERROR),
             Op::Read => io.zero_fill(),
             // Writes, discards and write-zeroes are no-ops on a device that
             // is all zeros.

@@ -16,6 +16,7 @@ use super::device::{Device, Resumed};
 use super::map::Table;
 use super::message::{fail, Reply};
 use super::table;
+use crate::sys::event::EventCounter;
 use crate::sys::{self, control::ControlHandler};
 use core::fmt::Write;
 use core::mem::size_of;
@@ -227,12 +228,16 @@ impl Control {
         let index = (0u32..)
             .find(|i| !reg.iter().any(|e| e.dev.index == *i))
             .unwrap_or(0);
-        let entry = Arc::pin_init(Device::new(name, uuid, index), GFP_KERNEL).map(|dev| Entry {
-            dev,
-            devt: 0,
-            active_deps: KVec::new(),
-            inactive_deps: KVec::new(),
-        });
+        let Ok(events) = Arc::new(EventCounter::new(), GFP_KERNEL) else {
+            return fail!(reply, ENOMEM, "out of memory creating '{}'", Show(name));
+        };
+        let entry =
+            Arc::pin_init(Device::new(name, uuid, index, events), GFP_KERNEL).map(|dev| Entry {
+                dev,
+                devt: 0,
+                active_deps: KVec::new(),
+                inactive_deps: KVec::new(),
+            });
         match entry.map(|entry| reg.push(entry, GFP_KERNEL)) {
             Ok(Ok(())) => Ok(()),
             _ => fail!(reply, ENOMEM, "out of memory creating '{}'", Show(name)),
@@ -309,7 +314,7 @@ impl Control {
         let mut buf = KVec::new();
         let text = read_text(payload, MAX_TABLE_TEXT, "table text", &mut buf, reply)?;
         // Opens the lower devices; no lock is held meanwhile.
-        let table = Table::build(text, reply)?;
+        let table = Table::build(text, &dev.events, reply)?;
         let mut deps = KVec::new();
         for devt in table.devts() {
             if deps.push(devt, GFP_KERNEL).is_err() {

@@ -30,8 +30,9 @@ pub(crate) struct Device {
     /// device exists.
     pub(crate) index: u32,
     /// Bumped when something happens that a waiter should see (table
-    /// swap, removal, target events).
-    pub(crate) events: EventCounter,
+    /// swap, removal, target events). Shared with the targets of its
+    /// tables, which raise events from any context.
+    pub(crate) events: Arc<EventCounter>,
     /// `FLAG_*_PRESENT | FLAG_SUSPENDED`, mirrored from the state for LIST,
     /// which must not wait for a device's mutex.
     flags: AtomicU32,
@@ -69,7 +70,12 @@ pub(crate) enum Resumed {
 impl Device {
     /// A device with a checked `name`, a (possibly empty) `uuid` and a
     /// free disk index.
-    pub(crate) fn new(name: &[u8], uuid: &[u8], index: u32) -> impl PinInit<Self> {
+    pub(crate) fn new(
+        name: &[u8],
+        uuid: &[u8],
+        index: u32,
+        events: Arc<EventCounter>,
+    ) -> impl PinInit<Self> {
         let (name_len, uuid_len) = (name.len(), uuid.len());
         let (name, uuid) = (name_field(name), name_field(uuid));
         pin_init!(Device {
@@ -78,7 +84,7 @@ impl Device {
             uuid,
             uuid_len,
             index,
-            events: EventCounter::new(),
+            events,
             flags: AtomicU32::new(0),
             state <- kernel::new_mutex!(
                 State {

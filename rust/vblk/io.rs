@@ -5,11 +5,18 @@
 //! The request keeps the table it was mapped with (an `Arc`) until it
 //! ends, so lower bios always complete against the targets that sent
 //! them. Tables are swapped only while the queue is quiesced and idle.
+//!
+//! A target that must see a piece's data after the lower I/O (decrypt a
+//! read, corrupt it on purpose) calls [`Io::finish_later`]: once every
+//! lower bio of the request completed, the request goes to the disk's
+//! workqueue and each of its pieces to its target's
+//! [`Target::finish`](crate::targets::Target::finish) as a [`Done`].
 
 use super::layout;
 use super::map::Table;
 use crate::sys::bdev::BlockDevice;
-use crate::sys::disk::{Op, Pending, QueueHandler, Request, RqFlags, Status};
+use crate::sys::bounce::BouncePool;
+use crate::sys::disk::{Finished, Op, Pending, QueueHandler, Request, RqInfo, Status};
 use kernel::prelude::*;
 use kernel::sync::{Arc, SpinLock};
 
@@ -46,7 +53,7 @@ impl QueueHandler for Queue {
     type RqData = Arc<Table>;
 
     fn queue_rq(&self, rq: Request<Self>) {
-        match rq.op() {
+        match rq.info().op {
             Op::Other => rq.end(Status::NOT_SUPPORTED),
             Op::Flush => {
                 // An empty flush: every lower device's cache, once.
@@ -68,19 +75,32 @@ impl QueueHandler for Queue {
             None => status,
         }
     }
+
+    fn finish(&self, rq: Finished<Self>) {
+        let info = rq.info();
+        let table = rq.data();
+        for piece in layout::pieces(&table.starts, table.size, info.sector, info.sectors.into()) {
+            let mut done = Done {
+                rq: &rq,
+                info,
+                skip: piece.skip,
+                len: piece.len,
+            };
+            table.lines[piece.line].target.finish(&mut done);
+        }
+    }
 }
 
 /// Hands each piece of a data request to its line's target.
 fn map_request(rq: Pending<Queue>) {
-    let (op, flags) = (rq.op(), rq.flags());
-    let (start, len) = (rq.sector(), u64::from(rq.sectors()));
+    let info = rq.info();
+    let len = u64::from(info.sectors);
     let table = rq.data();
     let mut mapped = 0;
-    for piece in layout::pieces(&table.starts, table.size, start, len) {
+    for piece in layout::pieces(&table.starts, table.size, info.sector, len) {
         let mut io = Io {
             rq: &rq,
-            op,
-            flags,
+            info,
             skip: piece.skip,
             offset: piece.offset,
             len: piece.len,
@@ -98,8 +118,7 @@ fn map_request(rq: Pending<Queue>) {
 /// The part of a request that falls in one line, as its target sees it.
 pub(crate) struct Io<'a> {
     rq: &'a Pending<Queue>,
-    op: Op,
-    flags: RqFlags,
+    info: RqInfo,
     /// Sectors from the request's start to the piece's.
     skip: u64,
     /// Sectors from the line's start to the piece's.
@@ -109,17 +128,23 @@ pub(crate) struct Io<'a> {
 }
 
 impl Io<'_> {
-    pub(crate) fn op(&self) -> Op {
-        self.op
+    /// What the request asks for (its operation, flags, sectors).
+    pub(crate) fn info(&self) -> &RqInfo {
+        &self.info
     }
 
-    pub(crate) fn flags(&self) -> RqFlags {
-        self.flags
+    pub(crate) fn op(&self) -> Op {
+        self.info.op
     }
 
     /// First sector of the piece, relative to the start of the line.
     pub(crate) fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Length of the piece in sectors.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
     }
 
     /// Sends the whole piece to `dev` at `sector`.
@@ -145,6 +170,51 @@ impl Io<'_> {
         }
     }
 
+    /// For a DISCARD or WRITE_ZEROES piece: sends the same operation for
+    /// `len` sectors of `dev` from `sector` on (a striped target sends each
+    /// stripe its share as one range). Fails the request for other
+    /// operations, whose data must go with [`Io::remap_part`].
+    pub(crate) fn remap_range(&mut self, dev: &BlockDevice, sector: u64, len: u64, tag: u32) {
+        if !matches!(self.info.op, Op::Discard | Op::WriteZeroes) {
+            return self.rq.fail(Status::IO_ERROR);
+        }
+        let tag = (u64::from(self.line) << 32) | u64::from(tag);
+        // A bio holds at most 4 GiB (its size is u32 bytes).
+        let mut left = len;
+        let mut at = sector;
+        while left > 0 {
+            let n = left.min(u64::from(u32::MAX >> 9));
+            self.rq.range_to(dev, at, n as u32, tag);
+            left -= n;
+            at += n;
+        }
+    }
+
+    /// Writes the whole piece to `dev` at `sector` from a copy of its data
+    /// in pages of `pool` (the caller's pages are never changed): `fill`
+    /// gets each page's bytes and their byte offset in the piece and may
+    /// change them before they are written. Completions reach
+    /// [`crate::targets::Target::end_io`] with `tag`.
+    pub(crate) fn write_copy(
+        &mut self,
+        pool: &BouncePool,
+        dev: &BlockDevice,
+        sector: u64,
+        tag: u32,
+        fill: &mut dyn FnMut(u64, &mut [u8]),
+    ) {
+        let tag = (u64::from(self.line) << 32) | u64::from(tag);
+        let part = self.skip..self.skip + self.len;
+        self.rq.bounce_write(part, pool, dev, sector, tag, fill);
+    }
+
+    /// Asks for [`crate::targets::Target::finish`] to see this piece (and
+    /// the request's other pieces) after all the request's lower I/O
+    /// completed, in process context.
+    pub(crate) fn finish_later(&mut self) {
+        self.rq.finish_later();
+    }
+
     /// Fills the piece's data with zeros (for reads).
     pub(crate) fn zero_fill(&mut self) {
         self.rq.zero_range(self.skip, self.len);
@@ -153,5 +223,45 @@ impl Io<'_> {
     /// Fails the request (the first failure's status is reported).
     pub(crate) fn fail(&mut self, status: Status) {
         self.rq.fail(status);
+    }
+}
+
+/// A piece of a finished request, as [`crate::targets::Target::finish`]
+/// sees it: the lower I/O is over, the request has not ended yet.
+pub(crate) struct Done<'a> {
+    rq: &'a Finished<Queue>,
+    info: RqInfo,
+    skip: u64,
+    len: u64,
+}
+
+impl Done<'_> {
+    /// What the request asked for.
+    pub(crate) fn info(&self) -> &RqInfo {
+        &self.info
+    }
+
+    /// Length of the piece in sectors.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// How the request ends so far (OK, or its first failure).
+    pub(crate) fn status(&self) -> Status {
+        self.rq.status()
+    }
+
+    /// Overwrites the piece's data from byte `offset` of the piece with
+    /// `buf` (clamped to the piece); for reads, this is what the submitter
+    /// gets.
+    pub(crate) fn write(&mut self, offset: u64, buf: &[u8]) {
+        let n = self.clamp(offset, buf.len());
+        self.rq.write_data(self.skip * 512 + offset, &buf[..n]);
+    }
+
+    /// How many of `want` bytes from `offset` on lie inside the piece.
+    fn clamp(&self, offset: u64, want: usize) -> usize {
+        let left = (self.len * 512).saturating_sub(offset);
+        want.min(usize::try_from(left).unwrap_or(usize::MAX))
     }
 }

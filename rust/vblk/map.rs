@@ -5,6 +5,7 @@
 use super::message::{fail, Reply};
 use super::table;
 use crate::sys::bdev::BlockDevice;
+use crate::sys::event::EventCounter;
 use crate::sys::limits::QueueLimits;
 use crate::targets::{self, Ctor, Target};
 use core::fmt::Write;
@@ -45,7 +46,11 @@ impl Table {
     /// Parses `text`, constructs every line's target (opening the lower
     /// devices) and checks the result; nothing outside the new table
     /// changes, and a failure releases everything it opened.
-    pub(crate) fn build(text: &str, reply: &mut Reply) -> Result<Arc<Table>> {
+    pub(crate) fn build(
+        text: &str,
+        events: &Arc<EventCounter>,
+        reply: &mut Reply,
+    ) -> Result<Arc<Table>> {
         let (count, size) = match table::check(text) {
             Ok(v) => v,
             Err(e) => return fail!(reply, EINVAL, "{e}"),
@@ -67,6 +72,7 @@ impl Table {
                 args: line.args,
                 reply: &mut *reply,
                 devices: &mut devices,
+                events,
             };
             let (target_name, target) = targets::construct(line.target, &mut ctor)
                 .inspect_err(|_| reply.prefix(format_args!("line {}: ", line.number)))?;

@@ -22,3 +22,11 @@ pub mod args;
 pub mod layout;
 
 pub mod control;
+
+/// The flakey target's arguments (host tests of the kernel's parser).
+#[path = "../../../rust/targets/flakey_args.rs"]
+pub mod flakey_args;
+
+/// The striped target's arguments and placement (host tests, model test).
+#[path = "../../../rust/targets/striped_layout.rs"]
+pub mod striped_layout;

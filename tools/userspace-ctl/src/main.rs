@@ -397,12 +397,18 @@ fn show_table(name: &str, inactive: bool, status: bool, json: bool) -> Result<()
                 let mut f = l.splitn(4, ' ');
                 let (start, length, target) = (f.next(), f.next(), f.next());
                 let rest = f.next().unwrap_or("");
-                serde_json::json!({
+                let mut line = serde_json::json!({
                     "start": start.and_then(|s| s.parse::<u64>().ok()),
                     "length": length.and_then(|s| s.parse::<u64>().ok()),
                     "target": target,
                     if status { "status" } else { "args" }: rest,
-                })
+                });
+                if status {
+                    if let Some(detail) = status_detail(target.unwrap_or(""), rest) {
+                        line["detail"] = detail;
+                    }
+                }
+                line
             })
             .collect();
         println!("{}", serde_json::Value::Array(lines));
@@ -410,6 +416,30 @@ fn show_table(name: &str, inactive: bool, status: bool, json: bool) -> Result<()
         print!("{text}");
     }
     Ok(())
+}
+
+/// A target's status text as structured JSON, for the targets whose
+/// status has fields: striped `<n> <dev>... 1 <A|D...>` becomes
+/// `{"stripes": [{"device": "1:0", "health": "A"}, ...]}`.
+fn status_detail(target: &str, status: &str) -> Option<serde_json::Value> {
+    match target {
+        "striped" => {
+            let words: Vec<&str> = status.split_whitespace().collect();
+            let n: usize = words.first()?.parse().ok()?;
+            let devices = words.get(1..1 + n)?;
+            let health = words.get(2 + n)?;
+            if health.len() != n {
+                return None;
+            }
+            let stripes: Vec<_> = devices
+                .iter()
+                .zip(health.chars())
+                .map(|(dev, h)| serde_json::json!({"device": dev, "health": h.to_string()}))
+                .collect();
+            Some(serde_json::json!({ "stripes": stripes }))
+        }
+        _ => None,
+    }
 }
 
 fn targets(json: bool) -> Result<(), CtlError> {

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `striped <#stripes> <chunk sectors> (<dev> <offset>)+`: RAID0 with
+//! dm-striped's syntax and placement, byte for byte.
+//!
+//! Data is split at chunk boundaries and each chunk goes to its stripe;
+//! a request covering several chunks reaches all its stripes at once.
+//! Discards and write-zeroes go to each stripe as one range (its share).
+//! A lower error fails only the I/O that touched that stripe; the stripe's
+//! error count shows it as `D` in status and raises an event.
+
+use super::striped_layout::{self, StripeLayout};
+use super::{write_device, Ctor, Io, Target};
+use crate::sys::bdev::BlockDevice;
+use crate::sys::disk::{Op, Status};
+use crate::sys::event::EventCounter;
+use crate::sys::limits::QueueLimits;
+use crate::vblk::message::fail;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU32, Ordering};
+use kernel::error::code::{EINVAL, ENOMEM};
+use kernel::error::Result;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+/// Errors after which a stripe stops raising events (dm's
+/// `DM_IO_ERROR_THRESHOLD`): a dead disk should not flood waiters.
+const EVENT_THRESHOLD: u32 = 15;
+/// Tag bit marking readahead: its failures are not the stripe's fault.
+const TAG_READAHEAD: u32 = 1 << 31;
+
+struct Stripe {
+    dev: Arc<BlockDevice>,
+    /// First sector of the stripe's area on `dev`.
+    offset: u64,
+    /// Lower I/O errors seen (readahead and unsupported ops excepted).
+    errors: AtomicU32,
+}
+
+pub(crate) struct Striped {
+    layout: StripeLayout,
+    stripes: KVec<Stripe>,
+    events: Arc<EventCounter>,
+}
+
+/// Constructor listed in [`super::TYPES`].
+pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
+    let (layout, pairs) = match striped_layout::parse(ctor.args, ctor.length) {
+        Ok(parsed) => parsed,
+        Err(e) => return fail!(ctor.reply, EINVAL, "{e}"),
+    };
+    let mut stripes = KVec::new();
+    for (i, (text, offset)) in pairs.enumerate() {
+        let dev = ctor.open_device(text)?;
+        let block = u64::from(dev.logical_block_size() >> 9).max(1);
+        if u64::from(layout.chunk) % block != 0 {
+            return fail!(
+                ctor.reply,
+                EINVAL,
+                "striped: chunk size {} sectors is not a multiple of stripe {i}'s ({text}) {}-byte logical block",
+                layout.chunk,
+                block * 512
+            );
+        }
+        // Two stripes on one device must not share sectors.
+        let end = offset.saturating_add(layout.width);
+        if let Some(j) = stripes.iter().position(|s: &Stripe| {
+            s.dev.devt() == dev.devt() && offset < s.offset + layout.width && s.offset < end
+        }) {
+            return fail!(
+                ctor.reply,
+                EINVAL,
+                "striped: stripes {j} and {i} overlap on device '{text}' (each uses {} sectors)",
+                layout.width
+            );
+        }
+        let stripe = Stripe {
+            dev,
+            offset,
+            errors: AtomicU32::new(0),
+        };
+        if stripes.push(stripe, GFP_KERNEL).is_err() {
+            return fail!(ctor.reply, ENOMEM, "out of memory constructing striped");
+        }
+    }
+    let target = Striped {
+        layout,
+        stripes,
+        events: ctor.events.clone(),
+    };
+    match Arc::new(target, GFP_KERNEL) {
+        Ok(t) => Ok(t),
+        Err(_) => fail!(ctor.reply, ENOMEM, "out of memory constructing striped"),
+    }
+}
+
+impl Target for Striped {
+    fn map(&self, io: &mut Io<'_>) {
+        match io.op() {
+            Op::Read | Op::Write => {
+                let ra = if io.info().flags.readahead() {
+                    TAG_READAHEAD
+                } else {
+                    0
+                };
+                for p in self.layout.pieces(io.offset(), io.len()) {
+                    let s = &self.stripes[p.stripe as usize];
+                    io.remap_part(p.skip, p.len, &s.dev, s.offset + p.sector, p.stripe | ra);
+                }
+            }
+            Op::Discard | Op::WriteZeroes => {
+                let (start, end) = (io.offset(), io.offset() + io.len());
+                for (i, s) in self.stripes.iter().enumerate() {
+                    if let Some((b, e)) = self.layout.range_on(start, end, i as u32) {
+                        io.remap_range(&s.dev, s.offset + b, e - b, i as u32);
+                    }
+                }
+            }
+            // Flushes go to every device from the framework, not here.
+            Op::Flush => {}
+            Op::Other => io.fail(Status::NOT_SUPPORTED),
+        }
+    }
+
+    fn end_io(&self, tag: u32, status: Status) -> Status {
+        if status.is_ok() || status == Status::NOT_SUPPORTED || tag & TAG_READAHEAD != 0 {
+            return status;
+        }
+        if let Some(s) = self.stripes.get((tag & !TAG_READAHEAD) as usize) {
+            if s.errors.fetch_add(1, Ordering::Relaxed) + 1 < EVENT_THRESHOLD {
+                self.events.bump();
+            }
+        }
+        status
+    }
+
+    fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {
+        for s in self.stripes.iter() {
+            f(&s.dev, s.offset, self.layout.width);
+        }
+    }
+
+    fn limits(&self, limits: &mut QueueLimits) {
+        // dm-striped's hints: chunk-sized minimum I/O, a full row optimal.
+        let io_min = self.layout.chunk << 9;
+        let io_opt = io_min.checked_mul(self.layout.stripes).unwrap_or(0);
+        limits.set_io_hints(self.layout.chunk, io_min, io_opt);
+    }
+
+    fn table_args(&self, out: &mut dyn Write) -> core::fmt::Result {
+        write!(out, "{} {}", self.layout.stripes, self.layout.chunk)?;
+        for s in self.stripes.iter() {
+            out.write_char(' ')?;
+            write_device(out, &s.dev)?;
+            write!(out, " {}", s.offset)?;
+        }
+        Ok(())
+    }
+
+    /// dm's form: `<#stripes> <dev>... 1 <A|D per stripe>`.
+    fn status(&self, out: &mut dyn Write) -> core::fmt::Result {
+        write!(out, "{}", self.layout.stripes)?;
+        for s in self.stripes.iter() {
+            out.write_char(' ')?;
+            write_device(out, &s.dev)?;
+        }
+        out.write_str(" 1 ")?;
+        for s in self.stripes.iter() {
+            let failed = s.errors.load(Ordering::Relaxed) > 0;
+            out.write_char(if failed { 'D' } else { 'A' })?;
+        }
+        Ok(())
+    }
+}
