@@ -7,6 +7,8 @@
 #   make shell      interactive guest shell with vblk loaded
 #   make vm-run SCRIPT=path [ARGS="..."]   run one script in the guest
 #   make kernel     build (or reuse) the test kernel under ~/.cache/vblk
+#   make bench [QUICK=1]   vblk vs dm benchmark on a separate bench kernel;
+#                   results in bench/results/ (not part of `make test`)
 #   make lint       rustfmt + warning-free module build with CLIPPY=1
 #   make clean      remove module and vblkctl build products (not the kernel)
 
@@ -19,7 +21,7 @@ KDIR = $(shell scripts/build-kernel.sh --print-dir $(KERNEL_FRAGMENT))
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=1
 CTL_DIR := tools/userspace-ctl
 
-.PHONY: all setup kernel module vblkctl lint test host-test vm-test run shell vm-run clean
+.PHONY: all setup kernel module vblkctl lint test host-test vm-test run shell vm-run bench clean
 
 all: module vblkctl
 
@@ -63,6 +65,11 @@ shell: all
 vm-run: all
 	@test -n "$(SCRIPT)" || { echo "usage: make vm-run SCRIPT=path/to/script [ARGS='...']" >&2; exit 2; }
 	@qemu-test/run-vm.sh -- $(abspath $(SCRIPT)) $(ARGS)
+
+# Builds (or reuses) the bench kernel and a vblk.ko for it in
+# build/bench-module/; the module in the repo root is not touched.
+bench: vblkctl | build
+	@QUICK=$(QUICK) scripts/bench.sh
 
 clean:
 	-@test -d "$(KDIR)" && $(KMAKE) clean

@@ -9,6 +9,8 @@
 #
 # Environment:
 #   VBLK_KDIR      kernel build directory (default: the cached test kernel)
+#   VBLK_KO        the module to load (default: vblk.ko in the repo root;
+#                  `make bench` passes one built against the bench kernel)
 #   VBLK_RUN_DIR   where results go (default: build/vm/<timestamp>)
 #   VBLK_VM_TIMEOUT  seconds before the VM is killed (default 2400)
 #   VBLK_VM_MEMORY, VBLK_VM_CPUS
@@ -39,11 +41,12 @@ fi
 
 kdir=${VBLK_KDIR:-$("$repo/scripts/build-kernel.sh" --print-dir "$repo/qemu-test/kernel.config")}
 kernel="$kdir/arch/x86/boot/bzImage"
-ko="$repo/vblk.ko"
+ko=${VBLK_KO:-$repo/vblk.ko}
 ctl_dir="$repo/tools/userspace-ctl/target/release"
 for f in "$kernel" "$ko" "$ctl_dir/vblkctl"; do
 	[ -e "$f" ] || { echo "run-vm: missing $f (run 'make' first)" >&2; exit 2; }
 done
+ko=$(cd "$(dirname "$ko")" && pwd)/$(basename "$ko")  # the guest needs an absolute path
 
 run_dir=${VBLK_RUN_DIR:-$repo/build/vm/$(date +%Y%m%d-%H%M%S)-$$}
 mkdir -p "$run_dir"

@@ -32,7 +32,7 @@ step "unsafe only in rust/sys, each block with // SAFETY:, each unsafe fn with #
 scripts/check-unsafe.py rust || bad "unsafe rules violated"
 
 step "shell scripts parse"
-for s in scripts/*.sh qemu-test/*.sh selftests/*.sh; do bash -n "$s" || bad "syntax error in $s"; done
+for s in scripts/*.sh qemu-test/*.sh selftests/*.sh bench/*.sh; do bash -n "$s" || bad "syntax error in $s"; done
 
 if [ "$fail" -eq 0 ]; then echo "lint: all checks passed"; fi
 exit "$fail"
