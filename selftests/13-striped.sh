@@ -102,6 +102,20 @@ check "the range reads as zeros, everything else as before" same_bytes "$tmp/c2"
 vblkctl remove s
 nullb_rm sd0 sd1 sd2
 
+# --- FLUSH reaches every stripe's device ---
+flushes() { awk '{print $16}' "/sys/block/$1/stat"; }
+for i in 0 1 2; do nullb sc$i 16 cache_size=4; done
+vblkctl create s --table "0 $((3 * 16 * mib)) striped 3 8 /dev/sc0 0 /dev/sc1 0 /dev/sc2 0"
+check_eq "write_cache: write back (stacked from the stripes)" "write back" "$(cat /sys/block/$(disk_of s)/queue/write_cache)"
+before=$(for i in 0 1 2; do flushes sc$i; done)
+dd if=/dev/urandom of=/dev/vblk/s bs=4k count=1 oflag=direct status=none
+python3 -c 'import os; fd = os.open("/dev/vblk/s", os.O_WRONLY); os.fsync(fd)'
+after=$(for i in 0 1 2; do flushes sc$i; done)
+check "fsync sends a cache flush to each of the 3 stripes" \
+	python3 -c 'import sys; b, a = map(str.split, sys.argv[1:]); sys.exit(not all(int(y) > int(x) for x, y in zip(b, a)))' "$before" "$after"
+vblkctl remove s
+nullb_rm sc0 sc1 sc2
+
 # --- a failing stripe fails only the I/O that touches it ---
 dmsetup create sbad --table "0 $((16 * mib)) linear /dev/ram3 0"
 vblkctl create s --table "0 $((3 * 16 * mib)) striped 3 8 /dev/ram0 0 /dev/ram1 0 /dev/mapper/sbad 0"

@@ -204,22 +204,62 @@ pub(crate) struct Pending<T: QueueHandler> {
     _handler: PhantomData<fn(&T)>,
 }
 
+/// What `Pending` and `Finished` share: both hold a request that was
+/// dispatched (its state initialised) and has not ended; `Pending` by its
+/// count, `Finished` because the last count handed it over.
+///
+/// # Safety
+///
+/// `raw` must return a request of a disk whose handler's `RqData` is
+/// `Data`, dispatched and not ended for as long as `self` lives.
+unsafe trait Dispatched {
+    type Data;
+
+    /// The request, dispatched and not ended while `self` lives.
+    fn raw(&self) -> NonNull<bindings::request>;
+
+    fn state(&self) -> &RqState<Self::Data> {
+        // SAFETY: by `raw`'s contract the state is initialised and stays so
+        // while `self` lives; the PDU holds the handler's `RqState`.
+        unsafe { &*bindings::vblk_shim_rq_pdu(self.raw().as_ptr()).cast() }
+    }
+}
+
+// SAFETY: a `Pending` holds a count on its dispatched request (type
+// invariant), so the request cannot end while it lives.
+unsafe impl<T: QueueHandler> Dispatched for Pending<T> {
+    type Data = T::RqData;
+
+    fn raw(&self) -> NonNull<bindings::request> {
+        self.raw
+    }
+}
+
+// SAFETY: a `Finished` owns its dispatched request, which ends only in
+// its `drop`.
+unsafe impl<T: QueueHandler> Dispatched for Finished<T> {
+    type Data = T::RqData;
+
+    fn raw(&self) -> NonNull<bindings::request> {
+        self.raw
+    }
+}
+
+/// The handler's data of a dispatched request.
+fn data_of<R: Dispatched>(rq: &R) -> &R::Data {
+    // SAFETY: `dispatch` initialised `data`; it is dropped only when the
+    // request ends, which cannot happen while `rq` lives.
+    unsafe { rq.state().data.assume_init_ref() }
+}
+
 impl<T: QueueHandler> Pending<T> {
     pub(crate) fn info(&self) -> RqInfo {
         info_of(self.raw)
     }
 
-    fn state(&self) -> &RqState<T::RqData> {
-        // SAFETY: `dispatch` initialised the state, and our count keeps the
-        // request (so its PDU) from ending while `self` lives.
-        unsafe { &*state_ptr::<T>(self.raw) }
-    }
-
     /// The handler's data for this request.
     pub(crate) fn data(&self) -> &T::RqData {
-        // SAFETY: `dispatch` initialised `data`; it is dropped only when
-        // the last count goes, and `self` holds one.
-        unsafe { self.state().data.assume_init_ref() }
+        data_of(self)
     }
 
     /// Records a failure for the request (the first one wins).
@@ -325,16 +365,9 @@ impl<T: QueueHandler> Finished<T> {
         info_of(self.raw)
     }
 
-    fn state(&self) -> &RqState<T::RqData> {
-        // SAFETY: the request is dispatched and not ended: its state stays
-        // initialised until `drop` ends it.
-        unsafe { &*state_ptr::<T>(self.raw) }
-    }
-
     /// The handler's data for this request.
     pub(crate) fn data(&self) -> &T::RqData {
-        // SAFETY: initialised by `dispatch`, dropped only in `drop`.
-        unsafe { self.state().data.assume_init_ref() }
+        data_of(self)
     }
 
     /// How the request ends so far (the first failure, or OK).

@@ -272,10 +272,24 @@ struct vblk_pool {
  * features added, and no zoned-device limits (vblk disks are not zoned;
  * a table without lower devices would otherwise keep the stacking
  * default, which the block layer refuses).
+ *
+ * Request size and shape limits (sectors, segments, segment size, gaps)
+ * are not taken from below: vblk hands its lower devices bios, which each
+ * lower device splits to its own limits on submission, as it does for
+ * device-mapper's bios. Keeping, say, brd's 255-sector default here would
+ * cut every 128 KiB request in two before it reached vblk.
  */
 static struct queue_limits vblk_disk_limits(const struct queue_limits *lim)
 {
 	struct queue_limits l = *lim;
+
+	l.max_hw_sectors = UINT_MAX;
+	l.max_sectors = 0;
+	l.max_user_sectors = 0;
+	l.max_segments = USHRT_MAX;
+	l.max_segment_size = UINT_MAX;
+	l.virt_boundary_mask = 0;
+	l.seg_boundary_mask = BLK_SEG_BOUNDARY_MASK;
 
 	l.features |= BLK_FEAT_IO_STAT | BLK_FEAT_NOWAIT;
 	l.features &= ~(BLK_FEAT_ZONED | BLK_FEAT_POLL);
@@ -368,8 +382,13 @@ struct vblk_disk *vblk_shim_disk_create(const struct vblk_disk_ops *ops, const v
 	d->set.queue_depth = 128;
 	d->set.numa_node = NUMA_NO_NODE;
 	d->set.cmd_size = d->work_off + sizeof(struct vblk_rq_work);
-	/* queue_rq sleeps: it allocates and submits lower bios. */
-	d->set.flags = BLK_MQ_F_BLOCKING | BLK_MQ_F_STACKING;
+	/*
+	 * queue_rq sleeps: it allocates and submits lower bios. No I/O
+	 * scheduler by default: the devices below schedule their own I/O
+	 * (a stacked elevator only adds latency, and takes plugged requests
+	 * off the direct-issue path).
+	 */
+	d->set.flags = BLK_MQ_F_BLOCKING | BLK_MQ_F_STACKING | BLK_MQ_F_NO_SCHED_BY_DEFAULT;
 	ret = blk_mq_alloc_tag_set(&d->set);
 	if (ret)
 		goto free_wq;
