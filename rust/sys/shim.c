@@ -305,19 +305,16 @@ static blk_status_t vblk_mq_queue_rq(struct blk_mq_hw_ctx *hctx,
 {
 	struct vblk_disk *d = hctx->queue->queuedata;
 	struct blk_plug *outer = current->plug;
-	struct blk_plug plug;
 
 	blk_mq_start_request(bd->rq);
 	/*
 	 * queue_rq is often reached from the flush of the submitter's plug.
 	 * Lower bios submitted now must not join that plug while blk-mq is
-	 * walking it: set it aside and batch them in a plug of our own,
-	 * flushed before we return.
+	 * walking it: set it aside, so they are issued as they come (a plug
+	 * of our own per request batched nothing and cost a flush each time).
 	 */
 	current->plug = NULL;
-	blk_start_plug(&plug);
 	d->ops->queue_rq(d->ctx, bd->rq);
-	blk_finish_plug(&plug);
 	current->plug = outer;
 	return BLK_STS_OK;
 }
@@ -366,8 +363,12 @@ struct vblk_disk *vblk_shim_disk_create(const struct vblk_disk_ops *ops, const v
 	d->work_off = ALIGN(pdu_size, __alignof__(struct vblk_rq_work));
 	init_waitqueue_head(&d->idle_wait);
 	lockdep_register_key(&d->fq_key);
+	/*
+	 * The per-cpu cache serves clones of bios that ask for it
+	 * (REQ_ALLOC_CACHE, e.g. io_uring's) without touching the mempool.
+	 */
 	ret = bioset_init(&d->bs, 64, offsetof(struct vblk_lower, bio),
-			  BIOSET_NEED_BVECS | BIOSET_NEED_RESCUER);
+			  BIOSET_NEED_BVECS | BIOSET_NEED_RESCUER | BIOSET_PERCPU_CACHE);
 	if (ret)
 		goto free_d;
 	d->wq = alloc_workqueue("vblk%u", WQ_MEM_RECLAIM | WQ_UNBOUND, 0, index);
