@@ -116,6 +116,25 @@ check "fsync sends a cache flush to each of the 3 stripes" \
 vblkctl remove s
 nullb_rm sc0 sc1 sc2
 
+# --- one request over several chunks goes to all its stripes at once ---
+# Each stripe sits on dm-delay; a 3-chunk read must take about one delay
+# (the parts wait side by side), not three (one after another). The delay
+# is switched on only after udev has probed the new device.
+delays() { for i in 0 1 2; do dmsetup suspend sdel$i && dmsetup load sdel$i --table "0 $((16 * mib)) delay /dev/ram$i 0 $1" && dmsetup resume sdel$i; done; }
+for i in 0 1 2; do dmsetup create sdel$i --table "0 $((16 * mib)) delay /dev/ram$i 0 0"; done
+vblkctl create s --table "0 $((3 * 16 * mib)) striped 3 8 /dev/mapper/sdel0 0 /dev/mapper/sdel1 0 /dev/mapper/sdel2 0"
+udevadm settle 2>/dev/null
+delays 1500
+t0=$(date +%s%N)
+dd if=/dev/vblk/s of=/dev/null bs=12k count=1 iflag=direct status=none
+ms=$((($(date +%s%N) - t0) / 1000000))
+delays 0
+diag "3-chunk read over three 1500 ms stripes: $ms ms"
+check "a 3-chunk read waits on its stripes side by side (< 3000 ms; one after another would be >= 4500)" test "$ms" -ge 1500 -a "$ms" -lt 3000
+udevadm settle 2>/dev/null
+vblkctl remove s
+for i in 0 1 2; do dmsetup remove sdel$i; done
+
 # --- a failing stripe fails only the I/O that touches it ---
 dmsetup create sbad --table "0 $((16 * mib)) linear /dev/ram3 0"
 vblkctl create s --table "0 $((3 * 16 * mib)) striped 3 8 /dev/ram0 0 /dev/ram1 0 /dev/mapper/sbad 0"

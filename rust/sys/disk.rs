@@ -14,8 +14,8 @@
 //! submitting. The last count to go ends the request with the first error
 //! any part reported, or, if the handler asked for it with
 //! [`Pending::finish_later`], hands it to [`QueueHandler::finish`] on the
-//! disk's workqueue as a [`Finished`] request, which may read and change
-//! the request's data (process context) before it ends.
+//! disk's workqueue as a [`Finished`] request, whose data the handler may
+//! change (process context) before it ends.
 
 use super::bdev::BlockDevice;
 use super::bindings;
@@ -253,10 +253,6 @@ fn data_of<R: Dispatched>(rq: &R) -> &R::Data {
 }
 
 impl<T: QueueHandler> Pending<T> {
-    pub(crate) fn info(&self) -> RqInfo {
-        info_of(self.raw)
-    }
-
     /// The handler's data for this request.
     pub(crate) fn data(&self) -> &T::RqData {
         data_of(self)
@@ -397,14 +393,9 @@ impl<T: QueueHandler> Finished<T> {
 
 impl<T: QueueHandler> Drop for Finished<T> {
     fn drop(&mut self) {
-        let state = state_ptr::<T>(self.raw);
-        // SAFETY: we own the request and its state; nobody else touches
-        // either once every count is gone.
-        let status = unsafe { (*state).status.load(Ordering::Acquire) };
-        // SAFETY: initialised by `dispatch`, dropped exactly once, here.
-        unsafe { (*state).data.assume_init_drop() };
-        // SAFETY: we own the request and end it exactly once.
-        unsafe { bindings::vblk_shim_rq_end(self.raw.as_ptr(), status) }
+        // SAFETY: a `Finished` owns its dispatched request, no count is
+        // left, and `drop` runs once.
+        unsafe { end_dispatched::<T>(self.raw) }
     }
 }
 
@@ -442,9 +433,23 @@ unsafe fn put<T: QueueHandler>(rq: NonNull<bindings::request>, status: Status) {
         unsafe { bindings::vblk_shim_rq_defer(rq.as_ptr()) };
         return;
     }
-    let status = st.status.load(Ordering::Acquire);
-    // SAFETY: that was the last count: nobody else uses the data, which
-    // `dispatch` initialised; it is dropped exactly once, here.
+    // SAFETY: that was the last count: we own the dispatched request.
+    unsafe { end_dispatched::<T>(rq) }
+}
+
+/// Ends a dispatched request with the status it recorded, dropping its
+/// data.
+///
+/// # Safety
+///
+/// `rq` must be dispatched with handler `T` and not ended, and the caller
+/// its only user (no count left, no `Pending`); it is ended exactly once.
+unsafe fn end_dispatched<T: QueueHandler>(rq: NonNull<bindings::request>) {
+    let state = state_ptr::<T>(rq);
+    // SAFETY: the state is initialised and nobody else uses it.
+    let status = unsafe { (*state).status.load(Ordering::Acquire) };
+    // SAFETY: `dispatch` initialised the data; it is dropped exactly once,
+    // here, by the only user.
     unsafe { (*state).data.assume_init_drop() };
     // SAFETY: we own the request and end it exactly once.
     unsafe { bindings::vblk_shim_rq_end(rq.as_ptr(), status) }

@@ -560,27 +560,71 @@ void *vblk_shim_rq_pdu(struct request *rq)
 	return blk_mq_rq_to_pdu(rq);
 }
 
+/*
+ * A position in a request's data, for walking it once, in order: the bio
+ * and the iterator inside it (segments come out one page at most).
+ */
+struct vblk_rq_cursor {
+	struct bio *bio;
+	struct bvec_iter it;
+};
+
+/* A cursor at byte off of the request's data (at the end if past it). */
+static void vblk_rq_seek(struct request *rq, u64 off, struct vblk_rq_cursor *c)
+{
+	c->bio = rq->bio && bio_has_data(rq->bio) ? rq->bio : NULL;
+	for (; c->bio; c->bio = c->bio->bi_next) {
+		c->it = c->bio->bi_iter;
+		if (off < c->it.bi_size) {
+			bio_advance_iter(c->bio, &c->it, off);
+			return;
+		}
+		off -= c->it.bi_size;
+	}
+}
+
+enum vblk_xfer { VBLK_COPY_OUT, VBLK_COPY_IN, VBLK_ZERO };
+
+/* Copies out, copies in or zeroes up to len bytes at the cursor, and moves past them. */
+static void vblk_rq_xfer(struct vblk_rq_cursor *c, u8 *buf, u64 len, enum vblk_xfer how)
+{
+	while (len && c->bio) {
+		struct bio_vec bv = bio_iter_iovec(c->bio, c->it);
+		u32 n = min_t(u64, bv.bv_len, len);
+
+		bv.bv_len = n;
+		if (how == VBLK_COPY_OUT)
+			memcpy_from_bvec(buf, &bv);
+		else if (how == VBLK_COPY_IN)
+			memcpy_to_bvec(&bv, buf);
+		else
+			memzero_bvec(&bv);
+		if (buf)
+			buf += n;
+		len -= n;
+		bio_advance_iter_single(c->bio, &c->it, n);
+		if (!c->it.bi_size) {
+			c->bio = c->bio->bi_next;
+			if (c->bio)
+				c->it = c->bio->bi_iter;
+		}
+	}
+}
+
 void vblk_shim_rq_zero_range(struct request *rq, u64 skip, u64 len)
 {
-	struct bio *bio;
-	u64 pos = 0;
+	struct vblk_rq_cursor c;
 
-	__rq_for_each_bio(bio, rq) {
-		u64 n = bio_sectors(bio), from, to;
-		struct bvec_iter it, start;
-		struct bio_vec bv;
+	vblk_rq_seek(rq, skip << SECTOR_SHIFT, &c);
+	vblk_rq_xfer(&c, NULL, len << SECTOR_SHIFT, VBLK_ZERO);
+}
 
-		from = max(pos, skip);
-		to = min(pos + n, skip + len);
-		if (from < to && bio_has_data(bio)) {
-			start = bio->bi_iter;
-			bio_advance_iter(bio, &start, (from - pos) << SECTOR_SHIFT);
-			start.bi_size = (to - from) << SECTOR_SHIFT;
-			__bio_for_each_segment(bv, bio, it, start)
-				memzero_bvec(&bv);
-		}
-		pos += n;
-	}
+void vblk_shim_rq_copy(struct request *rq, u64 off, u8 *buf, u32 len, bool to_rq)
+{
+	struct vblk_rq_cursor c;
+
+	vblk_rq_seek(rq, off, &c);
+	vblk_rq_xfer(&c, buf, len, to_rq ? VBLK_COPY_IN : VBLK_COPY_OUT);
 }
 
 static void vblk_lower_endio(struct bio *bio)
@@ -684,41 +728,6 @@ void vblk_shim_rq_end(struct request *rq, u8 status)
 	blk_mq_end_request(rq, (__force blk_status_t)status);
 }
 
-void vblk_shim_rq_copy(struct request *rq, u64 off, u8 *buf, u32 len, bool to_rq)
-{
-	struct req_iterator iter;
-	struct bio_vec bv;
-	u64 pos = 0;
-
-	if (!len || !blk_rq_bytes(rq) || !bio_has_data(rq->bio))
-		return;
-	/* Segments are single pages here, so a part of one stays in its page. */
-	rq_for_each_segment(bv, rq, iter) {
-		u64 end = pos + bv.bv_len;
-
-		if (end > off) {
-			u32 skip = off > pos ? off - pos : 0;
-			u32 n = min_t(u64, bv.bv_len - skip, len);
-			struct bio_vec part = {
-				.bv_page = bv.bv_page,
-				.bv_offset = bv.bv_offset + skip,
-				.bv_len = n,
-			};
-
-			if (to_rq)
-				memcpy_to_bvec(&part, buf);
-			else
-				memcpy_from_bvec(buf, &part);
-			buf += n;
-			len -= n;
-			off += n;
-			if (!len)
-				return;
-		}
-		pos = end;
-	}
-}
-
 static void vblk_rq_work_fn(struct work_struct *work)
 {
 	struct vblk_rq_work *w = container_of(work, struct vblk_rq_work, work);
@@ -796,9 +805,12 @@ u32 vblk_shim_rq_bounce_write(struct request *rq, struct vblk_pool *pool, u64 sk
 	blk_opf_t opf = REQ_OP_WRITE | (rq->cmd_flags & (REQ_FUA | REQ_SYNC | REQ_META | REQ_PRIO));
 	u64 bytes = min_t(u64, len, blk_rq_sectors(rq) - min_t(u64, skip, blk_rq_sectors(rq))) << SECTOR_SHIFT;
 	struct page *pages[VBLK_POOL_MAX_PAGES];
+	struct vblk_rq_cursor c;
 	u64 done = 0;
 	u32 count = 0;
 
+	/* One walk over the request's data for the whole range. */
+	vblk_rq_seek(rq, skip << SECTOR_SHIFT, &c);
 	while (done < bytes) {
 		u32 nr = min_t(u64, DIV_ROUND_UP(bytes - done, PAGE_SIZE), pool->max_pages);
 		struct bio *bio;
@@ -811,7 +823,7 @@ u32 vblk_shim_rq_bounce_write(struct request *rq, struct vblk_pool *pool, u64 sk
 			u32 n = min_t(u64, bytes - done, PAGE_SIZE);
 			u8 *buf = kmap_local_page(pages[i]);
 
-			vblk_shim_rq_copy(rq, (skip << SECTOR_SHIFT) + done, buf, n, false);
+			vblk_rq_xfer(&c, buf, n, VBLK_COPY_OUT);
 			fill(ctx, done, buf, n);
 			kunmap_local(buf);
 			__bio_add_page(bio, pages[i], n, 0);

@@ -174,36 +174,28 @@ impl Ctor<'_> {
 pub(crate) struct TargetType {
     pub(crate) name: &'static str,
     pub(crate) version: [u32; 3],
-    construct: fn(&mut Ctor<'_>) -> Result<Arc<dyn Target>>,
+    construct: Constructor,
+}
+
+/// Builds a line's target from its arguments.
+type Constructor = fn(&mut Ctor<'_>) -> Result<Arc<dyn Target>>;
+
+/// A target type at version 1.0.0.
+const fn v1(name: &'static str, construct: Constructor) -> TargetType {
+    TargetType {
+        name,
+        version: [1, 0, 0],
+        construct,
+    }
 }
 
 /// Every target type (LOAD looks names up here, TARGETS lists them).
 pub(crate) const TYPES: [TargetType; 5] = [
-    TargetType {
-        name: "linear",
-        version: [1, 0, 0],
-        construct: linear::construct,
-    },
-    TargetType {
-        name: "zero",
-        version: [1, 0, 0],
-        construct: zero::construct,
-    },
-    TargetType {
-        name: "error",
-        version: [1, 0, 0],
-        construct: error::construct,
-    },
-    TargetType {
-        name: "striped",
-        version: [1, 0, 0],
-        construct: striped::construct,
-    },
-    TargetType {
-        name: "flakey",
-        version: [1, 0, 0],
-        construct: flakey::construct,
-    },
+    v1("linear", linear::construct),
+    v1("zero", zero::construct),
+    v1("error", error::construct),
+    v1("striped", striped::construct),
+    v1("flakey", flakey::construct),
 ];
 
 /// Constructs target `name`; returns the type's name (for TABLE) with the

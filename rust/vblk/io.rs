@@ -53,7 +53,8 @@ impl QueueHandler for Queue {
     type RqData = Arc<Table>;
 
     fn queue_rq(&self, rq: Request<Self>) {
-        match rq.info().op {
+        let info = rq.info();
+        match info.op {
             Op::Other => rq.end(Status::NOT_SUPPORTED),
             Op::Flush => {
                 // An empty flush: every lower device's cache, once.
@@ -62,7 +63,7 @@ impl QueueHandler for Queue {
                     rq.flush_to(dev, FLUSH_TAG);
                 }
             }
-            _ => map_request(rq.dispatch(self.table())),
+            _ => map_request(rq.dispatch(self.table()), info),
         }
     }
 
@@ -92,8 +93,7 @@ impl QueueHandler for Queue {
 }
 
 /// Hands each piece of a data request to its line's target.
-fn map_request(rq: Pending<Queue>) {
-    let info = rq.info();
+fn map_request(rq: Pending<Queue>, info: RqInfo) {
     let len = u64::from(info.sectors);
     let table = rq.data();
     let mut mapped = 0;
