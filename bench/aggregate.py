@@ -187,8 +187,12 @@ def main():
     groups, raw, order = {}, {}, []
     with open(os.path.join(args.bench_dir, "manifest.tsv"), encoding="utf-8") as f:
         for line in f:
-            backing, target, shape, pair, side, fio_json, stat = line.rstrip("\n").split("\t")
-            m = run_metrics(os.path.join(args.bench_dir, fio_json), shape, os.path.join(args.bench_dir, stat))
+            # backing target shape pair side fio-json stat-file [job]: the
+            # job's name in the fio JSON (older runs, one process per side:
+            # no 8th column, the job is named after the shape)
+            backing, target, shape, pair, side, fio_json, stat, *job = line.rstrip("\n").split("\t")
+            job = job[0] if job else shape
+            m = run_metrics(os.path.join(args.bench_dir, fio_json), job, os.path.join(args.bench_dir, stat))
             if side == "raw":
                 raw[(backing, shape)] = m
                 continue
@@ -244,9 +248,10 @@ def main():
     vcpus = meta.get("cpus")
     md.append(
         f"`make bench` ({args.mode} mode): {meta.get('pairs')} A/B pairs per shape, "
-        f"{meta.get('runtime_s')} s per run, {meta.get('fio')} io_uring `direct=1`, "
+        f"{meta.get('runtime_s')} s per fio job, {meta.get('fio')} io_uring `direct=1`, "
         f"{vcpus} vCPUs under QEMU TCG (no KVM), bench kernel without debug options; "
-        f"vblk and dm load the same table over the same lower devices. "
+        f"vblk and dm load the same table, each over its own half of identical lower devices, "
+        f"and a pair is one fio process that runs both sides shape by shape, back to back. "
         f"Method and how to read this: [Documentation/benchmarking.md](../../Documentation/benchmarking.md)."
     )
     md.append("")

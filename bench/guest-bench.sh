@@ -10,29 +10,39 @@
 # disks, filled first so every read copies real pages). SHAPES (names, see
 # below) and TARGETS (names from TARGETS_FILE) default to all; an empty
 # argument means all. For each backing:
-#   - one run on the raw lower device (the limit: no layer above it);
+#   - one run on the raw lower device D0 (the limit: no layer above it);
 #   - for every line of TARGETS_FILE (bench/targets.list) whose target both
-#     vblk and dm offer, PAIRS pairs of runs: vblk and dm with the same
-#     table over the same lower devices (odd pairs vblk first, even pairs dm
-#     first, so a slow drift of the host does not favour one side).
-# A device is created right before its run and removed right after: vblk
-# and dm both claim the lower devices exclusively.
+#     vblk and dm offer, PAIRS pairs: a vblk device and a dm device with the
+#     same table, each over its own half of the backing. A target uses at
+#     most 2 lower devices; its $D0, $D1 are the backing's D0, D1 for vblk
+#     and D2, D3 for dm (identical devices: same driver, size, settings and
+#     contents). So both devices exist at once: vblk and dm both claim their
+#     lower devices exclusively, and could not share them.
 #
-# A run is one fio process (io_uring, O_DIRECT) running every shape in turn
-# (one time-based job each, separated by stonewall): fio's start-up under
-# TCG costs ~4 s (it links some 60 libraries), too much to pay per shape.
-# Latency percentiles are kept for the total latency (lat_percentiles=1):
-# at iodepth 1 a request to null_blk completes inside io_uring_enter, so
-# its time shows up as submission latency and clat alone is nearly zero. Around each job's I/O fio snapshots /proc/stat
+# A pair creates both devices, runs ONE fio process (io_uring, O_DIRECT)
+# over them and removes them. Its jobs: for each shape a vblk job and a dm
+# job, one right after the other (time-based, stonewall between every two
+# jobs), vblk first in odd pairs and dm first in even pairs, so a slow
+# drift of the host favours neither
+# and the two halves of each ratio run seconds apart. fio's start-up under
+# TCG costs some seconds (it links some 60 libraries), too much to pay per
+# job or per side. Latency percentiles are kept for the total latency
+# (lat_percentiles=1): at iodepth 1 a request to null_blk completes inside
+# io_uring_enter, so its time shows up as submission latency and clat alone
+# is nearly zero. Around each job's I/O fio snapshots /proc/stat's cpu line
 # (exec_prerun/exec_postrun, run right before its clock starts and after it
-# stops), so the system-wide CPU time per I/O includes work done in
+# stops; a shell builtin, not `head`, which cost ~0.1 s more per job under
+# TCG), so the system-wide CPU time per I/O includes work done in
 # interrupts, softirqs and kernel threads, not only in fio's own context.
 #
 # Output, for the host to aggregate (bench/aggregate.py):
 #   OUT_DIR/meta.json     guest facts (kernel, cpus, fio, vblk ABI, backings)
-#   OUT_DIR/manifest.tsv  backing target shape pair side fio-json stat-file (a line per run and shape)
-#   OUT_DIR/raw/ID.json   fio's JSON (one job per shape); ID.SHAPE.stat:
-#                         /proc/stat's cpu line before and after that job
+#   OUT_DIR/manifest.tsv  backing target shape pair side fio-json stat-file job
+#                         (a line per fio job, in the order they ran)
+#   OUT_DIR/raw/ID.json   fio's JSON of one fio process (ID: BACKING-raw, or
+#                         BACKING-TARGET-pPAIR with both sides' jobs, named
+#                         SHAPE.SIDE); ID.SHAPE.SIDE.stat: /proc/stat's cpu
+#                         line before and after that job
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: guest-bench.sh OUT_DIR PAIRS RUNTIME_S BACKINGS [SHAPES] [TARGETS] [TARGETS_FILE]}
@@ -130,23 +140,32 @@ setup_brd() {
 teardown_nullb() { nullb_rm; }
 teardown_brd() { :; }
 
-# expand TEMPLATE NDEVS: a table from targets.list with the devices filled in.
+# expand TEMPLATE SIDE: a table from targets.list with the side's own lower
+# devices filled in ($D0 $D1: the backing's D0 D1 for vblk, D2 D3 for dm).
+# $D2, $D3 are left unset: the targets loop below skips lines that use them.
 expand() {
-	local D0=${DEVS[0]} D1=${DEVS[1]} D2=${DEVS[2]} D3=${DEVS[3]} DSZ=$dsz N=$2
+	local D0 D1 DSZ=$dsz N=$3
+	case "$2" in
+	vblk) D0=${DEVS[0]} D1=${DEVS[1]} ;;
+	dm) D0=${DEVS[2]} D1=${DEVS[3]} ;;
+	esac
 	eval "printf '%s' \"$1\""
 }
 
-# fio_run ID DEV: one run (every selected shape on DEV); files go to $out/raw.
+# fio_run ID: one fio process running the jobs in JOB_NAME/JOB_DEV/JOB_SHAPE
+# (in that order, stonewall between them); files go to $out/raw.
 fio_run() {
-	local id=$1 dev=$2 shape o
+	local id=$1 i o job
 	rm -f "$work"/*
 	{
-		printf '[global]\nfilename=%s\ndirect=1\nioengine=io_uring\ntime_based=1\nruntime=%s\n' "$dev" "$runtime"
+		printf '[global]\ndirect=1\nioengine=io_uring\ntime_based=1\nruntime=%s\n' "$runtime"
 		printf 'randrepeat=0\nnorandommap=1\nstonewall=1\nlat_percentiles=1\n'
-		printf 'exec_prerun=head -1 /proc/stat\nexec_postrun=head -1 /proc/stat\n'
-		for shape in "${RUN_SHAPES[@]}"; do
-			printf '[%s]\n' "$shape"
-			for o in ${SHAPE_ARGS[$shape]}; do printf '%s\n' "${o#--}"; done
+		# fio cuts option values at ';' (a comment): hence &&. $l is left alone.
+		printf 'exec_prerun=read -r l </proc/stat && echo "$l"\n'
+		printf 'exec_postrun=read -r l </proc/stat && echo "$l"\n'
+		for i in "${!JOB_NAME[@]}"; do
+			printf '[%s]\nfilename=%s\n' "${JOB_NAME[$i]}" "${JOB_DEV[$i]}"
+			for o in ${SHAPE_ARGS[${JOB_SHAPE[$i]}]}; do printf '%s\n' "${o#--}"; done
 		done
 	} >"$work/job.fio"
 	if ! (cd "$work" && fio --output-format=json --output="$work/fio.json" job.fio >"$work/fio.log" 2>&1); then
@@ -154,41 +173,58 @@ fio_run() {
 		return 1
 	fi
 	cp "$work/fio.json" "$out/raw/$id.json" || return 1
-	for shape in "${RUN_SHAPES[@]}"; do
-		cat "$work/$shape.prerun.txt" "$work/$shape.postrun.txt" >"$out/raw/$id.$shape.stat" || return 1
+	for job in "${JOB_NAME[@]}"; do
+		# a line each, or aggregate.py cannot compute the CPU time
+		[ -s "$work/$job.prerun.txt" ] && [ -s "$work/$job.postrun.txt" ] || { echo "no /proc/stat snapshot for $job" >&2; return 1; }
+		cat "$work/$job.prerun.txt" "$work/$job.postrun.txt" >"$out/raw/$id.$job.stat" || return 1
 	done
 }
 
-# record BACKING TARGET PAIR SIDE ID: manifest lines and a progress line.
+# add_job SHAPE SIDE DEV: appends a job to the next fio_run.
+add_job() {
+	JOB_NAME+=("$1.$2") JOB_SHAPE+=("$1") JOB_SIDE+=("$2") JOB_DEV+=("$3")
+}
+
+# record BACKING TARGET PAIR ID: manifest lines (one per job, in the order
+# they ran) and a progress line.
 record() {
-	local shape
-	for shape in "${RUN_SHAPES[@]}"; do
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$shape" "$3" "$4" "raw/$5.json" "raw/$5.$shape.stat" >>"$out/manifest.tsv"
+	local i
+	for i in "${!JOB_NAME[@]}"; do
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "${JOB_SHAPE[$i]}" "$3" "${JOB_SIDE[$i]}" \
+			"raw/$4.json" "raw/$4.${JOB_NAME[$i]}.stat" "${JOB_NAME[$i]}" >>"$out/manifest.tsv"
 	done
-	say "$1 $2${3:+ pair $3/$pairs} $4: $(jq -r '[.jobs[] | "\(.jobname) \((.read.iops + .write.iops) | floor)"] | join(", ")' "$out/raw/$5.json") IOPS"
+	if [ -z "$3" ]; then
+		say "$1 $2: $(jq -r '[.jobs[] | "\(.jobname | sub("\\.raw$"; "")) \((.read.iops + .write.iops) | floor)"] | join(", ")' "$out/raw/$4.json") IOPS"
+	else
+		say "$1 $2 pair $3/$pairs, ${JOB_SIDE[0]} first: vblk/dm IOPS $(jq -r --arg shapes "${RUN_SHAPES[*]}" '
+			(.jobs | map({key: .jobname, value: (.read.iops + .write.iops)}) | from_entries) as $j
+			| [$shapes | split(" ")[] | . as $s | $j[$s + ".vblk"] as $v | $j[$s + ".dm"] as $d
+			   | "\($s) \($v // 0 | floor)/\($d // 0 | floor) \(if ($d // 0) > 0 then ($v // 0) / $d * 100 | round / 100 else "-" end)"]
+			| join(", ")' "$out/raw/$4.json")"
+	fi
 }
 
-# run_side SIDE BACKING TARGET PAIR TABLE
-run_side() {
-	local side=$1 backing=$2 target=$3 pair=$4 table=$5 dev id
-	id=$backing-$target-p$pair-$side
-	case "$side" in
-	vblk)
-		vblkctl create "$VBLK_NAME" --table "$table" >/dev/null || die "vblkctl create $VBLK_NAME --table '$table'"
-		dev=/dev/vblk/$VBLK_NAME
-		no_sched "$dev"
-		;;
-	dm)
-		dmsetup create "$DM_NAME" --table "$table" || die "dmsetup create $DM_NAME --table '$table'"
-		dev=/dev/mapper/$DM_NAME
-		;;
-	esac
-	fio_run "$id" "$dev" || die "fio on $side ($id)"
-	remove_upper || die "removing the $side device"
-	record "$backing" "$target" "$pair" "$side" "$id"
+# run_pair BACKING TARGET PAIR VBLK_TABLE DM_TABLE: both devices, one fio
+# process, both removed.
+run_pair() {
+	local backing=$1 target=$2 pair=$3 vdev=/dev/vblk/$VBLK_NAME ddev=/dev/mapper/$DM_NAME shape side first second
+	vblkctl create "$VBLK_NAME" --table "$4" >/dev/null || die "vblkctl create $VBLK_NAME --table '$4'"
+	no_sched "$vdev"
+	dmsetup create "$DM_NAME" --table "$5" || die "dmsetup create $DM_NAME --table '$5'"
+	if [ $((pair % 2)) -eq 1 ]; then first=vblk second=dm; else first=dm second=vblk; fi
+	JOB_NAME=() JOB_SHAPE=() JOB_SIDE=() JOB_DEV=()
+	for shape in "${RUN_SHAPES[@]}"; do
+		for side in $first $second; do
+			if [ "$side" = vblk ]; then add_job "$shape" vblk "$vdev"; else add_job "$shape" dm "$ddev"; fi
+		done
+	done
+	fio_run "$backing-$target-p$pair" || die "fio on vblk and dm ($backing $target pair $pair)"
+	remove_upper || die "removing the devices"
+	record "$backing" "$target" "$pair" "$backing-$target-p$pair"
 }
 
-# ---- targets: name, devices, tables; skipped when either side lacks the type
+# ---- targets: name, devices, tables; skipped when either side lacks the
+# type, or when the line needs more lower devices than a side has (2)
 vblk_types=$(vblkctl targets | awk '{print $1}')
 dm_types=$(dmsetup targets | awk '{print $1}')
 T_NAME=() T_NDEV=() T_VBLK=() T_DM=()
@@ -197,6 +233,11 @@ while IFS= read -r line; do
 	IFS='|' read -r head vt dt <<<"$line"
 	read -r name ndev <<<"$head"
 	[ -z "$target_filter" ] || [[ " $target_filter " == *" $name "* ]] || continue
+	if ! [[ $ndev =~ ^[0-9]+$ ]] || [ -z "$dt" ]; then say "skipping $name: not 'NAME NDEVS | VBLK TABLE | DM TABLE'"; continue; fi
+	if [ "$ndev" -gt 2 ] || [[ "$vt$dt" =~ \$\{?D[2-9] ]]; then
+		say "skipping $name: it needs more than 2 lower devices (NDEVS $ndev, or \$D2/\$D3 in a table); vblk and dm each get 2, half of the backing's 4"
+		continue
+	fi
 	read -r _ _ vtype _ <<<"$vt"
 	read -r _ _ dtype _ <<<"$dt"
 	if ! grep -qx "$vtype" <<<"$vblk_types"; then say "skipping $name: vblk has no target '$vtype' yet"; continue; fi
@@ -223,20 +264,22 @@ for backing in $backings; do
 	declare -F "setup_$backing" >/dev/null || die "unknown backing '$backing' (nullb, brd)"
 	"setup_$backing" || die "setting up $backing"
 	dsz=$(blockdev --getsz "${DEVS[0]}")
+	for d in "${DEVS[@]}"; do
+		[ "$(blockdev --getsz "$d")" = "$dsz" ] || die "$backing: ${DEVS[*]} differ in size"
+	done
+	BACKING_DESC="$BACKING_DESC; vblk on ${DEVS[0]} ${DEVS[1]}, dm on ${DEVS[2]} ${DEVS[3]}, raw run on ${DEVS[0]}"
 	backing_json=$(jq -c --arg b "$backing" --arg d "$BACKING_DESC" '. + {($b): $d}' <<<"$backing_json")
 	say "$backing: $BACKING_DESC"
-	fio_run "$backing-raw" "${DEVS[0]}" || die "fio on the raw device ${DEVS[0]}"
-	record "$backing" raw "" raw "$backing-raw"
+	JOB_NAME=() JOB_SHAPE=() JOB_SIDE=() JOB_DEV=()
+	for shape in "${RUN_SHAPES[@]}"; do add_job "$shape" raw "${DEVS[0]}"; done
+	fio_run "$backing-raw" || die "fio on the raw device ${DEVS[0]}"
+	record "$backing" raw "" "$backing-raw"
 	for i in "${!T_NAME[@]}"; do
-		vtable=$(expand "${T_VBLK[$i]}" "${T_NDEV[$i]}")
-		dtable=$(expand "${T_DM[$i]}" "${T_NDEV[$i]}")
+		vtable=$(expand "${T_VBLK[$i]}" vblk "${T_NDEV[$i]}")
+		dtable=$(expand "${T_DM[$i]}" dm "${T_NDEV[$i]}")
 		say "${T_NAME[$i]}: vblk '$vtable', dm '$dtable'"
 		for p in $(seq "$pairs"); do
-			if [ $((p % 2)) -eq 1 ]; then order="vblk dm"; else order="dm vblk"; fi
-			for side in $order; do
-				if [ "$side" = vblk ]; then table=$vtable; else table=$dtable; fi
-				run_side "$side" "$backing" "${T_NAME[$i]}" "$p" "$table"
-			done
+			run_pair "$backing" "${T_NAME[$i]}" "$p" "$vtable" "$dtable"
 		done
 	done
 	"teardown_$backing"

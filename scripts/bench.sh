@@ -10,9 +10,11 @@
 #   4. aggregates with bench/aggregate.py: a JSON file and a markdown table
 #      named DATE-KERNEL-vblk-COMMIT, plus latest.md.
 #
-# Full mode writes to bench/results/ (5 pairs, 4 s runs, null_blk and brd);
-# QUICK=1 to build/bench-results/ (3 pairs, 2 s runs, null_blk only).
-# Environment overrides: BENCH_PAIRS, BENCH_RUNTIME (s), BENCH_BACKINGS
+# Full mode writes to bench/results/ (5 pairs, 2 s per fio job, null_blk and
+# brd: ~2.75 min per target and backing, linear + striped + crypt in ~19 min);
+# QUICK=1 to build/bench-results/ (3 pairs, 1 s per job, null_blk only:
+# ~1 min per target). Timings: Documentation/benchmarking.md.
+# Environment overrides: BENCH_PAIRS, BENCH_RUNTIME (s per job), BENCH_BACKINGS
 # ("nullb brd"), BENCH_SHAPES (names from bench/guest-bench.sh),
 # BENCH_TARGETS (names from bench/targets.list), BENCH_RESULTS_DIR,
 # VBLK_VM_CPUS.
@@ -24,10 +26,10 @@ start=$(date +%s)
 log() { printf 'bench: %s\n' "$*" >&2; }
 
 if [ "${QUICK:-0}" = 1 ]; then
-	mode=quick pairs=${BENCH_PAIRS:-3} runtime=${BENCH_RUNTIME:-2} backings=${BENCH_BACKINGS:-nullb}
+	mode=quick pairs=${BENCH_PAIRS:-3} runtime=${BENCH_RUNTIME:-1} backings=${BENCH_BACKINGS:-nullb}
 	results=${BENCH_RESULTS_DIR:-build/bench-results}
 else
-	mode=full pairs=${BENCH_PAIRS:-5} runtime=${BENCH_RUNTIME:-4} backings=${BENCH_BACKINGS:-nullb brd}
+	mode=full pairs=${BENCH_PAIRS:-5} runtime=${BENCH_RUNTIME:-2} backings=${BENCH_BACKINGS:-nullb brd}
 	results=${BENCH_RESULTS_DIR:-bench/results}
 fi
 shapes=${BENCH_SHAPES:-} targets=${BENCH_TARGETS:-}
@@ -75,7 +77,7 @@ mkdir -p "$run_dir"
 sampler=$!
 trap 'kill "$sampler" 2>/dev/null || true' EXIT
 
-log "$mode mode: $pairs pairs x ${runtime} s per run, backings: $backings; VM results in $run_dir"
+log "$mode mode: $pairs pairs, ${runtime} s per fio job, backings: $backings; VM results in $run_dir"
 set +e
 VBLK_KDIR=$kdir VBLK_KO=$mdir/vblk.ko VBLK_RUN_DIR=$run_dir \
 	qemu-test/run-vm.sh -- bench/guest-bench.sh "$run_dir/bench" "$pairs" "$runtime" "$backings" "$shapes" "$targets" |

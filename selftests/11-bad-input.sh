@@ -8,17 +8,19 @@
 snapshot() { vblk-ioctl-probe snapshot; }
 
 # refused DESC REGEX CMD...: CMD fails, its output matches REGEX, and the
-# snapshot of every device is unchanged.
+# snapshot of every device is unchanged. With forbid=TEXT set (crypt keys),
+# the output must also not contain TEXT (case-insensitive).
 refused() {
 	local desc=$1 re=$2 before after out rc; shift 2
 	before=$(snapshot 2>&1)
 	out=$("$@" 2>&1); rc=$?
 	after=$(snapshot 2>&1)
-	if [ "$rc" -ne 0 ] && grep -Eq -- "$re" <<<"$out" && [ "$before" = "$after" ]; then
+	if [ "$rc" -ne 0 ] && grep -Eq -- "$re" <<<"$out" && [ "$before" = "$after" ] &&
+		{ [ -z "${forbid:-}" ] || ! grep -qiF -- "$forbid" <<<"$out"; }; then
 		ok "$desc"
 	else
 		not_ok "$desc"
-		diag "command: $*" "exit $rc; expected /$re/, got:" "$out"
+		diag "command: $*" "exit $rc; expected /$re/${forbid:+ without '$forbid'}, got:" "$out"
 		[ "$before" = "$after" ] || diag "state changed:" "$(diff <(echo "$before") <(echo "$after"))"
 	fi
 }
@@ -109,6 +111,54 @@ kload "striped device missing" 2 "cannot open device '/dev/nosuch'" "0 16 stripe
 kload "striped area past the end of a device" 22 "has 131072 sectors, too small for sectors 131070..131078" "0 16 striped 2 8 /dev/ram1 0 /dev/ram2 131070"
 kload "striped device neither path nor number" 22 "device 'ram2' is neither major:minor nor an absolute path" "0 16 striped 2 8 /dev/ram1 0 ram2 0"
 kload "striped onto a device stacked on this one" 22 "stacked on 'good'.*cycle" "0 16 striped 2 8 /dev/ram1 0 /dev/vblk/top 0"
+# --- crypt arguments (37 cases; dm-crypt's rules, and what vblk leaves out:
+# other ciphers and IV modes, key counts, keyring keys, integrity) ---
+# The keys are prefixes of ck64 (or ck64 with a change at the end); no
+# refusal may repeat key material: hex digits 8..23 are forbidden in every message.
+ck64=$(printf 'vblk bad-input crypt key' | sha512sum | cut -c1-128)
+ck32=${ck64:0:64}
+ckload() { forbid=${ck64:8:16} kload "$@"; }
+ctab() { echo "0 8 crypt $1 $2 0 /dev/ram1 0${3:+ $3}"; } # ctab SPEC KEY [OPTS]
+ckload "crypt unknown cipher" 22 "serpent" "$(ctab serpent-xts-plain64 "$ck64")"
+ckload "crypt chain mode the kernel lacks" 22 "lrw2" "$(ctab aes-lrw2-plain64 "$ck64")"
+ckload "crypt ecb (no IV)" 22 "ecb" "$(ctab aes-ecb "$ck32")"
+ckload "crypt cipher without an IV mode" 22 "IV|iv ?mode" "$(ctab aes-xts "$ck64")"
+ckload "crypt unsupported IV mode lmk" 22 "lmk" "$(ctab aes-cbc-lmk "$ck32")"
+ckload "crypt unsupported IV mode benbi" 22 "benbi" "$(ctab aes-cbc-benbi "$ck32")"
+ckload "crypt unsupported IV mode eboiv" 22 "eboiv" "$(ctab aes-cbc-eboiv "$ck32")"
+ckload "crypt essiv without a hash" 22 "hash|digest" "$(ctab aes-cbc-essiv "$ck32")"
+ckload "crypt essiv with a hash other than sha256" 22 "sha1" "$(ctab aes-cbc-essiv:sha1 "$ck32")"
+ckload "crypt key count 2" 22 "[Kk]ey ?count|keycount" "$(ctab aes:2-xts-plain64 "$ck64")"
+ckload "crypt capi: with a mode the kernel lacks" 22 "lrw2" "$(ctab 'capi:lrw2(aes)-plain64' "$ck32")"
+ckload "crypt capi: AEAD (authenc)" 22 "authenc|AEAD|aead|random" "$(ctab 'capi:authenc(hmac(sha256),xts(aes))-random' "$ck64")"
+ckload "crypt key with an odd number of hex digits" 22 "odd|hex|digit" "$(ctab aes-xts-plain64 "${ck64:0:63}")"
+ckload "crypt key with a non-hex character" 22 "hex" "$(ctab aes-xts-plain64 "${ck64:0:127}g")"
+ckload "crypt empty key '-'" 22 "[Kk]ey" "$(ctab aes-xts-plain64 -)"
+ckload "crypt keyring key" 22 "keyring|logon" "$(ctab aes-xts-plain64 :32:logon:foo)"
+ckload "crypt XTS key of 16 bytes" 22 "[Kk]ey.*16|16.*[Kk]ey" "$(ctab aes-xts-plain64 "${ck64:0:32}")"
+ckload "crypt CBC key of 20 bytes" 22 "[Kk]ey.*20|20.*[Kk]ey" "$(ctab aes-cbc-plain64 "${ck64:0:40}")"
+ckload "crypt key of 65 bytes" 22 "[Kk]ey.*65|65.*[Kk]ey" "$(ctab aes-xts-plain64 "${ck64}ab")"
+ckload "crypt iv_offset not a number" 22 "iv_offset|IV offset|iv offset" "0 8 crypt aes-xts-plain64 $ck64 x /dev/ram1 0"
+ckload "crypt iv_offset not aligned to sector_size:4096" 22 "(iv_offset|IV offset|iv offset).*(align|multiple|4096)" \
+	"0 8 crypt aes-xts-plain64 $ck64 7 /dev/ram1 0 1 sector_size:4096"
+ckload "crypt device offset not a number" 22 "offset.*1k" "0 8 crypt aes-xts-plain64 $ck64 0 /dev/ram1 1k"
+ckload "crypt device offset not aligned to sector_size:4096" 22 "offset.*(align|multiple|4096)" \
+	"0 8 crypt aes-xts-plain64 $ck64 0 /dev/ram1 1 1 sector_size:4096"
+ckload "crypt #opt_params larger than the options given" 22 "param|option|argument|feature" "$(ctab aes-xts-plain64 "$ck64" "2 allow_discards")"
+ckload "crypt #opt_params not a number" 22 "param|option|argument|feature" "$(ctab aes-xts-plain64 "$ck64" "x allow_discards")"
+ckload "crypt unknown option" 22 "foo" "$(ctab aes-xts-plain64 "$ck64" "1 foo")"
+ckload "crypt integrity option" 22 "integrity" "$(ctab aes-xts-plain64 "$ck64" "1 integrity:28:aead")"
+ckload "crypt sector_size:256" 22 "sector_size|sector size" "$(ctab aes-xts-plain64 "$ck64" "1 sector_size:256")"
+ckload "crypt sector_size:8192" 22 "sector_size|sector size" "$(ctab aes-xts-plain64 "$ck64" "1 sector_size:8192")"
+ckload "crypt sector_size:1000" 22 "sector_size|sector size" "$(ctab aes-xts-plain64 "$ck64" "1 sector_size:1000")"
+ckload "crypt sector_size:abc" 22 "sector_size|sector size" "$(ctab aes-xts-plain64 "$ck64" "1 sector_size:abc")"
+ckload "crypt with four arguments" 22 "argument" "0 8 crypt aes-xts-plain64 $ck64 0 /dev/ram1"
+ckload "crypt device missing" 2 "cannot open device '/dev/nosuch'" "0 8 crypt aes-xts-plain64 $ck64 0 /dev/nosuch 0"
+ckload "crypt length not a multiple of sector_size:4096" 22 "sector_size|sector size|multiple|4096" \
+	"0 12 crypt aes-xts-plain64 $ck64 0 /dev/ram1 0 1 sector_size:4096"
+ckload "crypt area past the end of the device" 22 "too small for sectors 131070..131078" \
+	"0 8 crypt aes-xts-plain64 $ck64 0 /dev/ram1 131070"
+ckload "crypt onto a device stacked on this one" 22 "stacked on 'good'.*cycle" "0 8 crypt aes-xts-plain64 $ck64 0 /dev/vblk/top 0"
 refused "vblkctl checks a table before sending it" "table: line 2: starts at sector 4, overlapping" \
 	vblkctl load good --table $'0 8 zero\n4 8 zero'
 

@@ -371,6 +371,37 @@ impl<T: QueueHandler> Finished<T> {
         Status(self.state().status.load(Ordering::Acquire))
     }
 
+    /// Records a failure for the request (the first one wins).
+    pub(crate) fn fail(&self, status: Status) {
+        record(self.state(), status);
+    }
+
+    /// Calls `f(at, bytes)` for the `len` bytes of the request's data from
+    /// byte `offset` on, one page segment at a time (`at` counts from
+    /// `offset`); `f` may change them (for reads: what the submitter will
+    /// see). Clamped to the request's data.
+    pub(crate) fn visit_data(
+        &mut self,
+        offset: u64,
+        len: u64,
+        mut f: &mut dyn FnMut(u64, &mut [u8]),
+    ) {
+        let ctx: *mut &mut dyn FnMut(u64, &mut [u8]) = &mut f;
+        // SAFETY: we own the started request and its lower I/O is over;
+        // `&mut self` keeps any other access to its data out meanwhile.
+        // `ctx` points to `f`, live for the call; the shim calls it only
+        // during the call, with one mapped segment at a time.
+        unsafe {
+            bindings::vblk_shim_rq_visit(
+                self.raw.as_ptr(),
+                offset,
+                len,
+                Some(fill_trampoline),
+                ctx.cast(),
+            )
+        }
+    }
+
     /// Copies `buf` into the request's data from byte `offset` on (for
     /// reads: what the submitter will see), clamped to the request's data;
     /// requests without data copy nothing.

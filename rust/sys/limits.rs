@@ -61,6 +61,15 @@ impl QueueLimits {
         unsafe { bindings::vblk_shim_limits_io_hints(self.raw(), chunk_sectors, io_min, io_opt) }
     }
 
+    /// Raises the logical block size to at least `bytes` (a power of two,
+    /// 512..=4096; other values change nothing), with the physical block
+    /// size, `io_min` and the DMA alignment, so every data segment of a
+    /// request holds whole blocks (crypt's sectors).
+    pub(crate) fn set_min_block_size(&mut self, bytes: u32) {
+        // SAFETY: the limits are live and ours to change (`&mut self`).
+        unsafe { bindings::vblk_shim_limits_block_size(self.raw(), bytes) }
+    }
+
     /// Logical block size in bytes.
     pub(crate) fn logical_block_size(&self) -> u32 {
         // SAFETY: the limits are live; the shim only reads them.

@@ -9,6 +9,7 @@ pub(crate) mod bdev;
 mod bindings;
 pub(crate) mod bounce;
 pub(crate) mod control;
+pub(crate) mod crypto;
 pub(crate) mod disk;
 pub(crate) mod event;
 pub(crate) mod limits;

@@ -198,6 +198,16 @@ u32 vblk_shim_limits_logical_block_size(const struct queue_limits *lim)
 	return lim->logical_block_size;
 }
 
+void vblk_shim_limits_block_size(struct queue_limits *lim, u32 bytes)
+{
+	if (!is_power_of_2(bytes) || bytes < SECTOR_SIZE || bytes > PAGE_SIZE)
+		return;
+	lim->logical_block_size = max(lim->logical_block_size, bytes);
+	lim->physical_block_size = max(lim->physical_block_size, lim->logical_block_size);
+	lim->io_min = max(lim->io_min, lim->physical_block_size);
+	lim->dma_alignment = max(lim->dma_alignment, bytes - 1);
+}
+
 void vblk_shim_limits_io_hints(struct queue_limits *lim, u32 chunk_sectors, u32 io_min,
 			       u32 io_opt)
 {
@@ -319,6 +329,31 @@ static blk_status_t vblk_mq_queue_rq(struct blk_mq_hw_ctx *hctx,
 	return BLK_STS_OK;
 }
 
+/*
+ * A batch from the submitter's plug (io_uring and the page cache submit
+ * many at once). The lower bios of the whole batch go into a plug of our
+ * own, flushed once at the end, so the devices below get them as a batch
+ * too (dm's clones join the submitter's plug the same way). Sleeping here
+ * (allocation) flushes that plug first, as any plugged submitter's does.
+ */
+static void vblk_mq_queue_rqs(struct rq_list *rqlist)
+{
+	struct blk_plug *outer = current->plug;
+	struct blk_plug plug;
+	struct request *rq;
+
+	current->plug = NULL;
+	blk_start_plug(&plug);
+	while ((rq = rq_list_pop(rqlist))) {
+		struct vblk_disk *d = rq->q->queuedata;
+
+		blk_mq_start_request(rq);
+		d->ops->queue_rq(d->ctx, rq);
+	}
+	blk_finish_plug(&plug);
+	current->plug = outer;
+}
+
 static int vblk_mq_init_hctx(struct blk_mq_hw_ctx *hctx, void *data, unsigned int idx)
 {
 	struct vblk_disk *d = data;
@@ -329,6 +364,7 @@ static int vblk_mq_init_hctx(struct blk_mq_hw_ctx *hctx, void *data, unsigned in
 
 static const struct blk_mq_ops vblk_mq_ops = {
 	.queue_rq = vblk_mq_queue_rq,
+	.queue_rqs = vblk_mq_queue_rqs,
 	.init_hctx = vblk_mq_init_hctx,
 };
 
@@ -627,6 +663,30 @@ void vblk_shim_rq_copy(struct request *rq, u64 off, u8 *buf, u32 len, bool to_rq
 	vblk_rq_xfer(&c, buf, len, to_rq ? VBLK_COPY_IN : VBLK_COPY_OUT);
 }
 
+void vblk_shim_rq_visit(struct request *rq, u64 off, u64 len, vblk_fill_fn fn, void *ctx)
+{
+	struct vblk_rq_cursor c;
+	u64 done = 0;
+
+	vblk_rq_seek(rq, off, &c);
+	while (done < len && c.bio) {
+		struct bio_vec bv = bio_iter_iovec(c.bio, c.it);
+		u32 n = min_t(u64, bv.bv_len, len - done);
+		u8 *p = bvec_kmap_local(&bv);
+
+		fn(ctx, done, p, n);
+		kunmap_local(p);
+		flush_dcache_page(bv.bv_page);
+		done += n;
+		bio_advance_iter_single(c.bio, &c.it, n);
+		if (!c.it.bi_size) {
+			c.bio = c.bio->bi_next;
+			if (c.bio)
+				c.it = c.bio->bi_iter;
+		}
+	}
+}
+
 static void vblk_lower_endio(struct bio *bio)
 {
 	struct vblk_lower *l = container_of(bio, struct vblk_lower, bio);
@@ -845,4 +905,99 @@ u64 vblk_shim_uptime_ms(void)
 u64 vblk_shim_random_u64(void)
 {
 	return get_random_u64();
+}
+
+/* ---- symmetric ciphers ---- */
+
+#include <crypto/skcipher.h>
+#include <linux/scatterlist.h>
+
+struct vblk_cipher {
+	struct crypto_skcipher *tfm;
+	/* Requests for tfm (its request size), so I/O never fails on memory. */
+	mempool_t *reqs;
+};
+
+struct vblk_cipher *vblk_shim_cipher_alloc(const char *name, int *err)
+{
+	struct vblk_cipher *c = kzalloc(sizeof(*c), GFP_KERNEL);
+
+	if (!c) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	/*
+	 * Any implementation that does not allocate memory per request (it
+	 * runs on the I/O path, where an allocation could wait on the very
+	 * I/O it is part of), synchronous or not: the SIMD ones (AES-NI, ...)
+	 * are registered as asynchronous but run inline in process context.
+	 */
+	c->tfm = crypto_alloc_skcipher(name, 0, CRYPTO_ALG_ALLOCATES_MEMORY);
+	if (IS_ERR(c->tfm)) {
+		*err = PTR_ERR(c->tfm);
+		kfree(c);
+		return NULL;
+	}
+	c->reqs = mempool_create_kmalloc_pool(4, sizeof(struct skcipher_request) +
+							crypto_skcipher_reqsize(c->tfm));
+	if (!c->reqs) {
+		crypto_free_skcipher(c->tfm);
+		kfree(c);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	return c;
+}
+
+void vblk_shim_cipher_free(struct vblk_cipher *c)
+{
+	mempool_destroy(c->reqs);
+	crypto_free_skcipher(c->tfm);
+	kfree(c);
+}
+
+int vblk_shim_cipher_setkey(struct vblk_cipher *c, const u8 *key, u32 len)
+{
+	return crypto_skcipher_setkey(c->tfm, key, len);
+}
+
+u32 vblk_shim_cipher_ivsize(struct vblk_cipher *c)
+{
+	return crypto_skcipher_ivsize(c->tfm);
+}
+
+u32 vblk_shim_cipher_blocksize(struct vblk_cipher *c)
+{
+	return crypto_skcipher_blocksize(c->tfm);
+}
+
+struct skcipher_request *vblk_shim_cipher_req_get(struct vblk_cipher *c)
+{
+	struct skcipher_request *req = mempool_alloc(c->reqs, GFP_NOIO);
+
+	skcipher_request_set_tfm(req, c->tfm);
+	return req;
+}
+
+void vblk_shim_cipher_req_put(struct vblk_cipher *c, struct skcipher_request *req)
+{
+	skcipher_request_zero(req);
+	mempool_free(req, c->reqs);
+}
+
+int vblk_shim_cipher_crypt(struct vblk_cipher *c, struct skcipher_request *req, u8 *iv, u8 *buf,
+			   u32 len, bool encrypt)
+{
+	DECLARE_CRYPTO_WAIT(wait);
+	struct scatterlist sg;
+
+	if (!len)
+		return 0;
+	if (!virt_addr_valid(buf) || !virt_addr_valid(buf + len - 1))
+		return -EFAULT;
+	sg_init_one(&sg, buf, len);
+	skcipher_request_set_callback(req, CRYPTO_TFM_REQ_MAY_BACKLOG, crypto_req_done, &wait);
+	skcipher_request_set_crypt(req, &sg, &sg, len, iv);
+	return crypto_wait_req(encrypt ? crypto_skcipher_encrypt(req) : crypto_skcipher_decrypt(req),
+			       &wait);
 }

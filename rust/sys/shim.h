@@ -63,6 +63,12 @@ void vblk_shim_limits_discard(struct queue_limits *lim, bool supported);
 void vblk_shim_limits_write_zeroes(struct queue_limits *lim, bool supported);
 u32 vblk_shim_limits_logical_block_size(const struct queue_limits *lim);
 /*
+ * Raises the logical (and physical) block size to at least bytes (a power
+ * of two, 512..4096), and the DMA alignment with it, so that every data
+ * segment holds whole blocks.
+ */
+void vblk_shim_limits_block_size(struct queue_limits *lim, u32 bytes);
+/*
  * A target's I/O hints: requests should not cross chunk_sectors (kept as
  * the gcd with what is there, dropped if not a whole number of physical
  * blocks), io_min the largest asked for, io_opt the lcm (bytes).
@@ -185,6 +191,41 @@ typedef void (*vblk_fill_fn)(void *ctx, u64 off, u8 *buf, u32 len);
  */
 u32 vblk_shim_rq_bounce_write(struct request *rq, struct vblk_pool *pool, u64 skip, u64 len,
 			      struct file *f, u64 sector, u64 tag, vblk_fill_fn fill, void *ctx);
+
+/*
+ * Calls fn(ctx, off, buf, n) for bytes [off, off + len) of the request's
+ * data, one single-page segment (mapped at buf) at a time; off counts from
+ * the range's start. fn may change the bytes (for a read, that is what
+ * the submitter gets). Process context.
+ */
+void vblk_shim_rq_visit(struct request *rq, u64 off, u64 len, vblk_fill_fn fn, void *ctx);
+
+/* ---- symmetric ciphers (rust/sys/crypto.rs) ---- */
+
+struct vblk_cipher;
+struct skcipher_request;
+
+/*
+ * An skcipher by crypto API name (e.g. "xts(aes)") that does not allocate
+ * memory per request, with a reserve of requests for it: NULL and *err on
+ * failure. May sleep.
+ */
+struct vblk_cipher *vblk_shim_cipher_alloc(const char *name, int *err);
+void vblk_shim_cipher_free(struct vblk_cipher *c);
+int vblk_shim_cipher_setkey(struct vblk_cipher *c, const u8 *key, u32 len);
+u32 vblk_shim_cipher_ivsize(struct vblk_cipher *c);
+u32 vblk_shim_cipher_blocksize(struct vblk_cipher *c);
+/* A request from the reserve (never NULL; may wait for one). Process context. */
+struct skcipher_request *vblk_shim_cipher_req_get(struct vblk_cipher *c);
+void vblk_shim_cipher_req_put(struct vblk_cipher *c, struct skcipher_request *req);
+/*
+ * Encrypts or decrypts len bytes at buf in place with iv (ivsize bytes,
+ * changed), using req. buf must be in the kernel's linear map (-EFAULT
+ * otherwise). Waits if the transform completes asynchronously (process
+ * context only).
+ */
+int vblk_shim_cipher_crypt(struct vblk_cipher *c, struct skcipher_request *req, u8 *iv, u8 *buf,
+			   u32 len, bool encrypt);
 
 /* ---- time and randomness (rust/sys/mod.rs) ---- */
 

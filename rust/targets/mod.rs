@@ -8,6 +8,11 @@
 //! requests and limits are the framework's and the abstraction layer's
 //! types.
 
+mod crypt;
+// Pure argument parsing and IVs, shared with vblkctl's host tests (which
+// use a few accessors the module does not).
+#[allow(unreachable_pub, dead_code)]
+mod crypt_args;
 mod error;
 mod flakey;
 // Pure argument parsing, shared with vblkctl's host tests.
@@ -82,14 +87,27 @@ pub(crate) trait Target: Send + Sync {
         Ok(())
     }
 
+    /// [`Target::table_args`] with secrets (keys) shown, for TABLE with
+    /// `FLAG_SHOW_SECRETS` (`vblkctl table --showkeys`).
+    fn table_args_with_secrets(&self, out: &mut dyn Write) -> core::fmt::Result {
+        self.table_args(out)
+    }
+
+    /// Whether the line may go live now (RESUME); refusing leaves the
+    /// device as it was (suspended, or without the new table).
+    fn preresume(&self, _name: &str, _reply: &mut Reply) -> Result {
+        Ok(())
+    }
+
     /// Writes the line's live status for STATUS (nothing by default).
     fn status(&self, _out: &mut dyn Write) -> core::fmt::Result {
         Ok(())
     }
 
     /// Handles `message` (text after the sector) sent to this line;
-    /// `name` is the target's table name, for messages.
-    fn message(&self, name: &str, message: &str, reply: &mut Reply) -> Result {
+    /// `name` is the target's table name, for messages; `suspended`, whether
+    /// the device is suspended.
+    fn message(&self, name: &str, message: &str, _suspended: bool, reply: &mut Reply) -> Result {
         fail!(
             reply,
             EINVAL,
@@ -190,12 +208,13 @@ const fn v1(name: &'static str, construct: Constructor) -> TargetType {
 }
 
 /// Every target type (LOAD looks names up here, TARGETS lists them).
-pub(crate) const TYPES: [TargetType; 5] = [
+pub(crate) const TYPES: [TargetType; 6] = [
     v1("linear", linear::construct),
     v1("zero", zero::construct),
     v1("error", error::construct),
     v1("striped", striped::construct),
     v1("flakey", flakey::construct),
+    v1("crypt", crypt::construct),
 ];
 
 /// Constructs target `name`; returns the type's name (for TABLE) with the

@@ -18,7 +18,7 @@ pub const MAGIC: u8 = 0xba;
 /// Incompatible changes bump the major; the module refuses other majors.
 pub const ABI_MAJOR: u32 = 1;
 /// Compatible additions (new commands, new flags) bump the minor.
-pub const ABI_MINOR: u32 = 2;
+pub const ABI_MINOR: u32 = 3;
 /// Fixes with no interface change bump the patch level.
 pub const ABI_PATCH: u32 = 0;
 
@@ -42,6 +42,10 @@ pub const FLAG_NOFLUSH: u32 = 1 << 3;
 
 /// In (TABLE, STATUS, DEPS): report the inactive table instead of the active one.
 pub const FLAG_QUERY_INACTIVE: u32 = 1 << 4;
+
+/// In (TABLE): show secrets (crypt keys) instead of masking them, like
+/// `dmsetup table --showkeys`. Since ABI 1.3.
+pub const FLAG_SHOW_SECRETS: u32 = 1 << 5;
 
 /// Out (LIST, TABLE, STATUS, TARGETS, DEPS): the payload area was too small; `data_size` now holds the
 /// size needed and nothing was written. Retry with a larger buffer.

@@ -10,7 +10,7 @@
 
 use super::abi::{
     name_in, Command, DepsReply, DeviceRecord, Header, ListReply, ABI_MAJOR, ABI_MINOR, ABI_PATCH,
-    FLAG_BUFFER_FULL, FLAG_NOFLUSH, FLAG_QUERY_INACTIVE,
+    FLAG_BUFFER_FULL, FLAG_NOFLUSH, FLAG_QUERY_INACTIVE, FLAG_SHOW_SECRETS,
 };
 use super::device::{Device, Resumed};
 use super::map::Table;
@@ -311,8 +311,9 @@ impl Control {
 impl Control {
     fn load(&self, h: &Header, payload: UserSlice, reply: &mut Reply) -> Result {
         let dev = self.lookup(h, reply)?;
-        let mut buf = KVec::new();
-        let text = read_text(payload, MAX_TABLE_TEXT, "table text", &mut buf, reply)?;
+        // Table text may hold keys: wiped when done.
+        let mut buf = WipeOnDrop(KVec::new());
+        let text = read_text(payload, MAX_TABLE_TEXT, "table text", &mut buf.0, reply)?;
         // Opens the lower devices; no lock is held meanwhile.
         let table = Table::build(text, &dev.events, reply)?;
         let mut deps = KVec::new();
@@ -406,7 +407,8 @@ impl Control {
         let mut text = TextBuf::new();
         if let Some(table) = &table {
             // A failure here is an allocation failure, caught below.
-            let _ = table.write_text(command == Command::Status, &mut text);
+            let secrets = h.flags & FLAG_SHOW_SECRETS != 0;
+            let _ = table.write_text(command == Command::Status, secrets, &mut text);
             h.target_count = table.lines.len() as u32;
         } else {
             h.target_count = 0;
@@ -511,8 +513,9 @@ impl Control {
 
     fn message(&self, h: &Header, payload: UserSlice, reply: &mut Reply) -> Result {
         let dev = self.lookup(h, reply)?;
-        let mut buf = KVec::new();
-        let text = read_text(payload, MAX_MESSAGE, "message", &mut buf, reply)?.trim();
+        // A message may hold a key (crypt's `key set`): wiped when done.
+        let mut buf = WipeOnDrop(KVec::new());
+        let text = read_text(payload, MAX_MESSAGE, "message", &mut buf.0, reply)?.trim();
         let (sector, message) = text.split_once([' ', '\t']).unwrap_or((text, ""));
         let Some(sector) = table::parse_sectors(sector) else {
             return fail!(
@@ -539,8 +542,24 @@ impl Control {
                     table.size
                 );
             };
-            line.target.message(line.target_name, message.trim(), reply)
+            let suspended = st.is_suspended();
+            line.target
+                .message(line.target_name, message.trim(), suspended, reply)
         })
+    }
+}
+
+/// An ioctl's text that may hold secrets (keys): zeroed before it is freed.
+struct WipeOnDrop(KVec<u8>);
+
+impl Drop for WipeOnDrop {
+    fn drop(&mut self) {
+        for b in self.0.iter_mut() {
+            *b = 0;
+        }
+        // Keep the stores: the buffer is freed right after.
+        core::hint::black_box(&mut self.0);
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
     }
 }
 

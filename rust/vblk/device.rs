@@ -177,6 +177,11 @@ impl State {
         self.inactive.take()
     }
 
+    /// SUSPEND without RESUME yet.
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.live.is_some() && self.suspended
+    }
+
     pub(crate) fn has_inactive(&self) -> bool {
         self.inactive.is_some()
     }
@@ -218,6 +223,15 @@ impl State {
     /// running device suspends it around the swap), and requests held
     /// meanwhile go to the new table. On failure nothing changed.
     pub(crate) fn resume(&mut self, index: u32, reply: &mut Reply) -> Result<Resumed> {
+        // The table that goes live may refuse (crypt without a key).
+        let going_live = match (&self.inactive, &self.live) {
+            (Some(table), _) => Some(table.clone()),
+            (None, Some(live)) if self.suspended => Some(live.queue.table()),
+            _ => None,
+        };
+        if let Some(table) = going_live {
+            table.preresume(reply)?;
+        }
         let Some(table) = self.inactive.take() else {
             if let (Some(live), true) = (&self.live, self.suspended) {
                 live.disk.unquiesce();

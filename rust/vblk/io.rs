@@ -77,14 +77,15 @@ impl QueueHandler for Queue {
         }
     }
 
-    fn finish(&self, rq: Finished<Self>) {
+    fn finish(&self, mut rq: Finished<Self>) {
         let info = rq.info();
-        let table = rq.data();
+        let table = rq.data().clone();
         for piece in layout::pieces(&table.starts, table.size, info.sector, info.sectors.into()) {
             let mut done = Done {
-                rq: &rq,
+                rq: &mut rq,
                 info,
                 skip: piece.skip,
+                offset: piece.offset,
                 len: piece.len,
             };
             table.lines[piece.line].target.finish(&mut done);
@@ -229,9 +230,11 @@ impl Io<'_> {
 /// A piece of a finished request, as [`crate::targets::Target::finish`]
 /// sees it: the lower I/O is over, the request has not ended yet.
 pub(crate) struct Done<'a> {
-    rq: &'a Finished<Queue>,
+    rq: &'a mut Finished<Queue>,
     info: RqInfo,
     skip: u64,
+    /// Sectors from the line's start to the piece's.
+    offset: u64,
     len: u64,
 }
 
@@ -241,9 +244,26 @@ impl Done<'_> {
         &self.info
     }
 
+    /// First sector of the piece, relative to the start of the line.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// Length of the piece in sectors.
     pub(crate) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Calls `f(offset, bytes)` for the piece's data, one page segment at
+    /// a time (`offset`: bytes from the piece's start); `f` may change the
+    /// bytes (for reads, what the submitter gets: decryption in place).
+    pub(crate) fn modify(&mut self, f: &mut dyn FnMut(u64, &mut [u8])) {
+        self.rq.visit_data(self.skip * 512, self.len * 512, f);
+    }
+
+    /// Fails the request (the first failure's status is reported).
+    pub(crate) fn fail(&mut self, status: Status) {
+        self.rq.fail(status);
     }
 
     /// How the request ends so far (OK, or its first failure).

@@ -109,8 +109,14 @@ impl Table {
         .or_else(|_| oom(reply))
     }
 
-    /// Writes the table (`status == false`) or its status as text lines.
-    pub(crate) fn write_text(&self, status: bool, out: &mut dyn Write) -> core::fmt::Result {
+    /// Writes the table (`status == false`, secrets such as keys shown only
+    /// if `secrets`) or its status as text lines.
+    pub(crate) fn write_text(
+        &self,
+        status: bool,
+        secrets: bool,
+        out: &mut dyn Write,
+    ) -> core::fmt::Result {
         for line in self.lines.iter() {
             write!(out, "{} {} {}", line.start, line.length, line.target_name)?;
             let mut first = true;
@@ -120,10 +126,21 @@ impl Table {
             };
             if status {
                 line.target.status(&mut sep)?;
+            } else if secrets {
+                line.target.table_args_with_secrets(&mut sep)?;
             } else {
                 line.target.table_args(&mut sep)?;
             }
             out.write_char('\n')?;
+        }
+        Ok(())
+    }
+
+    /// Asks every line whether the table may go live (a crypt line
+    /// without a key refuses).
+    pub(crate) fn preresume(&self, reply: &mut Reply) -> Result {
+        for line in self.lines.iter() {
+            line.target.preresume(line.target_name, reply)?;
         }
         Ok(())
     }

@@ -27,6 +27,11 @@ pub mod control;
 #[path = "../../../rust/targets/flakey_args.rs"]
 pub mod flakey_args;
 
+/// The crypt target's arguments and IV generation (host tests of the
+/// kernel's parser).
+#[path = "../../../rust/targets/crypt_args.rs"]
+pub mod crypt_args;
+
 /// The striped target's arguments and placement (host tests, model test).
 #[path = "../../../rust/targets/striped_layout.rs"]
 pub mod striped_layout;

@@ -48,12 +48,15 @@ enum Cmd {
         /// Read the table from this file.
         file: Option<std::path::PathBuf>,
     },
-    /// Show a device's table (keys hidden once targets have them).
+    /// Show a device's table (crypt keys shown as zeros unless --showkeys).
     Table {
         name: String,
         /// Show the loaded, not yet resumed table.
         #[arg(long)]
         inactive: bool,
+        /// Show crypt keys (like dmsetup table --showkeys).
+        #[arg(long)]
+        showkeys: bool,
     },
     /// Show each table line's live status.
     Status { name: String },
@@ -134,8 +137,12 @@ fn main() -> ExitCode {
         Cmd::Load { name, table, file } => {
             table_input(table, file, true).and_then(|t| load(&name, t.as_deref().unwrap_or("")))
         }
-        Cmd::Table { name, inactive } => show_table(&name, inactive, false, cli.json),
-        Cmd::Status { name } => show_table(&name, false, true, cli.json),
+        Cmd::Table {
+            name,
+            inactive,
+            showkeys,
+        } => show_table(&name, inactive, showkeys, false, cli.json),
+        Cmd::Status { name } => show_table(&name, false, false, true, cli.json),
         Cmd::Targets => targets(cli.json),
         Cmd::Wait { name, event_nr } => wait(&name, event_nr, cli.json),
         Cmd::Message {
@@ -379,10 +386,19 @@ fn table_input(
     })
 }
 
-fn show_table(name: &str, inactive: bool, status: bool, json: bool) -> Result<(), CtlError> {
+fn show_table(
+    name: &str,
+    inactive: bool,
+    showkeys: bool,
+    status: bool,
+    json: bool,
+) -> Result<(), CtlError> {
     let mut h = named(name)?;
     if inactive {
         h.flags |= vblkctl::abi::FLAG_QUERY_INACTIVE;
+    }
+    if showkeys {
+        h.flags |= vblkctl::abi::FLAG_SHOW_SECRETS;
     }
     let command = if status {
         Command::Status
