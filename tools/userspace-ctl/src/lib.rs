@@ -35,3 +35,12 @@ pub mod crypt_args;
 /// The striped target's arguments and placement (host tests, model test).
 #[path = "../../../rust/targets/striped_layout.rs"]
 pub mod striped_layout;
+
+/// The mirror target's arguments and status (host tests of the kernel's
+/// parser).
+#[path = "../../../rust/targets/mirror_args.rs"]
+pub mod mirror_args;
+
+/// dm's mirror disk log format and region math (host tests).
+#[path = "../../../rust/targets/mirror_log.rs"]
+pub mod mirror_log;
