@@ -104,34 +104,26 @@ wipe_lowers() {
 		dd if=/dev/zero of=/dev/cryd bs=1M count=16 oflag=direct conv=nocreat status=none
 }
 
-# vblk_put TABLE MB [FILE]: create c with TABLE, write MB MiB of FILE
-# (default pat) through it, remove it. dm_put: the same through dm (cdm).
-vblk_put() {
+# on_vblk / on_dm ACTION TABLE MB [FILE]: create c (vblk) or cdm (dm) with
+# TABLE, run `ACTION FILE DEVICE MB` (FILE defaults to pat), remove it.
+on_vblk() {
 	local rc
-	vblkctl create c --table "$1" || return 1
-	put "${3:-$tmp/pat}" /dev/vblk/c "$2"; rc=$?
+	vblkctl create c --table "$2" || return 1
+	"$1" "${4:-$tmp/pat}" /dev/vblk/c "$3"; rc=$?
 	vblkctl remove c && return "$rc"
 }
-dm_put() {
+on_dm() {
 	local rc
-	dmsetup create cdm --table "$1" || return 1
-	put "${3:-$tmp/pat}" /dev/mapper/cdm "$2"; rc=$?
+	dmsetup create cdm --table "$2" || return 1
+	"$1" "${4:-$tmp/pat}" /dev/mapper/cdm "$3"; rc=$?
 	dmsetup remove --retry cdm && return "$rc"
 }
-# vblk_reads / dm_reads TABLE MB [FILE]: through TABLE, the first MB MiB
-# read back as FILE's (default pat).
-vblk_reads() {
-	local rc
-	vblkctl create c --table "$1" || return 1
-	reads_back "${3:-$tmp/pat}" /dev/vblk/c "$2"; rc=$?
-	vblkctl remove c && return "$rc"
-}
-dm_reads() {
-	local rc
-	dmsetup create cdm --table "$1" || return 1
-	reads_back "${3:-$tmp/pat}" /dev/mapper/cdm "$2"; rc=$?
-	dmsetup remove --retry cdm && return "$rc"
-}
+# vblk_put / dm_put TABLE MB [FILE]: write MB MiB of FILE through TABLE.
+# vblk_reads / dm_reads TABLE MB [FILE]: the first MB MiB read back as FILE's.
+vblk_put() { on_vblk put "$@"; }
+dm_put() { on_dm put "$@"; }
+vblk_reads() { on_vblk reads_back "$@"; }
+dm_reads() { on_dm reads_back "$@"; }
 
 # no_key CMD...: CMD succeeds and prints no part of any test key (8-byte
 # pieces of each; the lines that have one are shown on failure).
@@ -426,6 +418,28 @@ dm_held() {
 	dmsetup remove --retry cdm && return "$rc"
 }
 check "dm-crypt over the lower device reads the held write" dm_held
+# With the key wiped, held I/O fails cleanly once the administrator gives
+# up on the key: load an error table and resume (dm's way to fail held I/O).
+vblkctl create c --table "$line"
+check "suspend (again)" vblkctl suspend c
+rm -f "$tmp/hr.rc" "$tmp/hw.rc" "$tmp/held"
+(dd if=/dev/vblk/c of="$tmp/held" bs=1M count=1 iflag=direct status=none; echo "rc=$?" >"$tmp/hr.rc") &
+bg="$bg $!"
+(dd if="$tmp/pat2" of=/dev/vblk/c bs=1M seek=6 count=1 oflag=direct conv=nocreat status=none; echo "rc=$?" >"$tmp/hw.rc") &
+bg="$bg $!"
+sleep 1
+check "key wipe with I/O held" vblkctl message c 0 key wipe
+refused "... resume is refused" "key is not set" vblkctl resume c
+check "an error table is loaded instead" vblkctl load c --table "0 $nsec error"
+check "... and resumed" vblkctl resume c
+# shellcheck disable=SC2086
+wait $bg
+bg=""
+check_eq "the held read failed (EIO), it did not hang or return data" rc=1 "$(cat "$tmp/hr.rc" 2>/dev/null)"
+check "... and got nothing" test ! -s "$tmp/held"
+check_eq "the held write failed" rc=1 "$(cat "$tmp/hw.rc" 2>/dev/null)"
+check "... nothing of it reached the lower device" is_zero /dev/cryv $((6 << 20)) 1048576
+vblkctl remove c
 vblkctl create c --table "$line"
 vblkctl suspend c && vblkctl message c 0 key wipe
 check "a suspended device with a wiped key can be removed" vblkctl remove c

@@ -17,8 +17,9 @@
 //! - the features `handle_errors` and `keep_log` (which requires
 //!   `handle_errors`), in any order, repeats allowed (as dm).
 //!
-//! dm's old log argument `block_on_error` is refused: dm replaced it with
-//! the `handle_errors` feature (2.6.22) and 6.12's dm-log.c refuses it too.
+//! The old log argument `block_on_error` is refused, as 6.12's dm-log.c
+//! does (its last log argument may only be `sync` or `nosync`); the
+//! `handle_errors` feature took its place.
 
 use super::mirror_log::{self, SyncMode};
 use core::fmt;
@@ -608,7 +609,10 @@ mod tests {
     fn core_log() {
         let a = parse("core 1 1024 2 /dev/ram0 0 /dev/ram1 2048", 8192).unwrap();
         assert_eq!(a.log, Log::Core);
-        assert_eq!((a.region_size, a.sync, a.nr_regions), (1024, SyncMode::Default, 8));
+        assert_eq!(
+            (a.region_size, a.sync, a.nr_regions),
+            (1024, SyncMode::Default, 8)
+        );
         assert_eq!(a.nr_mirrors(), 2);
         assert_eq!(a.legs(), &[("/dev/ram0", 0), ("/dev/ram1", 2048)]);
         assert!(!a.handle_errors && !a.keep_log);
@@ -636,7 +640,10 @@ mod tests {
         assert_eq!(table(line, 1000), line);
         // Features in dm's order, repeats folded, "0 features" dropped.
         assert_eq!(
-            table("disk 3 L 64 nosync 2 a 0 b 0 3 keep_log handle_errors keep_log", 64),
+            table(
+                "disk 3 L 64 nosync 2 a 0 b 0 3 keep_log handle_errors keep_log",
+                64
+            ),
             "disk 3 L 64 nosync 2 a 0 b 0 2 handle_errors keep_log"
         );
         assert_eq!(table("core 1 64 2 a 0 b 0 0", 64), "core 1 64 2 a 0 b 0");
