@@ -199,9 +199,11 @@ for i in "${!specs[@]}"; do
 	s=${specs[i]} k=${keys[i]}
 	crypt_vs_dm "$s, $((${#k} / 2))-byte key, 512-byte sectors" 2 "$s" "$k" 0 0
 	crypt_vs_dm "$s, $((${#k} / 2))-byte key, sector_size:4096" 2 "$s" "$k" 0 0 "1 sector_size:4096"
+	# The other sector sizes with 1 MiB each (TCG time).
+	for ss in 1024 2048; do
+		crypt_vs_dm "$s, $((${#k} / 2))-byte key, sector_size:$ss" 1 "$s" "$k" 0 0 "1 sector_size:$ss"
+	done
 done
-crypt_vs_dm "aes-xts-plain64, sector_size:2048" 2 aes-xts-plain64 "$key64" 0 0 "1 sector_size:2048"
-crypt_vs_dm "aes-cbc-essiv:sha256, sector_size:1024" 2 aes-cbc-essiv:sha256 "$key32" 0 0 "1 sector_size:1024"
 crypt_vs_dm "aes-xts-plain64, sector_size:4096 iv_large_sectors" 2 aes-xts-plain64 "$key64" 0 0 "2 sector_size:4096 iv_large_sectors"
 crypt_vs_dm "capi:cbc(aes)-essiv:sha256, sector_size:4096 iv_large_sectors" 2 "capi:cbc(aes)-essiv:sha256" "$key16" 0 0 \
 	"2 sector_size:4096 iv_large_sectors"
@@ -379,12 +381,18 @@ refused "an unknown message is refused" "hello|message" vblkctl message c 0 hell
 check "suspend" vblkctl suspend c
 # I/O issued while suspended waits, through the wipe, until a key is set
 # and the device resumed: none of it reaches the device with a wiped key.
-rm -f "$tmp/hr.rc" "$tmp/hw.rc"
-(dd if=/dev/vblk/c of="$tmp/held" bs=1M skip=1 count=1 iflag=direct status=none; echo "rc=$?" >"$tmp/hr.rc") &
-bg="$bg $!"
-(dd if="$tmp/pat2" of=/dev/vblk/c bs=1M seek=5 count=1 oflag=direct conv=nocreat status=none; echo "rc=$?" >"$tmp/hw.rc") &
-bg="$bg $!"
-sleep 1
+# hold_io READ_MIB WRITE_MIB: starts a 1 MiB O_DIRECT read of c at READ_MIB
+# (into held, exit status to hr.rc) and a 1 MiB write of pat2 at WRITE_MIB
+# (status to hw.rc) in the background, while c is suspended.
+hold_io() {
+	rm -f "$tmp/hr.rc" "$tmp/hw.rc" "$tmp/held"
+	(dd if=/dev/vblk/c of="$tmp/held" bs=1M skip="$1" count=1 iflag=direct status=none; echo "rc=$?" >"$tmp/hr.rc") &
+	bg="$bg $!"
+	(dd if="$tmp/pat2" of=/dev/vblk/c bs=1M seek="$2" count=1 oflag=direct conv=nocreat status=none; echo "rc=$?" >"$tmp/hw.rc") &
+	bg="$bg $!"
+	sleep 1
+}
+hold_io 1 5
 check "key wipe while suspended" vblkctl message c 0 key wipe
 refused "resume with the key wiped is refused: key is not set" "key is not set" vblkctl resume c
 check_output "... the device stays suspended" '^State: +SUSPENDED$' vblkctl info c
@@ -422,12 +430,7 @@ check "dm-crypt over the lower device reads the held write" dm_held
 # up on the key: load an error table and resume (dm's way to fail held I/O).
 vblkctl create c --table "$line"
 check "suspend (again)" vblkctl suspend c
-rm -f "$tmp/hr.rc" "$tmp/hw.rc" "$tmp/held"
-(dd if=/dev/vblk/c of="$tmp/held" bs=1M count=1 iflag=direct status=none; echo "rc=$?" >"$tmp/hr.rc") &
-bg="$bg $!"
-(dd if="$tmp/pat2" of=/dev/vblk/c bs=1M seek=6 count=1 oflag=direct conv=nocreat status=none; echo "rc=$?" >"$tmp/hw.rc") &
-bg="$bg $!"
-sleep 1
+hold_io 0 6
 check "key wipe with I/O held" vblkctl message c 0 key wipe
 refused "... resume is refused" "key is not set" vblkctl resume c
 check "an error table is loaded instead" vblkctl load c --table "0 $nsec error"
