@@ -92,6 +92,7 @@ fn new_keyed(args: &CryptArgs<'_>, key: Key, reply: &mut Reply) -> Result<Arc<Ke
     let Ok(name) = CStr::from_bytes_with_nul(name) else {
         return fail!(reply, EINVAL, "crypt: bad crypto API name");
     };
+    let shown = name.to_str().unwrap_or("?");
     let cipher = match Cipher::new(name, key.as_bytes()) {
         Ok(c) => c,
         // Bad input, not a missing file: EINVAL as for any refused line.
@@ -100,7 +101,7 @@ fn new_keyed(args: &CryptArgs<'_>, key: Key, reply: &mut Reply) -> Result<Arc<Ke
                 reply,
                 EINVAL,
                 "crypt: the kernel has no synchronous cipher '{}' (for '{}'; see /proc/crypto)",
-                name.to_str().unwrap_or("?"),
+                shown,
                 args.cipher.as_str()
             )
         }
@@ -109,7 +110,7 @@ fn new_keyed(args: &CryptArgs<'_>, key: Key, reply: &mut Reply) -> Result<Arc<Ke
                 reply,
                 e,
                 "crypt: cipher '{}' refused the {}-byte key ({})",
-                name.to_str().unwrap_or("?"),
+                shown,
                 key.len(),
                 crate::vblk::message::Errno(e)
             )
@@ -120,7 +121,7 @@ fn new_keyed(args: &CryptArgs<'_>, key: Key, reply: &mut Reply) -> Result<Arc<Ke
             reply,
             EINVAL,
             "crypt: cipher '{}' takes a {}-byte IV; 8 to {MAX_IV} supported",
-            name.to_str().unwrap_or("?"),
+            shown,
             cipher.iv_size()
         );
     }
@@ -129,7 +130,7 @@ fn new_keyed(args: &CryptArgs<'_>, key: Key, reply: &mut Reply) -> Result<Arc<Ke
             reply,
             EINVAL,
             "crypt: cipher '{}' has {}-byte blocks (at most 512)",
-            name.to_str().unwrap_or("?"),
+            shown,
             cipher.block_size()
         );
     }
@@ -174,6 +175,15 @@ impl Crypt {
             sector += self.args.block_sectors();
         }
         Ok(())
+    }
+
+    /// The line's arguments as TABLE shows them, the key in hex only if
+    /// `show_key` (zeros otherwise, `-` once wiped).
+    fn write_table(&self, show_key: bool, out: &mut dyn fmt::Write) -> fmt::Result {
+        let keyed = self.keyed();
+        let key = keyed.as_ref().map_or(&[][..], |k| k.key.as_bytes());
+        self.args
+            .write_table_tail(key, show_key, &DevNumber(&self.dev), out)
     }
 
     /// Whether a piece (line-relative) covers whole encryption sectors.
@@ -310,17 +320,11 @@ impl Target for Crypt {
     }
 
     fn table_args(&self, out: &mut dyn fmt::Write) -> fmt::Result {
-        let keyed = self.keyed();
-        let key = keyed.as_ref().map_or(&[][..], |k| k.key.as_bytes());
-        self.args
-            .write_table_tail(key, false, &DevNumber(&self.dev), out)
+        self.write_table(false, out)
     }
 
     fn table_args_with_secrets(&self, out: &mut dyn fmt::Write) -> fmt::Result {
-        let keyed = self.keyed();
-        let key = keyed.as_ref().map_or(&[][..], |k| k.key.as_bytes());
-        self.args
-            .write_table_tail(key, true, &DevNumber(&self.dev), out)
+        self.write_table(true, out)
     }
 
     fn preresume(&self, _name: &str, reply: &mut Reply) -> Result {
