@@ -162,6 +162,35 @@ ckload "crypt onto a device stacked on this one" 22 "stacked on 'good'.*cycle" "
 refused "vblkctl checks a table before sending it" "table: line 2: starts at sector 4, overlapping" \
 	vblkctl load good --table $'0 8 zero\n4 8 zero'
 
+# --- mirror arguments (25 cases; dm-raid1's and dm-log's rules) ---
+mt() { echo "0 2048 mirror $1"; } # mt ARGS: a 1 MiB mirror line
+legs="2 /dev/ram1 0 /dev/ram2 0"
+kload "mirror without arguments" 22 "target 'mirror' takes '<log type>" "0 2048 mirror"
+kload "mirror unknown log type" 22 "unknown log type 'clustered-disk' \\(core or disk\\)" "$(mt "clustered-disk 1 1024 $legs")"
+kload "mirror core log with 3 arguments" 22 "log type core takes 1 or 2" "$(mt "core 3 1024 nosync x $legs")"
+kload "mirror disk log with 1 argument" 22 "log type disk takes 2 or 3" "$(mt "disk 1 /dev/ram3 $legs")"
+kload "mirror log argument count not a number" 22 "number of log arguments 'one' is not a decimal" "$(mt "core one 1024 $legs")"
+kload "mirror region size not a power of two" 22 "region size 1000 sectors is not a power of two" "$(mt "core 1 1000 $legs")"
+kload "mirror region size 1" 22 "region size 1 sector is below the minimum of 2" "$(mt "core 1 1 $legs")"
+kload "mirror region size larger than the line" 22 "region size 4096 sectors is larger than the line \\(2048 sectors\\)" "$(mt "core 1 4096 $legs")"
+kload "mirror obsolete block_on_error" 22 "block_on_error' is obsolete; use the feature handle_errors" "$(mt "core 2 1024 block_on_error $legs")"
+kload "mirror bad sync argument" 22 "last log argument 'resync' is neither sync nor nosync" "$(mt "core 2 1024 resync $legs")"
+kload "mirror with one leg" 22 "number of mirrors '1' is not a decimal number from 2 to 9" "$(mt "core 1 1024 1 /dev/ram1 0")"
+kload "mirror with ten legs" 22 "number of mirrors '10' is not a decimal number from 2 to 9" "$(mt "core 1 1024 10 $(for i in $(seq 10); do printf '/dev/ram1 %d ' $((i * 2048)); done)")"
+kload "mirror leg words missing" 22 "3 mirrors need 6 '<dev> <offset>' words, got 4" "$(mt "core 1 1024 3 /dev/ram1 0 /dev/ram2 0")"
+kload "mirror leg offset not a number" 22 "offset '8k' of leg 1 is not a decimal number of sectors" "$(mt "core 1 1024 2 /dev/ram1 0 /dev/ram2 8k")"
+kload "mirror unknown feature" 22 "unknown feature 'fast' \\(handle_errors, keep_log\\)" "$(mt "core 1 1024 $legs 1 fast")"
+kload "mirror keep_log without handle_errors" 22 "feature keep_log requires feature handle_errors" "$(mt "core 1 1024 $legs 1 keep_log")"
+kload "mirror features missing" 22 "2 features declared, 1 present" "$(mt "core 1 1024 $legs 2 handle_errors")"
+kload "mirror stray words after the features" 22 "1 argument too many after the features, from 'x' on" "$(mt "core 1 1024 $legs 1 handle_errors x")"
+kload "mirror legs overlapping on one device" 22 "legs 0 and 1 overlap on '/dev/ram1'" "$(mt "core 1 1024 2 /dev/ram1 0 /dev/ram1 1024")"
+kload "mirror leg device missing" 2 "cannot open device '/dev/nosuch'" "$(mt "core 1 1024 2 /dev/ram1 0 /dev/nosuch 0")"
+kload "mirror leg past the end of its device" 22 "has 131072 sectors, too small for sectors 131070..133118" "$(mt "core 1 1024 2 /dev/ram1 0 /dev/ram2 131070")"
+kload "mirror region smaller than a leg's 4 KiB block" 22 "region size 4 is not a multiple of the 4096-byte logical blocks of '/dev/nb4k'" "$(mt "core 1 4 2 /dev/ram1 0 /dev/nb4k 0")"
+kload "mirror disk log overlapping a leg" 22 "leg 0 overlaps the log area \\(sectors 0..3\\) of '/dev/ram1'" "$(mt "disk 2 /dev/ram1 1024 2 /dev/ram1 0 /dev/ram2 0")"
+kload "mirror too many regions" 22 "8388608 regions of 2 sectors; at most 4194304" "0 16777216 mirror core 1 2 $legs"
+kload "mirror onto a device stacked on this one" 22 "stacked on 'good'.*cycle" "$(mt "core 1 1024 2 /dev/ram1 0 /dev/vblk/top 0")"
+
 # --- devices and names (17 cases) ---
 refused "load into a missing device" "No such device or address.*no device named 'nosuch'" vblkctl load nosuch --table "0 8 zero"
 refused "resume a device with no table" "Invalid argument.*'idle' has no table to resume" vblkctl resume idle

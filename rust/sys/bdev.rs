@@ -97,6 +97,68 @@ impl BlockDevice {
     }
 }
 
+/// How [`BlockDevice::write_at`] writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WriteFlags {
+    /// Flush the device's cache before the write (`REQ_PREFLUSH`).
+    pub(crate) preflush: bool,
+    /// The write is durable when it completes (`REQ_FUA`).
+    pub(crate) fua: bool,
+}
+
+/// Most bytes one [`BlockDevice::read_at`] / [`BlockDevice::write_at`]
+/// moves.
+pub(crate) const MAX_RW_BYTES: usize = bindings::VBLK_RW_MAX_BYTES as usize;
+
+impl BlockDevice {
+    /// Reads `buf.len()` bytes (a multiple of 512, at most
+    /// [`MAX_RW_BYTES`]; a heap buffer, not the stack) from `sector` and
+    /// waits. Only from a worker
+    /// (process context outside any bio submission: a submitter's own
+    /// bios may be queued behind this one, see `Request::defer`).
+    pub(crate) fn read_at(&self, sector: u64, buf: &mut [u8]) -> Result {
+        let len = rw_len(buf.len())?;
+        // SAFETY: `file` is open; `buf` is writable kernel memory for `len`
+        // bytes (the shim maps kmalloc'd and vmalloc'd addresses to pages),
+        // borrowed mutably until the bio completed (the shim waits for it).
+        kernel::error::to_result(unsafe {
+            bindings::vblk_shim_bdev_rw(self.raw(), sector, buf.as_mut_ptr().cast(), len, 0)
+        })
+    }
+
+    /// Writes `buf` (a multiple of 512 bytes, at most [`MAX_RW_BYTES`]) at
+    /// `sector` and waits; as [`BlockDevice::read_at`].
+    pub(crate) fn write_at(&self, sector: u64, buf: &[u8], flags: WriteFlags) -> Result {
+        let len = rw_len(buf.len())?;
+        let mut how = bindings::vblk_rw_flag_VBLK_RW_WRITE;
+        if flags.preflush {
+            how |= bindings::vblk_rw_flag_VBLK_RW_PREFLUSH;
+        }
+        if flags.fua {
+            how |= bindings::vblk_rw_flag_VBLK_RW_FUA;
+        }
+        // SAFETY: as for `read_at`; a write only reads `buf` (the pointer
+        // is mutable for the C type only).
+        kernel::error::to_result(unsafe {
+            bindings::vblk_shim_bdev_rw(
+                self.raw(),
+                sector,
+                buf.as_ptr().cast_mut().cast(),
+                len,
+                how,
+            )
+        })
+    }
+}
+
+/// A buffer length the shim's synchronous I/O takes, as `u32`.
+fn rw_len(len: usize) -> Result<u32> {
+    if len == 0 || len % 512 != 0 || len > MAX_RW_BYTES {
+        return Err(kernel::error::code::EINVAL);
+    }
+    Ok(len as u32)
+}
+
 impl Drop for BlockDevice {
     fn drop(&mut self) {
         // SAFETY: `file` is open and owned by us; it is closed exactly once.

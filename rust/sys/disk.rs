@@ -50,6 +50,12 @@ impl Status {
     pub(crate) const NOT_SUPPORTED: Status = Status(1);
     /// A generic I/O error (`EIO`).
     pub(crate) const IO_ERROR: Status = Status(10);
+    /// Not a block layer status: what [`QueueHandler::lower_done`] returns
+    /// for a lower bio that failed but may be retried. The request does not
+    /// fail; it goes to [`QueueHandler::finish`], where
+    /// [`Finished::retry_requested`] says so, and the handler retries (or
+    /// fails it).
+    pub(crate) const RETRY: Status = Status(0xff);
 
     pub(crate) fn is_ok(self) -> bool {
         self.0 == 0
@@ -64,8 +70,9 @@ pub(crate) trait QueueHandler: Send + Sync + 'static {
     type RqData: Send + Sync;
 
     /// Handles one started request (process context, may sleep). It must
-    /// be ended, directly or through [`Request::dispatch`]; dropping a
-    /// [`Request`] ends it with an I/O error.
+    /// be ended, directly or through [`Request::dispatch`], or handed to
+    /// the disk's workqueue ([`Request::defer`]); dropping a [`Request`]
+    /// ends it with an I/O error.
     fn queue_rq(&self, rq: Request<Self>);
 
     /// A lower bio submitted with `tag` completed with `status`. Runs in
@@ -130,6 +137,8 @@ struct RqState<D> {
     status: AtomicU8,
     /// [`QueueHandler::finish`] must run before the request ends.
     finish: AtomicBool,
+    /// A lower bio failed with [`Status::RETRY`].
+    retry: AtomicBool,
     data: MaybeUninit<D>,
 }
 
@@ -147,12 +156,34 @@ fn op_from(op: bindings::vblk_op) -> Op {
 /// A started request, owned by the driver until it is ended.
 pub(crate) struct Request<T: QueueHandler + ?Sized> {
     raw: NonNull<bindings::request>,
+    /// Handed back by [`Request::defer`]: runs on the disk's workqueue.
+    in_worker: bool,
     _handler: PhantomData<fn(&T)>,
 }
 
 impl<T: QueueHandler + ?Sized> Request<T> {
     pub(crate) fn info(&self) -> RqInfo {
         info_of(self.raw)
+    }
+
+    /// Whether the request came back from [`Request::defer`]: the caller
+    /// runs on the disk's workqueue, not inside a submitter, so it may
+    /// wait for I/O it submits itself (e.g. a log write before the data).
+    pub(crate) fn in_worker(&self) -> bool {
+        self.in_worker
+    }
+
+    /// Hands the request back to [`QueueHandler::queue_rq`] later, from
+    /// the disk's workqueue ([`Request::in_worker`] is then true). Inside
+    /// `queue_rq` the submitter's bios may still be queued behind us
+    /// (`current->bio_list`), so waiting there for our own lower I/O could
+    /// wait forever.
+    pub(crate) fn defer(self) {
+        let raw = self.raw;
+        core::mem::forget(self);
+        // SAFETY: we own the started, not dispatched request; the work item
+        // hands it back to `queue_rq`, which owns it again.
+        unsafe { bindings::vblk_shim_rq_defer_map(raw.as_ptr()) }
     }
 
     /// Ends the request with `status` without any lower I/O.
@@ -180,6 +211,7 @@ impl<T: QueueHandler> Request<T> {
                 pending: AtomicU32::new(1),
                 status: AtomicU8::new(0),
                 finish: AtomicBool::new(false),
+                retry: AtomicBool::new(false),
                 data: MaybeUninit::new(data),
             })
         };
@@ -369,6 +401,12 @@ impl<T: QueueHandler> Finished<T> {
     /// How the request ends so far (the first failure, or OK).
     pub(crate) fn status(&self) -> Status {
         Status(self.state().status.load(Ordering::Acquire))
+    }
+
+    /// Whether a lower bio failed with [`Status::RETRY`] (the handler
+    /// retries the I/O or fails the request).
+    pub(crate) fn retry_requested(&self) -> bool {
+        self.state().retry.load(Ordering::Acquire)
     }
 
     /// Records a failure for the request (the first one wins).
@@ -617,12 +655,14 @@ impl<T: QueueHandler> Drop for Disk<T> {
 unsafe extern "C" fn queue_rq_trampoline<T: QueueHandler>(
     ctx: *const c_void,
     rq: *mut bindings::request,
+    in_worker: bool,
 ) {
     // SAFETY: by the contract `ctx` points to a live `T`.
     let handler = unsafe { &*ctx.cast::<T>() };
     if let Some(raw) = NonNull::new(rq) {
         handler.queue_rq(Request {
             raw,
+            in_worker,
             _handler: PhantomData,
         });
     }
@@ -645,7 +685,13 @@ unsafe extern "C" fn lower_done_trampoline<T: QueueHandler>(
     let state = unsafe { &*state_ptr::<T>(rq) };
     // SAFETY: as above, for the data.
     let data = unsafe { state.data.assume_init_ref() };
-    let status = T::lower_done(data, tag, Status(status));
+    let mut status = T::lower_done(data, tag, Status(status));
+    if status == Status::RETRY {
+        // Seen by `put` (after the count drops, with AcqRel ordering).
+        state.retry.store(true, Ordering::Release);
+        state.finish.store(true, Ordering::Release);
+        status = Status::OK;
+    }
     // SAFETY: the completed bio's count is handed over to `put`.
     unsafe { put::<T>(rq, status) }
 }

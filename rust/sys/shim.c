@@ -83,6 +83,8 @@ void vblk_shim_event_wake(u32 *counter)
 #include <linux/mempool.h>
 #include <linux/random.h>
 #include <linux/workqueue.h>
+#include <linux/vmalloc.h>
+#include <linux/mm.h>
 
 /*
  * One holder for every lower device vblk opens, like device-mapper's
@@ -146,6 +148,40 @@ void vblk_shim_bdev_name(struct file *f, char *buf, u32 len)
 int vblk_shim_bdev_flush(struct file *f)
 {
 	return blkdev_issue_flush(file_bdev(f));
+}
+
+int vblk_shim_bdev_rw(struct file *f, u64 sector, void *buf, u32 len, u32 flags)
+{
+	blk_opf_t opf = (flags & VBLK_RW_WRITE) ? REQ_OP_WRITE | REQ_SYNC : REQ_OP_READ;
+	bool vmalloced = is_vmalloc_addr(buf);
+	unsigned int pages;
+	struct bio *bio;
+	u32 done = 0;
+	int ret;
+
+	if (len % SECTOR_SIZE || len > VBLK_RW_MAX_BYTES || (!len && !(flags & VBLK_RW_PREFLUSH)))
+		return -EINVAL;
+	if (flags & VBLK_RW_PREFLUSH)
+		opf |= REQ_PREFLUSH;
+	if (flags & VBLK_RW_FUA)
+		opf |= REQ_FUA;
+	pages = DIV_ROUND_UP(offset_in_page(buf) + len, PAGE_SIZE);
+	bio = bio_alloc(file_bdev(f), pages, opf, GFP_NOIO);
+	bio->bi_iter.bi_sector = sector;
+	while (done < len) {
+		void *at = buf + done;
+		u32 n = min_t(u32, len - done, PAGE_SIZE - offset_in_page(at));
+		struct page *page = vmalloced ? vmalloc_to_page(at) : virt_to_page(at);
+
+		if (bio_add_page(bio, page, n, offset_in_page(at)) != n) {
+			bio_put(bio);
+			return -EIO;
+		}
+		done += n;
+	}
+	ret = submit_bio_wait(bio);
+	bio_put(bio);
+	return ret;
 }
 
 /* ---- queue limits ---- */
@@ -324,7 +360,7 @@ static blk_status_t vblk_mq_queue_rq(struct blk_mq_hw_ctx *hctx,
 	 * of our own per request batched nothing and cost a flush each time).
 	 */
 	current->plug = NULL;
-	d->ops->queue_rq(d->ctx, bd->rq);
+	d->ops->queue_rq(d->ctx, bd->rq, false);
 	current->plug = outer;
 	return BLK_STS_OK;
 }
@@ -348,7 +384,7 @@ static void vblk_mq_queue_rqs(struct rq_list *rqlist)
 		struct vblk_disk *d = rq->q->queuedata;
 
 		blk_mq_start_request(rq);
-		d->ops->queue_rq(d->ctx, rq);
+		d->ops->queue_rq(d->ctx, rq, false);
 	}
 	blk_finish_plug(&plug);
 	current->plug = outer;
@@ -797,14 +833,34 @@ static void vblk_rq_work_fn(struct work_struct *work)
 	d->ops->finish(d->ctx, rq);
 }
 
-void vblk_shim_rq_defer(struct request *rq)
+static void vblk_rq_map_work_fn(struct work_struct *work)
+{
+	struct vblk_rq_work *w = container_of(work, struct vblk_rq_work, work);
+	struct request *rq = w->rq;
+	struct vblk_disk *d = rq->q->queuedata;
+
+	d->ops->queue_rq(d->ctx, rq, true);
+}
+
+/* Runs fn for rq on the disk's workqueue, through the work item in its PDU. */
+static void vblk_rq_queue_work(struct request *rq, work_func_t fn)
 {
 	struct vblk_disk *d = rq->q->queuedata;
 	struct vblk_rq_work *w = blk_mq_rq_to_pdu(rq) + d->work_off;
 
-	INIT_WORK(&w->work, vblk_rq_work_fn);
+	INIT_WORK(&w->work, fn);
 	w->rq = rq;
 	queue_work(d->wq, &w->work);
+}
+
+void vblk_shim_rq_defer_map(struct request *rq)
+{
+	vblk_rq_queue_work(rq, vblk_rq_map_work_fn);
+}
+
+void vblk_shim_rq_defer(struct request *rq)
+{
+	vblk_rq_queue_work(rq, vblk_rq_work_fn);
 }
 
 /* ---- bounce pages ---- */

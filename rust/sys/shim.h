@@ -51,6 +51,22 @@ void vblk_shim_bdev_name(struct file *f, char *buf, u32 len);
 /* Synchronous cache flush (may sleep). */
 int vblk_shim_bdev_flush(struct file *f);
 
+/* Flags of vblk_shim_bdev_rw. */
+enum vblk_rw_flag {
+	VBLK_RW_WRITE = 1,
+	VBLK_RW_PREFLUSH = 2,
+	VBLK_RW_FUA = 4,
+};
+
+/*
+ * Synchronous read or write of len bytes (a multiple of 512, at most
+ * VBLK_RW_MAX_BYTES) at sector, from or into buf (kmalloc'd or vmalloc'd
+ * kernel memory). Process context, outside any submitter (waits for the
+ * bio). Returns 0 or a negative errno.
+ */
+#define VBLK_RW_MAX_BYTES (1024 * 1024)
+int vblk_shim_bdev_rw(struct file *f, u64 sector, void *buf, u32 len, u32 flags);
+
 /* ---- queue limits (rust/sys/limits.rs) ---- */
 
 /* A heap queue_limits set to the stacking defaults; NULL if out of memory. */
@@ -80,8 +96,13 @@ void vblk_shim_limits_io_hints(struct queue_limits *lim, u32 chunk_sectors, u32 
 
 /* Callbacks into Rust. */
 struct vblk_disk_ops {
-	/* A started request; Rust owns it until it ends it. */
-	void (*queue_rq)(const void *ctx, struct request *rq);
+	/*
+	 * A started request; Rust owns it until it ends it. in_worker: it was
+	 * handed back by vblk_shim_rq_defer_map and runs on the disk's
+	 * workqueue (process context outside any submitter: synchronous
+	 * lower I/O is allowed).
+	 */
+	void (*queue_rq)(const void *ctx, struct request *rq, bool in_worker);
 	/*
 	 * A lower bio of rq, submitted with tag, completed with status (any
 	 * context, even hard irq). The bio is already released.
@@ -169,6 +190,11 @@ void vblk_shim_rq_end(struct request *rq, u8 status);
 void vblk_shim_rq_copy(struct request *rq, u64 off, u8 *buf, u32 len, bool to_rq);
 /* Runs ops->finish for rq on the disk's workqueue (any context). */
 void vblk_shim_rq_defer(struct request *rq);
+/*
+ * Runs ops->queue_rq (in_worker = true) for a started request that was
+ * not dispatched, on the disk's workqueue.
+ */
+void vblk_shim_rq_defer_map(struct request *rq);
 
 /* ---- bounce pages (rust/sys/bounce.rs) ---- */
 

@@ -19,6 +19,13 @@ mod flakey;
 #[allow(unreachable_pub)]
 mod flakey_args;
 mod linear;
+mod mirror;
+// Pure argument parsing and status text, shared with vblkctl's host tests.
+#[allow(unreachable_pub, dead_code)]
+mod mirror_args;
+// Pure disk log format and region math, shared with vblkctl's host tests.
+#[allow(unreachable_pub, dead_code)]
+mod mirror_log;
 mod striped;
 // Pure placement math, shared with vblkctl's host tests.
 #[allow(unreachable_pub)]
@@ -26,7 +33,7 @@ mod striped_layout;
 mod zero;
 
 use crate::sys::bdev::BlockDevice;
-use crate::sys::disk::Status;
+use crate::sys::disk::{Op, Status};
 use crate::sys::event::EventCounter;
 use crate::sys::limits::QueueLimits;
 use crate::vblk::args::{parse_device, ArgError, DevSpec};
@@ -70,6 +77,27 @@ pub(crate) trait Target: Send + Sync {
     /// hints). The devices' limits are stacked by the framework.
     fn limits(&self, _limits: &mut QueueLimits) {}
 
+    /// Whether requests of `op` must be mapped from the device's
+    /// workqueue, where [`Target::map`] may wait for I/O it submits
+    /// itself (a log write before the data); `false`: mapped where blk-mq
+    /// dispatches, inside the submitter, where it must not.
+    fn needs_worker(&self, _op: Op) -> bool {
+        false
+    }
+
+    /// The table goes live (first resume, a swap, or a resume after a
+    /// suspend), before any request is mapped with it (process context).
+    /// Background work (resync) starts here.
+    fn resume(&self) {}
+
+    /// The table is about to stop serving I/O (suspend, swap, removal),
+    /// before the queue drains: stop background work.
+    fn presuspend(&self) {}
+
+    /// No request of the table is in flight any more (suspend, swap,
+    /// removal): commit state (a final log write).
+    fn postsuspend(&self) {}
+
     /// Whether DISCARD may be sent to this line: by default, if it has
     /// lower devices and all of them take discards.
     fn supports_discard(&self) -> bool {
@@ -101,6 +129,12 @@ pub(crate) trait Target: Send + Sync {
 
     /// Writes the line's live status for STATUS (nothing by default).
     fn status(&self, _out: &mut dyn Write) -> core::fmt::Result {
+        Ok(())
+    }
+
+    /// Writes the line's counters for STATUS with `FLAG_STATUS_DETAIL`
+    /// (`key=value` words; nothing by default).
+    fn status_detail(&self, _out: &mut dyn Write) -> core::fmt::Result {
         Ok(())
     }
 
@@ -208,13 +242,14 @@ const fn v1(name: &'static str, construct: Constructor) -> TargetType {
 }
 
 /// Every target type (LOAD looks names up here, TARGETS lists them).
-pub(crate) const TYPES: [TargetType; 6] = [
+pub(crate) const TYPES: [TargetType; 7] = [
     v1("linear", linear::construct),
     v1("zero", zero::construct),
     v1("error", error::construct),
     v1("striped", striped::construct),
     v1("flakey", flakey::construct),
     v1("crypt", crypt::construct),
+    v1("mirror", mirror::construct),
 ];
 
 /// Constructs target `name`; returns the type's name (for TABLE) with the

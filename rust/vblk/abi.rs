@@ -18,7 +18,7 @@ pub const MAGIC: u8 = 0xba;
 /// Incompatible changes bump the major; the module refuses other majors.
 pub const ABI_MAJOR: u32 = 1;
 /// Compatible additions (new commands, new flags) bump the minor.
-pub const ABI_MINOR: u32 = 3;
+pub const ABI_MINOR: u32 = 4;
 /// Fixes with no interface change bump the patch level.
 pub const ABI_PATCH: u32 = 0;
 
@@ -46,6 +46,12 @@ pub const FLAG_QUERY_INACTIVE: u32 = 1 << 4;
 /// In (TABLE): show secrets (crypt keys) instead of masking them, like
 /// `dmsetup table --showkeys`. Since ABI 1.3.
 pub const FLAG_SHOW_SECRETS: u32 = 1 << 5;
+
+/// In (STATUS): after a line's device-mapper status, targets with
+/// counters append ` | ` and `key=value` words (mirror: sync progress in
+/// sectors, per-leg reads and writes). Without it, the status is exactly
+/// dm's. Since ABI 1.4.
+pub const FLAG_STATUS_DETAIL: u32 = 1 << 6;
 
 /// Out (LIST, TABLE, STATUS, TARGETS, DEPS): the payload area was too small; `data_size` now holds the
 /// size needed and nothing was written. Retry with a larger buffer.

@@ -10,7 +10,7 @@
 
 use super::abi::{
     name_in, Command, DepsReply, DeviceRecord, Header, ListReply, ABI_MAJOR, ABI_MINOR, ABI_PATCH,
-    FLAG_BUFFER_FULL, FLAG_NOFLUSH, FLAG_QUERY_INACTIVE, FLAG_SHOW_SECRETS,
+    FLAG_BUFFER_FULL, FLAG_NOFLUSH, FLAG_QUERY_INACTIVE, FLAG_SHOW_SECRETS, FLAG_STATUS_DETAIL,
 };
 use super::device::{Device, Resumed};
 use super::map::Table;
@@ -407,8 +407,12 @@ impl Control {
         let mut text = TextBuf::new();
         if let Some(table) = &table {
             // A failure here is an allocation failure, caught below.
-            let secrets = h.flags & FLAG_SHOW_SECRETS != 0;
-            let _ = table.write_text(command == Command::Status, secrets, &mut text);
+            let extra = if command == Command::Status {
+                h.flags & FLAG_STATUS_DETAIL != 0
+            } else {
+                h.flags & FLAG_SHOW_SECRETS != 0
+            };
+            let _ = table.write_text(command == Command::Status, extra, &mut text);
             h.target_count = table.lines.len() as u32;
         } else {
             h.target_count = 0;

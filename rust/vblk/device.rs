@@ -197,11 +197,17 @@ impl State {
         if self.suspended {
             return Ok(());
         }
-        quiesce_and_drain(live, reply)?;
+        let table = live.queue.table();
+        table.presuspend();
+        if let Err(e) = quiesce_and_drain(live, reply) {
+            table.resume();
+            return Err(e);
+        }
+        table.postsuspend();
         if !noflush {
-            let table = live.queue.table();
             for dev in table.devices.iter() {
                 if let Err(e) = dev.flush() {
+                    table.resume();
                     live.disk.unquiesce();
                     return fail!(
                         reply,
@@ -234,6 +240,7 @@ impl State {
         }
         let Some(table) = self.inactive.take() else {
             if let (Some(live), true) = (&self.live, self.suspended) {
+                live.queue.table().resume();
                 live.disk.unquiesce();
                 self.suspended = false;
             }
@@ -282,13 +289,17 @@ impl State {
     pub(crate) fn tear_down(&mut self) {
         self.removed = true;
         if let Some(live) = self.live.take() {
+            let table = live.queue.table();
+            table.presuspend();
             if self.suspended {
                 live.disk.unquiesce();
             }
             // The disk goes first: deleting it waits for its requests,
             // which use the active table the queue holds.
             drop(live.disk);
+            table.postsuspend();
             drop(live.queue);
+            drop(table);
         }
         self.suspended = false;
         self.inactive = None;
@@ -326,8 +337,14 @@ fn quiesce_and_drain(live: &Live, reply: &mut Reply) -> Result {
 
 /// Replaces the active table of a live device with `table`.
 fn swap(live: &Live, suspended: bool, table: &Arc<Table>, reply: &mut Reply) -> Result {
+    let old = live.queue.table();
     if !suspended {
-        quiesce_and_drain(live, reply)?;
+        old.presuspend();
+        if let Err(e) = quiesce_and_drain(live, reply) {
+            old.resume();
+            return Err(e);
+        }
+        old.postsuspend();
     }
     let (old_block, new_block) = (
         live.disk.logical_block_size(),
@@ -352,10 +369,12 @@ fn swap(live: &Live, suspended: bool, table: &Arc<Table>, reply: &mut Reply) -> 
     };
     if let Err(e) = refuse {
         if !suspended {
+            old.resume();
             live.disk.unquiesce();
         }
         return Err(e);
     }
+    table.resume();
     let old = live.queue.swap(table.clone());
     live.disk.set_capacity(table.size);
     live.disk.unquiesce();
@@ -368,7 +387,10 @@ fn swap(live: &Live, suspended: bool, table: &Arc<Table>, reply: &mut Reply) -> 
 fn create(index: u32, table: &Arc<Table>, reply: &mut Reply) -> Result<Live> {
     let queue = Arc::pin_init(Queue::new(table.clone()), GFP_KERNEL)
         .map_err(|e| reply.fail(e, format_args!("out of memory creating the disk")))?;
+    table.resume();
     let disk = Disk::create(queue.clone(), index, table.size, &table.limits).map_err(|e| {
+        table.presuspend();
+        table.postsuspend();
         reply.fail(
             e,
             format_args!("cannot create disk vblk{index}: {}", Errno(e)),

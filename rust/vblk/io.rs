@@ -63,7 +63,13 @@ impl QueueHandler for Queue {
                     rq.flush_to(dev, FLUSH_TAG);
                 }
             }
-            _ => map_request(rq.dispatch(self.table()), info),
+            _ => {
+                let table = self.table();
+                if !rq.in_worker() && needs_worker(&table, info) {
+                    return rq.defer();
+                }
+                map_request(rq.dispatch(table), info)
+            }
         }
     }
 
@@ -91,6 +97,13 @@ impl QueueHandler for Queue {
             table.lines[piece.line].target.finish(&mut done);
         }
     }
+}
+
+/// Whether a target of the request's lines must map it from the disk's
+/// workqueue (it waits for its own I/O while mapping).
+fn needs_worker(table: &Table, info: RqInfo) -> bool {
+    layout::pieces(&table.starts, table.size, info.sector, info.sectors.into())
+        .any(|piece| table.lines[piece.line].target.needs_worker(info.op))
 }
 
 /// Hands each piece of a data request to its line's target.
@@ -269,6 +282,14 @@ impl Done<'_> {
     /// How the request ends so far (OK, or its first failure).
     pub(crate) fn status(&self) -> Status {
         self.rq.status()
+    }
+
+    /// Whether a lower bio of the request failed with [`Status::RETRY`]
+    /// (from [`crate::targets::Target::end_io`]): the target whose bio it
+    /// was retries its piece here, or fails the request. (Every piece of
+    /// the request sees this; a target that did not ask ignores it.)
+    pub(crate) fn retry_requested(&self) -> bool {
+        self.rq.retry_requested()
     }
 
     /// Overwrites the piece's data from byte `offset` of the piece with

@@ -110,11 +110,12 @@ impl Table {
     }
 
     /// Writes the table (`status == false`, secrets such as keys shown only
-    /// if `secrets`) or its status as text lines.
+    /// if `extra`) or its status (with `extra`, each target's counters
+    /// after ` | `) as text lines.
     pub(crate) fn write_text(
         &self,
         status: bool,
-        secrets: bool,
+        extra: bool,
         out: &mut dyn Write,
     ) -> core::fmt::Result {
         for line in self.lines.iter() {
@@ -126,7 +127,14 @@ impl Table {
             };
             if status {
                 line.target.status(&mut sep)?;
-            } else if secrets {
+                if extra {
+                    let mut detail = Detail {
+                        out: &mut *out,
+                        first: true,
+                    };
+                    line.target.status_detail(&mut detail)?;
+                }
+            } else if extra {
                 line.target.table_args_with_secrets(&mut sep)?;
             } else {
                 line.target.table_args(&mut sep)?;
@@ -143,6 +151,27 @@ impl Table {
             line.target.preresume(line.target_name, reply)?;
         }
         Ok(())
+    }
+
+    /// The table goes live: every line's [`Target::resume`].
+    pub(crate) fn resume(&self) {
+        for line in self.lines.iter() {
+            line.target.resume();
+        }
+    }
+
+    /// The table stops serving I/O: every line's [`Target::presuspend`].
+    pub(crate) fn presuspend(&self) {
+        for line in self.lines.iter() {
+            line.target.presuspend();
+        }
+    }
+
+    /// The table's I/O drained: every line's [`Target::postsuspend`].
+    pub(crate) fn postsuspend(&self) {
+        for line in self.lines.iter() {
+            line.target.postsuspend();
+        }
     }
 
     /// The line holding `sector`, if any.
@@ -233,6 +262,22 @@ fn check_block_size(lines: &[Line], block_bytes: u32, reply: &mut Reply) -> Resu
         }
     }
     Ok(())
+}
+
+/// Puts ` | ` before a target's status detail, if it writes any.
+struct Detail<'a> {
+    out: &'a mut dyn Write,
+    first: bool,
+}
+
+impl Write for Detail<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        if self.first && !s.is_empty() {
+            self.first = false;
+            self.out.write_str(" | ")?;
+        }
+        self.out.write_str(s)
+    }
 }
 
 /// Puts one space before a target's text, if it writes any.

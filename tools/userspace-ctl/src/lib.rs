@@ -44,3 +44,5 @@ pub mod mirror_args;
 /// dm's mirror disk log format and region math (host tests).
 #[path = "../../../rust/targets/mirror_log.rs"]
 pub mod mirror_log;
+
+pub mod status;

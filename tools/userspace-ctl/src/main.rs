@@ -58,8 +58,14 @@ enum Cmd {
         #[arg(long)]
         showkeys: bool,
     },
-    /// Show each table line's live status.
-    Status { name: String },
+    /// Show each table line's live status (as dmsetup status).
+    Status {
+        name: String,
+        /// Append each target's counters after ` | ` (mirror: sync in
+        /// sectors, per-leg reads and writes); --json always has them.
+        #[arg(long)]
+        detail: bool,
+    },
     /// List the targets the module knows, with versions.
     Targets,
     /// Wait until the device's event number differs from EVENT_NR (default:
@@ -142,7 +148,9 @@ fn main() -> ExitCode {
             inactive,
             showkeys,
         } => show_table(&name, inactive, showkeys, false, cli.json),
-        Cmd::Status { name } => show_table(&name, false, false, true, cli.json),
+        Cmd::Status { name, detail } => {
+            show_table(&name, false, detail || cli.json, true, cli.json)
+        }
         Cmd::Targets => targets(cli.json),
         Cmd::Wait { name, event_nr } => wait(&name, event_nr, cli.json),
         Cmd::Message {
@@ -397,7 +405,10 @@ fn show_table(
     if inactive {
         h.flags |= vblkctl::abi::FLAG_QUERY_INACTIVE;
     }
-    if showkeys {
+    // For TABLE: keys shown; for STATUS: counters appended.
+    if showkeys && status {
+        h.flags |= vblkctl::abi::FLAG_STATUS_DETAIL;
+    } else if showkeys {
         h.flags |= vblkctl::abi::FLAG_SHOW_SECRETS;
     }
     let command = if status {
@@ -412,7 +423,13 @@ fn show_table(
             .map(|l| {
                 let mut f = l.splitn(4, ' ');
                 let (start, length, target) = (f.next(), f.next(), f.next());
-                let rest = f.next().unwrap_or("");
+                let mut rest = f.next().unwrap_or("");
+                let mut counters = "";
+                if status {
+                    if let Some((dm, more)) = rest.split_once(" | ") {
+                        (rest, counters) = (dm, more);
+                    }
+                }
                 let mut line = serde_json::json!({
                     "start": start.and_then(|s| s.parse::<u64>().ok()),
                     "length": length.and_then(|s| s.parse::<u64>().ok()),
@@ -420,7 +437,7 @@ fn show_table(
                     if status { "status" } else { "args" }: rest,
                 });
                 if status {
-                    if let Some(detail) = status_detail(target.unwrap_or(""), rest) {
+                    if let Some(detail) = status_detail(target.unwrap_or(""), rest, counters) {
                         line["detail"] = detail;
                     }
                 }
@@ -437,8 +454,9 @@ fn show_table(
 /// A target's status text as structured JSON, for the targets whose
 /// status has fields: striped `<n> <dev>... 1 <A|D...>` becomes
 /// `{"stripes": [{"device": "1:0", "health": "A"}, ...]}`.
-fn status_detail(target: &str, status: &str) -> Option<serde_json::Value> {
+fn status_detail(target: &str, status: &str, counters: &str) -> Option<serde_json::Value> {
     match target {
+        "mirror" => vblkctl::status::mirror_json(status, counters),
         "striped" => {
             let words: Vec<&str> = status.split_whitespace().collect();
             let n: usize = words.first()?.parse().ok()?;

@@ -1,0 +1,923 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `mirror <log type> <#log args> <log args>... <#mirrors> (<dev> <offset>)... [<#features> <features>...]`:
+//! RAID1 with dm-raid1's syntax, status and disk log format.
+//!
+//! Every write goes to every live leg; the request completes when all
+//! did. Regions (the log's unit) have a pending-write count, a *sync* bit
+//! (the live legs hold the same data) and, with a `disk` log, a *clean*
+//! bit on the log device: before the first write to a clean region its
+//! bit is cleared and the log written (FUA) — only then does the data
+//! go out — and once the region is idle again and the legs were flushed,
+//! the bit is set lazily by a cleaner job. After an unclean shutdown the
+//! regions whose bit is still clear are exactly the ones to resync.
+//!
+//! Resync copies out-of-sync regions from leg 0 (dm's default mirror) to
+//! the other live legs in the background, one region at a time; a region
+//! being copied holds back writes to it, and the copy waits for writes
+//! already in flight there, so copy and writes never interleave. It
+//! yields to user I/O between chunks (throttling).
+//!
+//! Reads of in-sync regions are balanced round-robin over the live legs
+//! (dm reads only its default leg); out-of-sync regions are read from
+//! leg 0. A failed read marks the leg failed and is retried on another
+//! leg; a failed write marks the leg failed and succeeds if another leg
+//! took it. Failed legs get no more I/O; regions written meanwhile stay
+//! dirty in the log, so a reloaded table resyncs them.
+//!
+//! Writes and discards are mapped from the device's workqueue
+//! ([`Target::needs_worker`]): they may wait for the log write and for a
+//! region copy. Reads are mapped where blk-mq dispatches them.
+
+use super::mirror_args::{
+    self, Device, Log, LogHealth, MirrorArgs, READ_ERROR, SYNC_ERROR, WRITE_ERROR,
+};
+use super::mirror_log::{self, SyncMode};
+use super::{Ctor, Done, Io, Target};
+use crate::sys::bdev::{BlockDevice, WriteFlags};
+use crate::sys::disk::{Op, Status};
+use crate::sys::event::EventCounter;
+use crate::vblk::message::fail;
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use kernel::error::code::{EINVAL, ENOMEM};
+use kernel::error::Result;
+use kernel::prelude::*;
+use kernel::sync::{Arc, CondVar, Mutex};
+use kernel::workqueue;
+
+/// Most regions a line may have: the per-region state is 1 byte of
+/// pending count and 3 bits (sync, clean, touched) in memory.
+const MAX_REGIONS: u32 = 1 << 22;
+/// Bytes copied per resync step (a region is copied in steps).
+const COPY_BYTES: usize = 64 * 1024;
+/// Tag bit of a read (the low bits are the leg).
+const READ_TAG: u32 = 1 << 8;
+/// Pause of the resync between steps while user I/O is running.
+const THROTTLE_MS: u32 = 2;
+
+/// One leg: a lower device area and its health.
+struct Leg {
+    dev: Arc<BlockDevice>,
+    offset: u64,
+    /// `WRITE_ERROR | FLUSH_ERROR | SYNC_ERROR | READ_ERROR`; a leg with
+    /// any error is failed and gets no more I/O.
+    errors: AtomicU32,
+    /// Reads mapped to this leg (pieces of requests, and retries).
+    reads: AtomicU64,
+    /// Writes mapped to this leg.
+    writes: AtomicU64,
+}
+
+impl Leg {
+    fn alive(&self) -> bool {
+        self.errors.load(Ordering::Acquire) == 0
+    }
+}
+
+/// Region state, under [`Core::state`].
+struct State {
+    /// Writes in flight per region (at most the queue depth, 128).
+    pending: KVVec<u8>,
+    /// Bit per region: the live legs hold the same data.
+    sync: KVVec<u8>,
+    /// Bit per region: a write to it completed since the cleaner took its
+    /// snapshot (the region may not be cleaned in that round).
+    touched: KVVec<u8>,
+    /// The disk log's buffer (header and clean bits); empty for `core`.
+    log: KVVec<u8>,
+    /// Bumped each time `log` changes; the log on disk holds
+    /// `LogIo::written` of them.
+    log_gen: u64,
+    in_sync: u64,
+    /// The region the resync is copying, if any.
+    recovering: Option<u64>,
+    /// Next region the resync looks at.
+    cursor: u64,
+    /// The table went live once (the log was read).
+    loaded: bool,
+    /// Background jobs must stop (suspend, removal).
+    stop: bool,
+    resync_running: bool,
+    cleaner_running: bool,
+    /// A clean should run again after the current one.
+    clean_again: bool,
+    log_health: LogHealth,
+    /// An event was raised for the mirror being in sync.
+    sync_reported: bool,
+}
+
+/// What writes the disk log (serialised; writers share one write).
+struct LogIo {
+    /// `State::log_gen` of the buffer last written.
+    written: u64,
+    buf: KVVec<u8>,
+}
+
+#[pin_data]
+struct Core {
+    args: MirrorArgs<'static>,
+    length: u64,
+    legs: KVec<Leg>,
+    log_dev: Option<Arc<BlockDevice>>,
+    /// Bytes of the disk log (header + bitset, whole logical blocks).
+    log_bytes: usize,
+    events: Arc<EventCounter>,
+    /// Round-robin position of balanced reads.
+    next_read: AtomicU32,
+    /// Requests mapped so far (the resync yields when it changes).
+    io_seq: AtomicU64,
+    /// Regions the resync copied since the table was loaded.
+    copied: AtomicU64,
+    #[pin]
+    state: Mutex<State>,
+    /// Region waits: a copy ended, writes drained, a job stopped.
+    #[pin]
+    changed: CondVar,
+    #[pin]
+    log_io: Mutex<LogIo>,
+}
+
+/// The target: stops its background jobs when the table goes away.
+pub(crate) struct Mirror {
+    core: Arc<Core>,
+}
+
+/// Constructor listed in [`super::TYPES`].
+pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
+    let parsed = match mirror_args::parse(ctor.args, ctor.length) {
+        Ok(p) => p,
+        Err(e) => return fail!(ctor.reply, EINVAL, "{e}"),
+    };
+    if parsed.nr_regions > MAX_REGIONS {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "mirror: {} regions of {} sectors; at most {MAX_REGIONS} (use a larger region size)",
+            parsed.nr_regions,
+            parsed.region_size
+        );
+    }
+    let mut legs = KVec::new();
+    for &(text, offset) in parsed.legs() {
+        let dev = ctor.open_device(text)?;
+        let block = u64::from(dev.logical_block_size() >> 9).max(1);
+        if u64::from(parsed.region_size) % block != 0 {
+            return fail!(
+                ctor.reply,
+                EINVAL,
+                "mirror: region size {} is not a multiple of the {}-byte logical blocks of '{text}'",
+                parsed.region_size,
+                block * 512
+            );
+        }
+        let leg = Leg {
+            dev,
+            offset,
+            errors: AtomicU32::new(0),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        };
+        if legs.push(leg, GFP_KERNEL).is_err() {
+            return fail!(ctor.reply, ENOMEM, "out of memory constructing mirror");
+        }
+    }
+    check_overlaps(&legs, ctor.length, &parsed, ctor)?;
+    let (log_dev, log_bytes) = match parsed.log {
+        Log::Core => (None, 0),
+        Log::Disk(text) => {
+            let dev = ctor.open_device(text)?;
+            let bytes = mirror_log::log_size_bytes(parsed.nr_regions, dev.logical_block_size())
+                .unwrap_or(u64::MAX);
+            if bytes > dev.sectors().saturating_mul(512) {
+                return fail!(
+                    ctor.reply,
+                    EINVAL,
+                    "mirror: log device '{text}' is too small: {} bytes for {} regions, it has {}",
+                    bytes,
+                    parsed.nr_regions,
+                    dev.sectors() * 512
+                );
+            }
+            for (i, leg) in legs.iter().enumerate() {
+                if leg.dev.devt() == dev.devt() && leg.offset < bytes.div_ceil(512) {
+                    return fail!(
+                        ctor.reply,
+                        EINVAL,
+                        "mirror: leg {i} overlaps the log area (sectors 0..{}) of '{text}'",
+                        bytes.div_ceil(512)
+                    );
+                }
+            }
+            (Some(dev), bytes as usize)
+        }
+    };
+    let regions = parsed.nr_regions as usize;
+    let bits = mirror_log::bitset_bytes(parsed.nr_regions) as usize;
+    let (Ok(pending), Ok(sync), Ok(touched), Ok(log), Ok(buf)) = (
+        KVVec::from_elem(0u8, regions, GFP_KERNEL),
+        KVVec::from_elem(0u8, bits, GFP_KERNEL),
+        KVVec::from_elem(0u8, bits, GFP_KERNEL),
+        KVVec::from_elem(0u8, log_bytes, GFP_KERNEL),
+        KVVec::from_elem(0u8, log_bytes, GFP_KERNEL),
+    ) else {
+        return fail!(
+            ctor.reply,
+            ENOMEM,
+            "out of memory for the mirror's region state"
+        );
+    };
+    let (length, events) = (ctor.length, ctor.events.clone());
+    let core = pin_init!(Core {
+        args: parsed.detached(),
+        length,
+        legs,
+        log_dev,
+        log_bytes,
+        events,
+        next_read: AtomicU32::new(0),
+        io_seq: AtomicU64::new(0),
+        copied: AtomicU64::new(0),
+        state <- kernel::new_mutex!(
+            State {
+                pending,
+                sync,
+                touched,
+                log,
+                log_gen: 0,
+                in_sync: 0,
+                recovering: None,
+                cursor: 0,
+                loaded: false,
+                stop: true,
+                resync_running: false,
+                cleaner_running: false,
+                clean_again: false,
+                log_health: LogHealth::Alive,
+                sync_reported: false,
+            },
+            "vblk::Mirror::state"
+        ),
+        changed <- kernel::new_condvar!("vblk::Mirror::changed"),
+        log_io <- kernel::new_mutex!(LogIo { written: 0, buf }, "vblk::Mirror::log_io"),
+    });
+    let Ok(core) = Arc::pin_init(core, GFP_KERNEL) else {
+        return fail!(ctor.reply, ENOMEM, "out of memory constructing mirror");
+    };
+    match Arc::new(Mirror { core }, GFP_KERNEL) {
+        Ok(t) => Ok(t),
+        Err(_) => fail!(ctor.reply, ENOMEM, "out of memory constructing mirror"),
+    }
+}
+
+/// Refuses legs that share sectors of one device.
+fn check_overlaps(legs: &[Leg], length: u64, args: &MirrorArgs<'_>, ctor: &mut Ctor<'_>) -> Result {
+    for (i, a) in legs.iter().enumerate() {
+        for (j, b) in legs.iter().enumerate().skip(i + 1) {
+            let apart = a.offset.saturating_add(length) <= b.offset
+                || b.offset.saturating_add(length) <= a.offset;
+            if a.dev.devt() == b.dev.devt() && !apart {
+                return fail!(
+                    ctor.reply,
+                    EINVAL,
+                    "mirror: legs {i} and {j} overlap on '{}' ({} and {})",
+                    args.legs()[i].0,
+                    a.offset,
+                    b.offset
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bit(bits: &[u8], r: u64) -> bool {
+    mirror_log::test_bit(bits, r)
+}
+
+impl Core {
+    fn region_size(&self) -> u32 {
+        self.args.region_size
+    }
+
+    fn nr_regions(&self) -> u64 {
+        u64::from(self.args.nr_regions)
+    }
+
+    /// The clean bits of a disk log buffer.
+    fn clean_bits(log: &mut [u8], nr: u32) -> Option<&mut [u8]> {
+        mirror_log::bitset_mut(log, nr).ok()
+    }
+
+    fn any_leg_failed(&self) -> bool {
+        self.legs.iter().any(|l| !l.alive())
+    }
+
+    fn fail_leg(&self, leg: usize, error: u32) {
+        if let Some(l) = self.legs.get(leg) {
+            if l.errors.fetch_or(error, Ordering::AcqRel) == 0 {
+                self.events.bump();
+            }
+        }
+    }
+
+    /// A live leg other than those in `tried` (a bit per leg) for a
+    /// balanced read, round-robin.
+    fn pick_leg(&self, tried: u32) -> Option<usize> {
+        let n = self.legs.len() as u32;
+        let start = self.next_read.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| ((start.wrapping_add(k)) % n) as usize)
+            .find(|&i| tried & (1 << i) == 0 && self.legs[i].alive())
+    }
+
+    /// Whether every region of `[offset, offset + len)` is in sync.
+    fn all_in_sync(&self, offset: u64, len: u64) -> bool {
+        let st = self.state.lock();
+        mirror_log::regions(offset, len, self.region_size()).all(|r| bit(&st.sync, r))
+    }
+
+    /// Writes the disk log if its generation `want` is not on disk yet
+    /// (writers that dirtied regions together share one write).
+    fn commit_log(&self, want: u64) {
+        let Some(dev) = &self.log_dev else { return };
+        let mut io = self.log_io.lock();
+        if io.written >= want {
+            return;
+        }
+        let gen = {
+            let st = self.state.lock();
+            io.buf.as_mut_slice().copy_from_slice(&st.log);
+            st.log_gen
+        };
+        let flags = WriteFlags {
+            preflush: false,
+            fua: true,
+        };
+        let ok = dev.write_at(0, &io.buf, flags).is_ok();
+        io.written = gen;
+        drop(io);
+        if !ok {
+            let mut st = self.state.lock();
+            if st.log_health == LogHealth::Alive {
+                st.log_health = LogHealth::Failed;
+                drop(st);
+                self.events.bump();
+            }
+        }
+    }
+
+    /// Reads the log (disk) or sets the sync bits (core) the first time
+    /// the table goes live.
+    fn load(&self) {
+        let nr = self.args.nr_regions;
+        let mut buf = KVVec::new();
+        let read_ok = match &self.log_dev {
+            Some(dev) if buf.extend_with(self.log_bytes, 0u8, GFP_KERNEL).is_ok() => {
+                read_all(dev, &mut buf).is_ok()
+            }
+            _ => false,
+        };
+        let mut st = self.state.lock();
+        if self.log_dev.is_none() {
+            let all = self.args.sync == SyncMode::No;
+            mirror_log::fill_bits(&mut st.sync, 0..u64::from(nr), all);
+            st.in_sync = if all { u64::from(nr) } else { 0 };
+            st.loaded = true;
+            return;
+        }
+        if buf.len() != self.log_bytes {
+            // Out of memory: a log that cannot be read is a new one.
+            st.log_health = LogHealth::Failed;
+            st.loaded = true;
+            return;
+        }
+        match mirror_log::resume(&mut buf, nr, self.args.sync, read_ok) {
+            Ok(r) => {
+                st.in_sync = r.in_sync;
+                if r.failed {
+                    st.log_health = LogHealth::Failed;
+                }
+            }
+            Err(_) => st.log_health = LogHealth::Failed,
+        }
+        if let Ok(bits) = mirror_log::bitset(&buf, nr) {
+            let n = st.sync.len().min(bits.len());
+            st.sync[..n].copy_from_slice(&bits[..n]);
+        }
+        st.log.as_mut_slice().copy_from_slice(&buf);
+        st.log_gen += 1;
+        let gen = st.log_gen;
+        st.loaded = true;
+        drop(st);
+        self.commit_log(gen);
+    }
+
+    /// Starts the resync job unless it runs or nothing is out of sync.
+    fn start_resync(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        if st.stop || st.resync_running || st.in_sync >= self.nr_regions() {
+            return;
+        }
+        st.resync_running = true;
+        drop(st);
+        self.spawn(workqueue::system_long(), Self::resync, |st| {
+            &mut st.resync_running
+        });
+    }
+
+    /// Runs `job` on `queue`; if that fails (out of memory), clears the
+    /// job's running flag again.
+    fn spawn(
+        self: &Arc<Self>,
+        queue: &'static workqueue::Queue,
+        job: fn(Arc<Self>),
+        running: fn(&mut State) -> &mut bool,
+    ) {
+        let core = self.clone();
+        if queue.try_spawn(GFP_KERNEL, move || job(core)).is_err() {
+            *running(&mut self.state.lock()) = false;
+        }
+    }
+
+    /// The resync job: copies out-of-sync regions until none is left or
+    /// it is told to stop.
+    fn resync(self: Arc<Self>) {
+        let mut buf = KVVec::new();
+        let have_buf = buf.extend_with(COPY_BYTES, 0u8, GFP_KERNEL).is_ok();
+        while let Some(region) = self.next_region(have_buf) {
+            let ok = self.copy_region(region, &mut buf);
+            let mut st = self.state.lock();
+            st.recovering = None;
+            st.cursor = region + 1;
+            if ok && !bit(&st.sync, region) {
+                mirror_log::set_bit(&mut st.sync, region);
+                st.in_sync += 1;
+            }
+            // The event goes with the status that shows it.
+            let done = st.in_sync >= self.nr_regions() && !st.sync_reported;
+            if done {
+                st.sync_reported = true;
+                self.events.bump();
+            }
+            self.changed.notify_all();
+            drop(st);
+            if ok {
+                self.copied.fetch_add(1, Ordering::Relaxed);
+                self.want_clean();
+            }
+        }
+        let mut st = self.state.lock();
+        st.resync_running = false;
+        self.changed.notify_all();
+    }
+
+    /// The next region to copy, marked recovering once no write to it is
+    /// in flight; `None` when done or told to stop.
+    fn next_region(&self, have_buf: bool) -> Option<u64> {
+        let nr = self.nr_regions();
+        let mut st = self.state.lock();
+        if st.stop || !have_buf || !self.legs[0].alive() {
+            return None;
+        }
+        let from = st.cursor.min(nr);
+        let r = mirror_log::find_next_zero_bit(&st.sync, nr, from)
+            .or_else(|| mirror_log::find_next_zero_bit(&st.sync, from, 0))?;
+        st.recovering = Some(r);
+        while st.pending[r as usize] > 0 && !st.stop {
+            self.changed.wait(&mut st);
+        }
+        if st.stop {
+            st.recovering = None;
+            self.changed.notify_all();
+            return None;
+        }
+        Some(r)
+    }
+
+    /// Copies `region` from leg 0 to the other live legs.
+    fn copy_region(&self, region: u64, buf: &mut KVVec<u8>) -> bool {
+        let start = mirror_log::region_start(region, self.region_size());
+        let len = mirror_log::region_len(region, self.region_size(), self.length);
+        let step = (COPY_BYTES / 512) as u64;
+        let mut done = 0;
+        let mut seen = self.io_seq.load(Ordering::Relaxed);
+        while done < len {
+            let n = (len - done).min(step);
+            let bytes = &mut buf.as_mut_slice()[..(n * 512) as usize];
+            let src = &self.legs[0];
+            if src.dev.read_at(src.offset + start + done, bytes).is_err() {
+                self.fail_leg(0, READ_ERROR);
+                return false;
+            }
+            for (i, leg) in self.legs.iter().enumerate().skip(1) {
+                if !leg.alive() {
+                    continue;
+                }
+                let at = leg.offset + start + done;
+                if leg.dev.write_at(at, bytes, WriteFlags::default()).is_err() {
+                    self.fail_leg(i, SYNC_ERROR);
+                }
+            }
+            done += n;
+            // Throttle: yield to user I/O that arrived during the step.
+            let now = self.io_seq.load(Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                let mut st = self.state.lock();
+                if !st.stop {
+                    let _ = self.changed.wait_interruptible_timeout(
+                        &mut st,
+                        kernel::time::msecs_to_jiffies(THROTTLE_MS),
+                    );
+                }
+            }
+        }
+        true
+    }
+
+    /// Asks for the cleaner (disk log): regions idle and in sync get their
+    /// clean bit back, after the legs were flushed.
+    fn want_clean(self: &Arc<Self>) {
+        if self.log_dev.is_none() {
+            return;
+        }
+        let mut st = self.state.lock();
+        if st.stop {
+            return;
+        }
+        if st.cleaner_running {
+            st.clean_again = true;
+            return;
+        }
+        st.cleaner_running = true;
+        drop(st);
+        self.spawn(workqueue::system(), Self::cleaner, |st| {
+            &mut st.cleaner_running
+        });
+    }
+
+    fn cleaner(self: Arc<Self>) {
+        loop {
+            self.clean();
+            let mut st = self.state.lock();
+            if st.clean_again && !st.stop {
+                st.clean_again = false;
+                continue;
+            }
+            st.cleaner_running = false;
+            self.changed.notify_all();
+            return;
+        }
+    }
+
+    /// Sets the clean bit of every region in sync without writes in
+    /// flight whose data the legs' flush made durable, and writes the log.
+    /// Not while a leg is failed: its regions must stay dirty for the
+    /// resync after it is replaced.
+    fn clean(&self) {
+        if self.log_dev.is_none() || self.any_leg_failed() {
+            return;
+        }
+        let nr = self.args.nr_regions;
+        {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            let any = match Self::clean_bits(&mut st.log, nr) {
+                Some(clean) => st.sync.iter().zip(clean.iter()).any(|(s, c)| s & !c != 0),
+                None => false,
+            };
+            if !any {
+                return;
+            }
+            st.touched.as_mut_slice().fill(0);
+        }
+        for (i, leg) in self.legs.iter().enumerate() {
+            if leg.alive() && leg.dev.flush().is_err() {
+                self.fail_leg(i, mirror_args::FLUSH_ERROR);
+            }
+        }
+        if self.any_leg_failed() {
+            return;
+        }
+        let gen = {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            let Some(clean) = Self::clean_bits(&mut st.log, nr) else {
+                return;
+            };
+            let mut changed = false;
+            for r in 0..u64::from(nr) {
+                if bit(&st.sync, r)
+                    && !bit(clean, r)
+                    && st.pending[r as usize] == 0
+                    && !bit(&st.touched, r)
+                    && st.recovering != Some(r)
+                {
+                    mirror_log::set_bit(clean, r);
+                    changed = true;
+                }
+            }
+            if !changed {
+                return;
+            }
+            st.log_gen += 1;
+            st.log_gen
+        };
+        self.commit_log(gen);
+    }
+
+    /// Stops the background jobs and waits for them.
+    fn stop_jobs(&self) {
+        let mut st = self.state.lock();
+        st.stop = true;
+        self.changed.notify_all();
+        while st.resync_running || st.cleaner_running {
+            self.changed.wait(&mut st);
+        }
+    }
+
+    /// Takes a pending count on each region of a write; waits while one
+    /// is being copied. Returns the log generation to commit first (dirty
+    /// marks), or 0.
+    fn begin_write(&self, offset: u64, len: u64) -> u64 {
+        let nr = self.args.nr_regions;
+        let regions = mirror_log::regions(offset, len, self.region_size());
+        let mut st = self.state.lock();
+        while st.recovering.is_some_and(|r| regions.contains(&r)) {
+            self.changed.wait(&mut st);
+        }
+        let st = &mut *st;
+        let mut dirtied = false;
+        for r in regions {
+            if let Some(p) = st.pending.get_mut(r as usize) {
+                *p = p.saturating_add(1);
+            }
+            if let Some(clean) = Self::clean_bits(&mut st.log, nr) {
+                if bit(clean, r) {
+                    mirror_log::clear_bit(clean, r);
+                    dirtied = true;
+                }
+            }
+        }
+        if dirtied {
+            st.log_gen += 1;
+            st.log_gen
+        } else {
+            0
+        }
+    }
+
+    /// Drops the pending counts of a finished write; returns whether a
+    /// region became idle (a clean may follow).
+    fn end_write(&self, offset: u64, len: u64) -> bool {
+        let mut idle = false;
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        for r in mirror_log::regions(offset, len, self.region_size()) {
+            mirror_log::set_bit(&mut st.touched, r);
+            if let Some(p) = st.pending.get_mut(r as usize) {
+                *p = p.saturating_sub(1);
+                idle |= *p == 0;
+            }
+        }
+        self.changed.notify_all();
+        idle
+    }
+
+    /// Re-reads a failed read piece from another live leg.
+    fn retry_read(&self, done: &mut Done<'_>, mut tried: u32) {
+        let (offset, len) = (done.offset(), done.len());
+        if !self.all_in_sync(offset, len) {
+            return done.fail(Status::IO_ERROR);
+        }
+        let mut buf = KVVec::new();
+        if buf.extend_with(COPY_BYTES, 0u8, GFP_KERNEL).is_err() {
+            return done.fail(Status::IO_ERROR);
+        }
+        let step = (COPY_BYTES / 512) as u64;
+        while let Some(leg) = self.pick_leg(tried) {
+            let l = &self.legs[leg];
+            l.reads.fetch_add(1, Ordering::Relaxed);
+            let mut at = 0;
+            let mut ok = true;
+            while at < len {
+                let n = (len - at).min(step);
+                let bytes = &mut buf.as_mut_slice()[..(n * 512) as usize];
+                if l.dev.read_at(l.offset + offset + at, bytes).is_err() {
+                    ok = false;
+                    break;
+                }
+                done.write(at * 512, bytes);
+                at += n;
+            }
+            if ok {
+                return;
+            }
+            self.fail_leg(leg, READ_ERROR);
+            tried |= 1 << leg;
+        }
+        done.fail(Status::IO_ERROR);
+    }
+
+    fn write_dev(&self, out: &mut dyn Write, d: Device) -> fmt::Result {
+        let dev = match d {
+            Device::Log => self.log_dev.as_deref(),
+            Device::Leg(i) => self.legs.get(i).map(|l| &*l.dev),
+        };
+        match dev {
+            Some(dev) => super::write_device(out, dev),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads a whole buffer from sector 0 of `dev`, in steps the shim takes.
+fn read_all(dev: &BlockDevice, buf: &mut [u8]) -> Result {
+    let step = crate::sys::bdev::MAX_RW_BYTES;
+    for (i, chunk) in buf.chunks_mut(step).enumerate() {
+        dev.read_at((i * step / 512) as u64, chunk)?;
+    }
+    Ok(())
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        self.core.stop_jobs();
+    }
+}
+
+impl Target for Mirror {
+    fn map(&self, io: &mut Io<'_>) {
+        let core = &*self.core;
+        core.io_seq.fetch_add(1, Ordering::Relaxed);
+        let (offset, len) = (io.offset(), io.len());
+        match io.op() {
+            Op::Read => {
+                let leg = if core.all_in_sync(offset, len) {
+                    core.pick_leg(0)
+                } else {
+                    Some(0).filter(|&i| core.legs[i].alive())
+                };
+                let Some(leg) = leg else {
+                    return io.fail(Status::IO_ERROR);
+                };
+                let l = &core.legs[leg];
+                l.reads.fetch_add(1, Ordering::Relaxed);
+                io.remap_part(0, len, &l.dev, l.offset + offset, READ_TAG | leg as u32);
+            }
+            Op::Write | Op::Discard => {
+                if !core.legs.iter().any(Leg::alive) {
+                    return io.fail(Status::IO_ERROR);
+                }
+                let gen = core.begin_write(offset, len);
+                if gen != 0 {
+                    core.commit_log(gen);
+                }
+                io.finish_later();
+                for (i, l) in core.legs.iter().enumerate() {
+                    if !l.alive() {
+                        continue;
+                    }
+                    l.writes.fetch_add(1, Ordering::Relaxed);
+                    if io.op() == Op::Discard {
+                        io.remap_range(&l.dev, l.offset + offset, len, i as u32);
+                    } else {
+                        io.remap_part(0, len, &l.dev, l.offset + offset, i as u32);
+                    }
+                }
+            }
+            Op::WriteZeroes | Op::Other => io.fail(Status::NOT_SUPPORTED),
+            Op::Flush => {}
+        }
+    }
+
+    fn end_io(&self, tag: u32, status: Status) -> Status {
+        if status.is_ok() {
+            return status;
+        }
+        let core = &*self.core;
+        let leg = (tag & 0xff) as usize;
+        if tag & READ_TAG != 0 {
+            core.fail_leg(leg, READ_ERROR);
+            return Status::RETRY;
+        }
+        if status == Status::NOT_SUPPORTED {
+            // A discard a leg does not take: not a failed leg (dm).
+            return status;
+        }
+        core.fail_leg(leg, WRITE_ERROR);
+        if core.legs.iter().any(Leg::alive) {
+            Status::OK
+        } else {
+            Status::IO_ERROR
+        }
+    }
+
+    fn finish(&self, done: &mut Done<'_>) {
+        let core = &self.core;
+        match done.info().op {
+            Op::Read if done.retry_requested() => {
+                // The failed leg is marked; any other is worth a try.
+                let failed = core
+                    .legs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| !l.alive())
+                    .fold(0u32, |m, (i, _)| m | (1 << i));
+                core.retry_read(done, failed);
+            }
+            Op::Write | Op::Discard => {
+                if core.end_write(done.offset(), done.len()) {
+                    core.want_clean();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn needs_worker(&self, op: Op) -> bool {
+        matches!(op, Op::Write | Op::Discard)
+    }
+
+    fn resume(&self) {
+        let core = &self.core;
+        let loaded = core.state.lock().loaded;
+        if !loaded {
+            core.load();
+        }
+        core.state.lock().stop = false;
+        core.start_resync();
+        core.want_clean();
+    }
+
+    fn presuspend(&self) {
+        self.core.stop_jobs();
+    }
+
+    fn postsuspend(&self) {
+        self.core.clean();
+    }
+
+    fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {
+        for leg in self.core.legs.iter() {
+            f(&leg.dev, leg.offset, self.core.length);
+        }
+    }
+
+    fn supports_write_zeroes(&self) -> bool {
+        false
+    }
+
+    fn table_args(&self, out: &mut dyn Write) -> fmt::Result {
+        let core = &*self.core;
+        core.args.write_table(out, &|o, d| core.write_dev(o, d))
+    }
+
+    fn status(&self, out: &mut dyn Write) -> fmt::Result {
+        let core = &*self.core;
+        let mut errors = [0u32; mirror_args::MAX_MIRRORS];
+        for (e, leg) in errors.iter_mut().zip(core.legs.iter()) {
+            *e = leg.errors.load(Ordering::Acquire);
+        }
+        let (in_sync, health) = {
+            let st = core.state.lock();
+            (st.in_sync, st.log_health)
+        };
+        core.args.write_status_info(
+            out,
+            &|o, d| core.write_dev(o, d),
+            in_sync,
+            &errors[..core.legs.len()],
+            health,
+        )
+    }
+
+    fn status_detail(&self, out: &mut dyn Write) -> fmt::Result {
+        let core = &*self.core;
+        let in_sync = core.state.lock().in_sync;
+        let synced = in_sync
+            .saturating_mul(u64::from(core.region_size()))
+            .min(core.length);
+        write!(
+            out,
+            "sync_sectors={synced}/{} resync_copied={}",
+            core.length,
+            core.copied.load(Ordering::Relaxed)
+        )?;
+        out.write_str(" reads=")?;
+        for (i, leg) in core.legs.iter().enumerate() {
+            if i > 0 {
+                out.write_char(',')?;
+            }
+            write!(out, "{}", leg.reads.load(Ordering::Relaxed))?;
+        }
+        out.write_str(" writes=")?;
+        for (i, leg) in core.legs.iter().enumerate() {
+            if i > 0 {
+                out.write_char(',')?;
+            }
+            write!(out, "{}", leg.writes.load(Ordering::Relaxed))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# The mirror target (RAID1), against dm's mirror: table and status in dm's
+# form, resync (core and disk log) while fio verifies, legs byte-identical
+# after every run, read balancing, leg failure under load (dm error below
+# a leg), replacement and resync, unclean shutdown with the disk log
+# (only the dirty regions are copied), and the disk log read by dm-mirror.
+. "$(dirname "$0")/lib.sh"
+
+tmp=$(mktemp -d)
+n=65536   # sectors per mirror (32 MiB)
+rs=1024   # region size: 64 regions
+nr=$((n / rs))
+for d in ma mb mc ml; do nullb "$d" 64 discard=1; done
+A=/dev/ma B=/dev/mb C=/dev/mc L=/dev/ml
+devA=$(devno $A) devB=$(devno $B) devC=$(devno $C) devL=$(devno $L)
+
+# status_field NAME KEY: a counter from `vblkctl status --detail`.
+status_field() { vblkctl status --detail "$1" | sed -n "s/.*[ |]$2=\([^ ]*\).*/\1/p"; }
+# in_sync NAME: "synced/total" regions from the dm status fields.
+in_sync() { vblkctl status "$1" | awk '{ print $(4 + $4 + 1) }'; }
+# wait_sync NAME [SECONDS]: until every region is in sync.
+wait_sync() {
+	local i
+	for i in $(seq $((${2:-120} * 10))); do
+		[ "$(in_sync "$1")" = "$nr/$nr" ] && return 0
+		sleep 0.1
+	done
+	echo "not in sync after ${2:-120} s: $(vblkctl status "$1")"
+	return 1
+}
+event_nr() { vblkctl --json info "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["event_nr"])'; }
+fill() { dd if="$1" of="$2" bs=1M count=$((n / 2048)) oflag=direct status=none; }
+# legs_equal A B: the mirror's n sectors of A and B are identical (1 MiB
+# O_DIRECT reads).
+legs_equal() {
+	cmp <(dd if="$1" bs=1M count=$((n / 2048)) iflag=direct status=none) \
+		<(dd if="$2" bs=1M count=$((n / 2048)) iflag=direct status=none)
+}
+gone() { vblkctl remove "$1"; }
+# log_bits DEV: how many of the nr clean bits of a disk log are set.
+log_bits() {
+	dd if="$1" bs=4k count=1 iflag=direct status=none >"$tmp/log"
+	python3 - "$tmp/log" "$nr" <<-'EOF'
+	import sys
+	dev, nr = sys.argv[1], int(sys.argv[2])
+	with open(dev, "rb") as f:
+	    buf = f.read(1024 + (nr + 7) // 8)
+	bits = buf[1024:]
+	print(sum((bits[r // 8] >> (r % 8)) & 1 for r in range(nr)))
+	EOF
+}
+# log_header DEV: magic, version and region count of a disk log, in hex.
+log_header() { dd if="$1" bs=512 count=1 iflag=direct status=none | head -c 16 | od -An -tx1 | tr -s ' ' | sed 's/^ //'; }
+
+# --- table and status in dm's form ---
+core="core 1 $rs 2 $A 0 $B 0"
+dmsetup create dmm --table "0 $n mirror $core 1 handle_errors"
+dm_table=$(dmsetup table dmm)
+dmsetup remove dmm
+check "create core log mirror" vblkctl create m --table "0 $n mirror $core 1 handle_errors"
+check_eq "table is what dmsetup prints for the same line" "$dm_table" "$(vblkctl table m)"
+check_output "status in dm's form: legs, regions in sync, leg health, log" \
+	"^0 $n mirror 2 $devA $devB [0-9]+/$nr 1 AA 1 core$" vblkctl status m
+check_output "status --detail adds counters after ' | '" \
+	" \\| sync_sectors=[0-9]+/$n resync_copied=[0-9]+ reads=[0-9]+,[0-9]+ writes=[0-9]+,[0-9]+$" \
+	vblkctl status --detail m
+check "targets lists mirror" sh -c 'vblkctl targets | grep -q "^mirror "'
+gone m
+check_eq "disk log table as dmsetup prints it" "0 $n mirror disk 3 $devL $rs nosync 2 $devA 0 $devB 0" \
+	"$(vblkctl create m --table "0 $n mirror disk 3 $L $rs nosync 2 $A 0 $B 0" && vblkctl table m)"
+gone m
+
+# --- initial resync with a core log, fio verify running during it ---
+head -c $((n * 512)) /dev/urandom >"$tmp/a"
+fill "$tmp/a" $A
+fill /dev/zero $B
+check "legs differ before the mirror exists" bash -c "! cmp -s <(head -c 1M $tmp/a) <(dd if=$B bs=1M count=1 iflag=direct status=none)"
+vblkctl create m --table "0 $n mirror $core"
+ev0=$(event_nr m)
+check_output "just created: not all regions in sync" "^[0-9]+/$nr$" in_sync m
+check "fio verify while the resync runs" fio_verify /dev/vblk/m 8M
+check "resync completes" wait_sync m
+check "an event was raised when the mirror came in sync" timeout 10 vblkctl wait m "$ev0"
+check "after sync the legs are byte-identical" legs_equal $A $B
+check_eq "every region was copied once (core log: a full resync)" "$nr" "$(status_field m resync_copied)"
+check "the mirror reads back what fio left on leg A" legs_equal /dev/vblk/m $A
+
+# --- read balancing: both legs serve reads of in-sync regions ---
+r0=$(status_field m reads)
+dd if=/dev/vblk/m of=/dev/null bs=64k count=256 iflag=direct status=none
+r1=$(status_field m reads)
+ra=$(( ${r1%,*} - ${r0%,*} )) rb=$(( ${r1#*,} - ${r0#*,} ))
+check "256 reads balanced over both legs (A $ra, B $rb)" test "$ra" -ge 100 -a "$rb" -ge 100
+check_output "status --json has per-leg read counts" '"reads":[0-9]+' vblkctl --json status m
+gone m
+
+# --- nosync: in sync at once, nothing copied ---
+fill /dev/zero $B
+vblkctl create m --table "0 $n mirror core 2 $rs nosync 2 $A 0 $B 0"
+check_eq "nosync: every region in sync at once" "$nr/$nr" "$(in_sync m)"
+check_eq "nosync: nothing copied" 0 "$(status_field m resync_copied)"
+check "nosync: legs left as they were" bash -c "! cmp -s <(dd if=$A bs=1M count=1 iflag=direct status=none) <(dd if=$B bs=1M count=1 iflag=direct status=none)"
+gone m
+
+# --- leg failure under load: dm below leg B switches to error ---
+dmsetup create lb --table "0 $n linear $B 0"
+vblkctl create m --table "0 $n mirror core 1 $rs 2 $A 0 /dev/mapper/lb 0"
+check "legs on dm: resync completes" wait_sync m
+ev1=$(event_nr m)
+fio --name=load --filename=/dev/vblk/m --size=12M --direct=1 --ioengine=io_uring --iodepth=16 \
+	--rw=randwrite --bs=4k --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
+	--verify_state_save=0 --output-format=terse >"$tmp/fio" 2>&1 &
+fio=$!
+sleep 2
+dmsetup suspend lb && dmsetup load lb --table "0 $n error" && dmsetup resume lb
+wait "$fio"
+check_eq "fio verify with leg B failing under it: no errors" 0 "$?"
+check_output "leg B shown failed (D), leg A alive" "^0 $n mirror 2 $devA [0-9:]+ [0-9]+/$nr 1 AD 1 core$" vblkctl status m
+check "an event was raised for the failed leg" timeout 10 vblkctl wait m "$ev1"
+check "reads are served by leg A" legs_equal /dev/vblk/m $A
+# Replace the leg (blank it, so only a resync can make it equal).
+dmsetup suspend lb && dmsetup load lb --table "0 $n linear $C 0" && dmsetup resume lb
+fill /dev/zero $C
+check "reload with the replaced leg" sh -c "vblkctl load m --table '0 $n mirror core 1 $rs 2 $A 0 /dev/mapper/lb 0' && vblkctl resume m"
+check "the replaced leg is resynced" wait_sync m
+check_output "both legs alive again" " 1 AA 1 core$" vblkctl status m
+check "legs identical after the resync" legs_equal $A $C
+gone m
+dmsetup remove lb
+
+# --- read errors on a leg are retried on the other ---
+fill "$tmp/a" $A
+fill "$tmp/a" $B
+dmsetup create fa --table "0 $n flakey $A 0 0 1 1 error_reads"
+vblkctl create m --table "0 $n mirror core 2 $rs nosync 2 /dev/mapper/fa 0 $B 0"
+check "leg A fails every read: the mirror still reads the right data" legs_equal /dev/vblk/m "$tmp/a"
+check_output "leg A shown with a read error (R)" " 1 RA 1 core$" vblkctl status m
+gone m
+dmsetup remove fa
+
+# --- disk log: clean shutdown, dm's on-disk format ---
+fill /dev/zero $L
+fill "$tmp/a" $A
+fill /dev/zero $B
+dlog="disk 2 $L $rs 2 $A 0 $B 0"
+vblkctl create m --table "0 $n mirror $dlog"
+check "disk log: a new log means a full resync" wait_sync m
+check_eq "... every region copied" "$nr" "$(status_field m resync_copied)"
+check "fs on the mirror (ext4, fsck clean)" fs_check ext4 /dev/vblk/m
+gone m
+check "legs identical after the clean shutdown" legs_equal $A $B
+check_eq "log header: magic MiRr, version 2, $nr regions" \
+	"72 52 69 4d 02 00 00 00 $(printf '%02x' $nr) 00 00 00 00 00 00 00" "$(log_header $L)"
+check_eq "log: every region clean after the clean shutdown" "$nr" "$(log_bits $L)"
+vblkctl create m --table "0 $n mirror $dlog"
+check_eq "recreated on the clean log: in sync at once" "$nr/$nr" "$(in_sync m)"
+sleep 1
+check_eq "... and nothing copied" 0 "$(status_field m resync_copied)"
+check "writes before a FLUSH" dd if=/dev/urandom of=/dev/vblk/m bs=1M count=4 seek=8 oflag=direct status=none conv=fsync
+sleep 1
+check_eq "after the writes the regions are clean again in the log (lazily)" "$nr" "$(log_bits $L)"
+gone m
+cp "$tmp/a" "$tmp/a.vblk" && dd if=$A of="$tmp/a.vblk" bs=1M count=32 iflag=direct status=none
+
+# --- dm's mirror reads vblk's log: in sync, same data ---
+dmsetup create dmm --table "0 $n mirror $dlog"
+sleep 1
+check_output "dm-mirror on vblk's clean log: all regions in sync" "^0 $n mirror 2 $devA $devB $nr/$nr 1 AA 3 disk $devL A$" dmsetup status dmm
+check "dm-mirror reads the data vblk wrote" legs_equal /dev/mapper/dmm "$tmp/a.vblk"
+dd if=/dev/urandom of=/dev/mapper/dmm bs=1M count=2 seek=20 oflag=direct status=none
+dmsetup remove dmm
+check_eq "dm's clean shutdown leaves every region clean too" "$nr" "$(log_bits $L)"
+vblkctl create m --table "0 $n mirror $dlog"
+check_eq "vblk on dm's log: in sync at once" "$nr/$nr" "$(in_sync m)"
+sleep 1
+check_eq "... nothing copied" 0 "$(status_field m resync_copied)"
+gone m
+
+# --- unclean shutdown: only the dirty regions are copied ---
+dmsetup create la --table "0 $n linear $A 0"
+dmsetup create lb --table "0 $n linear $B 0"
+dmsetup create ll --table "0 $(sectors $L) linear $L 0"
+ulog="disk 2 /dev/mapper/ll $rs 2 /dev/mapper/la 0 /dev/mapper/lb 0"
+vblkctl create m --table "0 $n mirror $ulog"
+check "unclean: starts in sync on the clean log" wait_sync m 10
+# Writes over 8 regions run while the disks stop taking I/O (all three
+# below the mirror switch to error): the mirror never gets to clean them.
+fio --name=crash --filename=/dev/vblk/m --size=4M --offset=4M --direct=1 --ioengine=io_uring \
+	--iodepth=8 --rw=randwrite --bs=4k --time_based --runtime=30 --output-format=terse >/dev/null 2>&1 &
+fio=$!
+# Crash once the log on disk has dirty regions (fio is writing).
+for _ in $(seq 200); do [ "$(log_bits $L)" -lt "$nr" ] && break; sleep 0.1; done
+for d in la lb ll; do dmsetup suspend --noflush $d; done
+for d in la lb ll; do dmsetup load $d --table "0 $(dmsetup table $d | cut -d' ' -f2) error"; done
+for d in la lb ll; do dmsetup resume $d; done
+wait "$fio"
+gone m
+for d in la lb; do dmsetup load $d --table "0 $n linear /dev/m${d#l} 0" && dmsetup resume $d; done
+dmsetup load ll --table "0 $(sectors $L) linear $L 0" && dmsetup resume ll
+clean=$(log_bits $L)
+dirty=$((nr - clean))
+check "the crash left dirty regions in the log ($dirty), all among the 8 written" test "$dirty" -ge 1 -a "$dirty" -le 8
+vblkctl create m --table "0 $n mirror $ulog"
+synced=$(in_sync m)
+check "reassembled: the log's $clean clean regions are in sync at once (got $synced)" test "${synced%/*}" -ge "$clean"
+check "... resync completes" wait_sync m
+check_eq "... exactly the dirty regions were copied" "$dirty" "$(status_field m resync_copied)"
+gone m
+check "legs identical after the resync" legs_equal $A $B
+for d in la lb ll; do dmsetup remove $d; done
+
+nullb_rm ma mb mc ml
+rm -rf "$tmp"
+done_testing

@@ -1,0 +1,99 @@
+//! Target status text as structured JSON (`vblkctl status --json`).
+
+use serde_json::{json, Value};
+
+/// A mirror line's status, dm's fields
+/// (`2 1:0 1:1 3/8 1 AA 1 core` or `... 3 disk 1:2 A`) and vblk's
+/// counters (`sync_sectors=S/T resync_copied=N reads=a,b writes=a,b`), as
+/// `{"legs": [{"device", "health", "reads", "writes"}], "sync": {...},
+/// "log": {...}}`. `None` if the fields do not parse.
+pub fn mirror_json(status: &str, counters: &str) -> Option<Value> {
+    let w: Vec<&str> = status.split_whitespace().collect();
+    let n: usize = w.first()?.parse().ok()?;
+    let devices = w.get(1..1 + n)?;
+    let (synced, total) = w.get(1 + n)?.split_once('/')?;
+    let health = w.get(3 + n)?;
+    if health.chars().count() != n {
+        return None;
+    }
+    let log = match (w.get(5 + n).copied(), w.get(6 + n), w.get(7 + n)) {
+        (Some("core"), _, _) => json!({"type": "core"}),
+        (Some("disk"), Some(dev), Some(h)) => json!({"type": "disk", "device": dev, "health": h}),
+        _ => return None,
+    };
+    let field = |key: &str| {
+        counters
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    };
+    let per_leg = |key: &str| -> Vec<Option<u64>> {
+        let list: Vec<Option<u64>> = field(key)
+            .map(|v| v.split(',').map(|x| x.parse().ok()).collect())
+            .unwrap_or_default();
+        (0..n).map(|i| list.get(i).copied().flatten()).collect()
+    };
+    let (reads, writes) = (per_leg("reads"), per_leg("writes"));
+    let legs: Vec<Value> = devices
+        .iter()
+        .zip(health.chars())
+        .enumerate()
+        .map(|(i, (dev, h))| {
+            json!({"device": dev, "health": h.to_string(), "reads": reads[i], "writes": writes[i]})
+        })
+        .collect();
+    let mut sync = json!({
+        "regions_in_sync": synced.parse::<u64>().ok()?,
+        "regions": total.parse::<u64>().ok()?,
+    });
+    if let Some((s, t)) = field("sync_sectors").and_then(|v| v.split_once('/')) {
+        sync["sectors_in_sync"] = s.parse::<u64>().ok().into();
+        sync["sectors"] = t.parse::<u64>().ok().into();
+    }
+    if let Some(c) = field("resync_copied").and_then(|v| v.parse::<u64>().ok()) {
+        sync["regions_copied"] = c.into();
+    }
+    Some(json!({"legs": legs, "sync": sync, "log": log}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_core_with_counters() {
+        let v = mirror_json(
+            "2 7:0 7:1 3/8 1 AD 1 core",
+            "sync_sectors=3072/8192 resync_copied=3 reads=10,4 writes=7,7",
+        )
+        .unwrap();
+        assert_eq!(v["legs"][0]["device"], "7:0");
+        assert_eq!(v["legs"][1]["health"], "D");
+        assert_eq!(v["legs"][0]["reads"], 10);
+        assert_eq!(v["legs"][1]["writes"], 7);
+        assert_eq!(v["sync"]["regions_in_sync"], 3);
+        assert_eq!(v["sync"]["regions"], 8);
+        assert_eq!(v["sync"]["sectors_in_sync"], 3072);
+        assert_eq!(v["sync"]["regions_copied"], 3);
+        assert_eq!(v["log"]["type"], "core");
+    }
+
+    #[test]
+    fn mirror_disk_without_counters() {
+        let v = mirror_json("3 7:0 7:1 7:2 8/8 1 AAR 3 disk 7:9 A", "").unwrap();
+        assert_eq!(
+            v["log"],
+            json!({"type": "disk", "device": "7:9", "health": "A"})
+        );
+        assert_eq!(v["legs"][2]["health"], "R");
+        assert!(v["legs"][2]["reads"].is_null());
+        assert!(v["sync"].get("sectors").is_none());
+    }
+
+    #[test]
+    fn mirror_malformed() {
+        assert!(mirror_json("2 7:0 3/8 1 AA 1 core", "").is_none());
+        assert!(mirror_json("2 7:0 7:1 3-8 1 AA 1 core", "").is_none());
+        assert!(mirror_json("2 7:0 7:1 3/8 1 A 1 core", "").is_none());
+        assert!(mirror_json("2 7:0 7:1 3/8 1 AA 3 disk", "").is_none());
+    }
+}
