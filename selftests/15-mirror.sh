@@ -75,10 +75,15 @@ head -c $((n * 512)) /dev/urandom >"$tmp/a"
 fill "$tmp/a" $A
 fill /dev/zero $B
 check "legs differ before the mirror exists" bash -c "! cmp -s <(head -c 1M $tmp/a) <(dd if=$B bs=1M count=1 iflag=direct status=none)"
-vblkctl create m --table "0 $n mirror $core"
+# Leg B's writes are delayed 20 ms (dm-delay), so the copy of 512 steps
+# takes seconds and fio runs while it does.
+dmsetup create db --table "0 $n delay $B 0 0 $B 0 20"
+vblkctl create m --table "0 $n mirror core 1 $rs 2 $A 0 /dev/mapper/db 0"
 ev0=$(event_nr m)
-check_output "just created: not all regions in sync" "^[0-9]+/$nr$" in_sync m
+synced=$(in_sync m)
+check "just created: not all regions in sync ($synced)" test "${synced%/*}" -lt "$nr"
 check "fio verify while the resync runs" fio_verify /dev/vblk/m 8M
+diag "in sync when fio ended: $(in_sync m)"
 check "resync completes" wait_sync m
 check "an event was raised when the mirror came in sync" timeout 10 vblkctl wait m "$ev0"
 check "after sync the legs are byte-identical" legs_equal $A $B
@@ -93,6 +98,7 @@ ra=$(( ${r1%,*} - ${r0%,*} )) rb=$(( ${r1#*,} - ${r0#*,} ))
 check "256 reads balanced over both legs (A $ra, B $rb)" test "$ra" -ge 100 -a "$rb" -ge 100
 check_output "status --json has per-leg read counts" '"reads":[0-9]+' vblkctl --json status m
 gone m
+dmsetup remove db
 
 # --- nosync: in sync at once, nothing copied ---
 fill /dev/zero $B
@@ -118,6 +124,10 @@ check_eq "fio verify with leg B failing under it: no errors" 0 "$?"
 check_output "leg B shown failed (D), leg A alive" "^0 $n mirror 2 $devA [0-9:]+ [0-9]+/$nr 1 AD 1 core$" vblkctl status m
 check "an event was raised for the failed leg" timeout 10 vblkctl wait m "$ev1"
 check "reads are served by leg A" legs_equal /dev/vblk/m $A
+check "a write with fsync (FLUSH) succeeds with leg B failed" \
+	dd if=/dev/urandom of=/dev/vblk/m bs=64k count=4 oflag=direct conv=fsync status=none
+check "suspend (which flushes every lower device) succeeds with leg B failed" vblkctl suspend m
+check "... and resume" vblkctl resume m
 # Replace the leg (blank it, so only a resync can make it equal).
 dmsetup suspend lb && dmsetup load lb --table "0 $n linear $C 0" && dmsetup resume lb
 fill /dev/zero $C

@@ -38,7 +38,7 @@ use crate::sys::disk::{Op, Status};
 use crate::sys::event::EventCounter;
 use crate::vblk::message::fail;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use kernel::error::code::{EINVAL, ENOMEM};
 use kernel::error::Result;
 use kernel::prelude::*;
@@ -54,6 +54,11 @@ const COPY_BYTES: usize = 64 * 1024;
 const READ_TAG: u32 = 1 << 8;
 /// Pause of the resync between steps while user I/O is running.
 const THROTTLE_MS: u32 = 2;
+/// `Core::log_health` values: alive, a write failed (`D`), a flush
+/// failed (`F`).
+const LOG_ALIVE: u8 = 0;
+const LOG_WRITE_FAILED: u8 = 1;
+const LOG_FLUSH_FAILED: u8 = 2;
 
 /// One leg: a lower device area and its health.
 struct Leg {
@@ -101,7 +106,6 @@ struct State {
     cleaner_running: bool,
     /// A clean should run again after the current one.
     clean_again: bool,
-    log_health: LogHealth,
     /// An event was raised for the mirror being in sync.
     sync_reported: bool,
 }
@@ -128,6 +132,8 @@ struct Core {
     io_seq: AtomicU64,
     /// Regions the resync copied since the table was loaded.
     copied: AtomicU64,
+    /// The log's health: 0 alive, else the first failure (`LOG_*`).
+    log_health: AtomicU8,
     #[pin]
     state: Mutex<State>,
     /// Region waits: a copy ended, writes drained, a job stopped.
@@ -237,6 +243,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         next_read: AtomicU32::new(0),
         io_seq: AtomicU64::new(0),
         copied: AtomicU64::new(0),
+        log_health: AtomicU8::new(LOG_ALIVE),
         state <- kernel::new_mutex!(
             State {
                 pending,
@@ -252,7 +259,6 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
                 resync_running: false,
                 cleaner_running: false,
                 clean_again: false,
-                log_health: LogHealth::Alive,
                 sync_reported: false,
             },
             "vblk::Mirror::state"
@@ -357,12 +363,25 @@ impl Core {
         io.written = gen;
         drop(io);
         if !ok {
-            let mut st = self.state.lock();
-            if st.log_health == LogHealth::Alive {
-                st.log_health = LogHealth::Failed;
-                drop(st);
-                self.events.bump();
-            }
+            self.fail_log(LOG_WRITE_FAILED);
+        }
+    }
+
+    /// Records the log's first failure (any context) and raises an event.
+    fn fail_log(&self, how: u8) {
+        let first = self
+            .log_health
+            .compare_exchange(LOG_ALIVE, how, Ordering::AcqRel, Ordering::Acquire);
+        if first.is_ok() {
+            self.events.bump();
+        }
+    }
+
+    fn log_health(&self) -> LogHealth {
+        match self.log_health.load(Ordering::Acquire) {
+            LOG_ALIVE => LogHealth::Alive,
+            LOG_FLUSH_FAILED => LogHealth::FlushFailed,
+            _ => LogHealth::Failed,
         }
     }
 
@@ -387,18 +406,18 @@ impl Core {
         }
         if buf.len() != self.log_bytes {
             // Out of memory: a log that cannot be read is a new one.
-            st.log_health = LogHealth::Failed;
             st.loaded = true;
-            return;
+            drop(st);
+            return self.fail_log(LOG_WRITE_FAILED);
         }
         match mirror_log::resume(&mut buf, nr, self.args.sync, read_ok) {
             Ok(r) => {
                 st.in_sync = r.in_sync;
                 if r.failed {
-                    st.log_health = LogHealth::Failed;
+                    self.fail_log(LOG_WRITE_FAILED);
                 }
             }
-            Err(_) => st.log_health = LogHealth::Failed,
+            Err(_) => self.fail_log(LOG_WRITE_FAILED),
         }
         if let Ok(bits) = mirror_log::bitset(&buf, nr) {
             let n = st.sync.len().min(bits.len());
@@ -835,6 +854,25 @@ impl Target for Mirror {
         }
     }
 
+    fn flush_failed(&self, dev: &BlockDevice, status: Status) -> Status {
+        let core = &*self.core;
+        if core.log_dev.as_ref().is_some_and(|l| l.devt() == dev.devt()) {
+            core.fail_log(LOG_FLUSH_FAILED);
+        }
+        for (i, leg) in core.legs.iter().enumerate() {
+            if leg.dev.devt() == dev.devt() {
+                core.fail_leg(i, mirror_args::FLUSH_ERROR);
+            }
+        }
+        // What was written is on the live legs (dm: a flush fails only
+        // when every leg failed).
+        if core.legs.iter().any(Leg::alive) {
+            Status::OK
+        } else {
+            status
+        }
+    }
+
     fn needs_worker(&self, op: Op) -> bool {
         matches!(op, Op::Write | Op::Discard)
     }
@@ -879,10 +917,8 @@ impl Target for Mirror {
         for (e, leg) in errors.iter_mut().zip(core.legs.iter()) {
             *e = leg.errors.load(Ordering::Acquire);
         }
-        let (in_sync, health) = {
-            let st = core.state.lock();
-            (st.in_sync, st.log_health)
-        };
+        let in_sync = core.state.lock().in_sync;
+        let health = core.log_health();
         core.args.write_status_info(
             out,
             &|o, d| core.write_dev(o, d),

@@ -77,6 +77,21 @@ pub(crate) trait Target: Send + Sync {
     /// hints). The devices' limits are stacked by the framework.
     fn limits(&self, _limits: &mut QueueLimits) {}
 
+    /// A cache flush of lower device `dev` (one the table uses) failed with
+    /// `status` (any context, hard irq included: must not sleep). Returns
+    /// what that means for this line: by default the failure if the line
+    /// stores data on `dev`, else OK. A redundant target (mirror) marks
+    /// the device failed and says OK while it has others.
+    fn flush_failed(&self, dev: &BlockDevice, status: Status) -> Status {
+        let mut uses = false;
+        self.devices(&mut |d, _, _| uses |= d.devt() == dev.devt());
+        if uses {
+            status
+        } else {
+            Status::OK
+        }
+    }
+
     /// Whether requests of `op` must be mapped from the device's
     /// workqueue, where [`Target::map`] may wait for I/O it submits
     /// itself (a log write before the data); `false`: mapped where blk-mq

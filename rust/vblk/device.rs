@@ -205,8 +205,15 @@ impl State {
         }
         table.postsuspend();
         if !noflush {
-            for dev in table.devices.iter() {
-                if let Err(e) = dev.flush() {
+            for (i, dev) in table.devices.iter().enumerate() {
+                // A mirror leg that fails its flush is marked failed; the
+                // device still suspends (dm: only if no leg is left).
+                let failed = dev.flush().err().filter(|_| {
+                    !table
+                        .flush_failed(i, crate::sys::disk::Status::IO_ERROR)
+                        .is_ok()
+                });
+                if let Some(e) = failed {
                     table.resume();
                     live.disk.unquiesce();
                     return fail!(

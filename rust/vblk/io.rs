@@ -20,8 +20,9 @@ use crate::sys::disk::{Finished, Op, Pending, QueueHandler, Request, RqInfo, Sta
 use kernel::prelude::*;
 use kernel::sync::{Arc, SpinLock};
 
-/// Tag of the cache flushes the framework sends itself (no line has it).
-const FLUSH_TAG: u64 = u64::MAX;
+/// Tag of the cache flushes the framework sends itself: no line has this
+/// line number; the low half is the device's index in `Table::devices`.
+const FLUSH_LINE: u64 = u32::MAX as u64;
 
 /// The I/O side of a live device: the active table.
 #[pin_data]
@@ -59,8 +60,8 @@ impl QueueHandler for Queue {
             Op::Flush => {
                 // An empty flush: every lower device's cache, once.
                 let rq = rq.dispatch(self.table());
-                for dev in rq.data().devices.iter() {
-                    rq.flush_to(dev, FLUSH_TAG);
+                for (i, dev) in rq.data().devices.iter().enumerate() {
+                    rq.flush_to(dev, (FLUSH_LINE << 32) | i as u64);
                 }
             }
             _ => {
@@ -74,8 +75,11 @@ impl QueueHandler for Queue {
     }
 
     fn lower_done(table: &Arc<Table>, tag: u64, status: Status) -> Status {
-        if tag == FLUSH_TAG {
-            return status;
+        if tag >> 32 == FLUSH_LINE {
+            if status.is_ok() {
+                return status;
+            }
+            return table.flush_failed(tag as u32 as usize, status);
         }
         match table.lines.get((tag >> 32) as usize) {
             Some(line) => line.target.end_io(tag as u32, status),

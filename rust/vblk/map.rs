@@ -5,6 +5,7 @@
 use super::message::{fail, Reply};
 use super::table;
 use crate::sys::bdev::BlockDevice;
+use crate::sys::disk::Status;
 use crate::sys::event::EventCounter;
 use crate::sys::limits::QueueLimits;
 use crate::targets::{self, Ctor, Target};
@@ -172,6 +173,20 @@ impl Table {
         for line in self.lines.iter() {
             line.target.postsuspend();
         }
+    }
+
+    /// What a failed cache flush of `self.devices[dev]` means for the
+    /// table: the first line that keeps data there without redundancy
+    /// makes it a failure ([`Target::flush_failed`]).
+    pub(crate) fn flush_failed(&self, dev: usize, status: Status) -> Status {
+        let Some(dev) = self.devices.get(dev) else {
+            return status;
+        };
+        self.lines
+            .iter()
+            .map(|line| line.target.flush_failed(dev, status))
+            .find(|s| !s.is_ok())
+            .unwrap_or(Status::OK)
     }
 
     /// The line holding `sector`, if any.
