@@ -75,9 +75,9 @@ head -c $((n * 512)) /dev/urandom >"$tmp/a"
 fill "$tmp/a" $A
 fill /dev/zero $B
 check "legs differ before the mirror exists" bash -c "! cmp -s <(head -c 1M $tmp/a) <(dd if=$B bs=1M count=1 iflag=direct status=none)"
-# Leg B's writes are delayed 20 ms (dm-delay), so the copy of 512 steps
+# Leg B's writes are delayed 50 ms (dm-delay), so the copy of 512 steps
 # takes seconds and fio runs while it does.
-dmsetup create db --table "0 $n delay $B 0 0 $B 0 20"
+dmsetup create db --table "0 $n delay $B 0 0 $B 0 50"
 vblkctl create m --table "0 $n mirror core 1 $rs 2 $A 0 /dev/mapper/db 0"
 ev0=$(event_nr m)
 synced=$(in_sync m)
