@@ -369,9 +369,9 @@ impl Core {
 
     /// Records the log's first failure (any context) and raises an event.
     fn fail_log(&self, how: u8) {
-        let first = self
-            .log_health
-            .compare_exchange(LOG_ALIVE, how, Ordering::AcqRel, Ordering::Acquire);
+        let first =
+            self.log_health
+                .compare_exchange(LOG_ALIVE, how, Ordering::AcqRel, Ordering::Acquire);
         if first.is_ok() {
             self.events.bump();
         }
@@ -856,7 +856,11 @@ impl Target for Mirror {
 
     fn flush_failed(&self, dev: &BlockDevice, status: Status) -> Status {
         let core = &*self.core;
-        if core.log_dev.as_ref().is_some_and(|l| l.devt() == dev.devt()) {
+        if core
+            .log_dev
+            .as_ref()
+            .is_some_and(|l| l.devt() == dev.devt())
+        {
             core.fail_log(LOG_FLUSH_FAILED);
         }
         for (i, leg) in core.legs.iter().enumerate() {
