@@ -43,7 +43,7 @@ cleanup() {
 		# A device suspended with a wiped key cannot be resumed: give it
 		# its key back first.
 		vblkctl message c 0 key set "$key64" && vblkctl resume c
-		for d in c s l; do vblkctl info "$d" && vblkctl remove "$d"; done
+		for d in c s l; do vblkctl info "$d" && remove_retry "$d"; done
 	done
 	nullb_rm cryv cryd
 	rm -rf "$tmp"
@@ -110,7 +110,7 @@ on_vblk() {
 	local rc
 	vblkctl create c --table "$2" || return 1
 	"$1" "${4:-$tmp/pat}" /dev/vblk/c "$3"; rc=$?
-	vblkctl remove c && return "$rc"
+	remove_retry c && return "$rc"
 }
 on_dm() {
 	local rc
@@ -166,13 +166,13 @@ check_eq "table --inactive masks its key too" \
 check_eq "table --inactive --showkeys shows it" \
 	"0 $nsec crypt capi:xts(aes)-plain64 $key32 0 $devv 0" "$(vblkctl table --inactive --showkeys c)"
 vblkctl clear c
-vblkctl remove c
+remove_retry c
 line="0 $nsec crypt aes-cbc-essiv:sha256 $key16 0 /dev/cryv 0 4 same_cpu_crypt submit_from_crypt_cpus no_read_workqueue no_write_workqueue"
 check "the compatibility options are accepted" vblkctl create c --table "$line"
 dmsetup create cdm --table "${line/cryv/cryd}"
 check "... and shown as dmsetup shows them" table_like_dm cdm c
 dmsetup remove --retry cdm
-vblkctl remove c
+remove_retry c
 
 # --- ciphertext identical to dm-crypt's, for every spec and sector size ---
 # crypt_vs_dm DESC MB SPEC KEY IV_OFFSET OFFSET [OPTS]: the same line (up to
@@ -229,14 +229,14 @@ fio_w() {
 line="0 $nsec crypt aes-xts-plain64 $key64 0 /dev/cryv 0"
 vblkctl create c --table "$line"
 check "fio writes 1536-byte random pieces with verify headers through vblk" fio_w /dev/vblk/c 1536 --do_verify=0
-vblkctl remove c
+remove_retry c
 dmsetup create cdm --table "$line"
 check "... and they verify through dm-crypt" fio_w /dev/mapper/cdm 1536 --verify_only --verify_fatal=1
 check "dm-crypt writes 1536-byte pieces (other seed)" fio_w /dev/mapper/cdm 1536 --do_verify=0 --randseed=5
 dmsetup remove --retry cdm
 vblkctl create c --table "$line"
 check "... and they verify through vblk" fio_w /dev/vblk/c 1536 --verify_only --verify_fatal=1 --randseed=5
-vblkctl remove c
+remove_retry c
 
 # --- cryptsetup plain mode (key file: used as the binary key, no hash) ---
 if command -v cryptsetup >/dev/null 2>&1; then
@@ -271,7 +271,7 @@ fi
 # --- fio verify, both sector sizes ---
 check "sector_size:4096: create" vblkctl create c --table "0 $nsec crypt aes-xts-plain64 $key64 0 /dev/cryv 0 1 sector_size:4096"
 check "... fio verify (randwrite QD16, 4k-1M)" fio_verify /dev/vblk/c 8M --bsrange=4k-1M
-vblkctl remove c
+remove_retry c
 check "512-byte sectors: create" vblkctl create c --table "0 $nsec crypt aes-cbc-essiv:sha256 $key32 0 /dev/cryv 0"
 check "... fio verify (randwrite QD16, 512-64k)" fio_verify /dev/vblk/c 8M --bsrange=512-64k
 check "... fio verify (sequential 256k writes, QD4)" fio_verify /dev/vblk/c 8M --rw=write --bs=256k --iodepth=4
@@ -304,13 +304,13 @@ direct_write() {
 	EOF
 }
 check "an O_DIRECT 1 MiB write leaves the caller's buffer as it was, and reads back" direct_write /dev/vblk/c
-vblkctl remove c
+remove_retry c
 
 # --- ext4 on crypt; dm-crypt sees it clean ---
 line="0 131072 crypt aes-xts-plain64 $key64 0 /dev/ram0 0 1 sector_size:4096"
 check "crypt (4096-byte sectors) over ram0 (64 MiB): create" vblkctl create c --table "$line"
 check "ext4 on crypt: mkfs, fill, fsck, reread" fs_check ext4 /dev/vblk/c
-vblkctl remove c
+remove_retry c
 dm_fsck() {
 	local rc
 	dmsetup create cdm --table "$1" || return 1
@@ -326,22 +326,22 @@ line="0 $((32 * mib)) crypt aes-xts-plain64 $key64 0 /dev/vblk/s 0 1 sector_size
 check "crypt over the striped device: create" vblkctl create c --table "$line"
 check "... fio verify (4k-256k)" fio_verify /dev/vblk/c 12M --bsrange=4k-256k
 check "... write 4 MiB" put "$tmp/pat" /dev/vblk/c 4
-vblkctl remove c
+remove_retry c
 dd if=/dev/vblk/s bs=1M count=4 iflag=direct status=none >"$tmp/ct_v"
 check "dm-crypt over the same striped device writes the same 4 MiB" dm_put "$line" 4
 dd if=/dev/vblk/s bs=1M count=4 iflag=direct status=none >"$tmp/ct_d"
 same_4m() { [ "$(stat -c %s "$1")" = 4194304 ] && cmp "$1" "$2"; }
 check "... the stripes hold identical ciphertext (4 MiB)" same_4m "$tmp/ct_v" "$tmp/ct_d"
 check "... vblk crypt over the stripes reads it" vblk_reads "$line" 4
-vblkctl remove s
+remove_retry s
 check "linear over ram3 at 8 MiB (24 MiB)" vblkctl create l --table "0 $((24 * mib)) linear /dev/ram3 $((8 * mib))"
 line="0 $((24 * mib - 100)) crypt capi:xts(aes)-plain64 $key32 77 /dev/vblk/l 100"
 check "crypt over the linear device (iv_offset 77, offset 100): create" vblkctl create c --table "$line"
 check "... fio verify (512-64k)" fio_verify /dev/vblk/c 8M --bsrange=512-64k
 check "... write 4 MiB" put "$tmp/pat" /dev/vblk/c 4
-vblkctl remove c
+remove_retry c
 check "dm-crypt over the same linear device reads it" dm_reads "$line" 4
-vblkctl remove l
+remove_retry l
 
 # --- allow_discards ---
 wipe_lowers
@@ -350,7 +350,7 @@ check "... the lower device discards" test "$(discard_max cryv)" -gt 0
 check_eq "... but discard_max_bytes is 0" 0 "$(discard_max "$(disk_of c)")"
 check "... write 2 MiB" put "$tmp/pat" /dev/vblk/c 2
 refused "... blkdiscard fails: not supported" "not supported" blkdiscard -o 0 -l 1048576 /dev/vblk/c
-vblkctl remove c
+remove_retry c
 check "... nothing was discarded: dm-crypt reads the data from the lower device" \
 	dm_reads "0 $nsec crypt aes-xts-plain64 $key64 0 /dev/cryv 0" 2
 line="0 $((nsec - 2048)) crypt aes-xts-plain64 $key64 0 /dev/cryv 2048 1 allow_discards"
@@ -360,7 +360,7 @@ wipe_lowers
 check "allow_discards (device offset 2048): create" vblkctl create c --table "$line"
 check "... discard is advertised" test "$(discard_max "$(disk_of c)")" -gt 0
 check "... write 2 MiB, then blkdiscard 512 KiB at 512 KiB" discard_here /dev/vblk/c
-vblkctl remove c
+remove_retry c
 check "... the lower device reads zeros there (at the device offset)" is_zero /dev/cryv $((2048 * 512 + 524288)) 524288
 check "... and still ciphertext before it" not_zero /dev/cryv $((2048 * 512)) 524288
 check "... and after it" not_zero /dev/cryv $((2048 * 512 + 1048576)) 524288
@@ -418,7 +418,7 @@ check "key set with another key of the same size, resume" rekey "$other64"
 check "... the data reads differently (the new key is in use)" differs "$tmp/pat" /dev/vblk/c 0 4194304
 check "key set with the right key again, resume" rekey "$key64"
 check "... the data reads back" reads_back "$tmp/pat" /dev/vblk/c 4
-vblkctl remove c
+remove_retry c
 dm_held() {
 	local rc
 	dmsetup create cdm --table "$line" || return 1
@@ -442,7 +442,7 @@ check_eq "the held read failed (EIO), it did not hang or return data" rc=1 "$(ca
 check "... and got nothing" test ! -s "$tmp/held"
 check_eq "the held write failed" rc=1 "$(cat "$tmp/hw.rc" 2>/dev/null)"
 check "... nothing of it reached the lower device" is_zero /dev/cryv $((6 << 20)) 1048576
-vblkctl remove c
+remove_retry c
 vblkctl create c --table "$line"
 vblkctl suspend c && vblkctl message c 0 key wipe
 check "a suspended device with a wiped key can be removed" vblkctl remove c
@@ -467,7 +467,7 @@ check "a buffered 512-byte write at sector 17 works (the page cache writes whole
 # sector 17 is bytes 512..1023 of the 4 KiB block at byte 8192.
 sector17() { bytes_at /dev/vblk/c 8192 4096 >"$tmp/got" && cmp <(head -c 512 "$tmp/b") <(tail -c +513 "$tmp/got" | head -c 512); }
 check "... and reads back (O_DIRECT, 4 KiB)" sector17
-vblkctl remove c
+remove_retry c
 
 check "no key material in the kernel log" no_key dmesg
 check_output "no devices at the end" '^No devices found$' vblkctl ls

@@ -36,7 +36,7 @@ legs_equal() {
 	cmp <(dd if="$1" bs=1M count=$((n / 2048)) iflag=direct status=none) \
 		<(dd if="$2" bs=1M count=$((n / 2048)) iflag=direct status=none)
 }
-gone() { vblkctl remove "$1"; }
+gone() { remove_retry "$1"; }
 # log_bits DEV: how many of the nr clean bits of a disk log are set.
 log_bits() {
 	dd if="$1" bs=4k count=1 iflag=direct status=none >"$tmp/log"

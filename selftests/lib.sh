@@ -130,3 +130,16 @@ same_bytes() {
 	cmp <(dd if="$1" bs=512 count="$3" iflag=direct status=none) \
 		<(dd if="$2" bs=512 count="$3" iflag=direct status=none)
 }
+
+# remove_retry NAME: vblkctl remove, retried for up to 5 s while the device
+# is only briefly open (udev probes a device when a writer closes it), as
+# `dmsetup remove --retry` does.
+remove_retry() {
+	local i
+	for i in $(seq 50); do
+		vblkctl remove "$1" 2>/dev/null && return 0
+		udevadm settle 2>/dev/null
+		sleep 0.1
+	done
+	vblkctl remove "$1"
+}
