@@ -389,45 +389,37 @@ impl Core {
     /// the table goes live.
     fn load(&self) {
         let nr = self.args.nr_regions;
-        let mut buf = KVVec::new();
-        let read_ok = match &self.log_dev {
-            Some(dev) if buf.extend_with(self.log_bytes, 0u8, GFP_KERNEL).is_ok() => {
-                read_all(dev, &mut buf).is_ok()
-            }
-            _ => false,
-        };
-        let mut st = self.state.lock();
-        if self.log_dev.is_none() {
+        let Some(dev) = &self.log_dev else {
             let all = self.args.sync == SyncMode::No;
+            let mut st = self.state.lock();
             mirror_log::fill_bits(&mut st.sync, 0..u64::from(nr), all);
             st.in_sync = if all { u64::from(nr) } else { 0 };
             st.loaded = true;
             return;
+        };
+        // Read into the log writer's buffer (its lock comes first).
+        let mut io = self.log_io.lock();
+        let read_ok = read_all(dev, &mut io.buf).is_ok();
+        let resumed = mirror_log::resume(&mut io.buf, nr, self.args.sync, read_ok);
+        let mut st = self.state.lock();
+        let (in_sync, failed) = match resumed {
+            Ok(r) => (r.in_sync, r.failed),
+            Err(_) => (0, true),
+        };
+        st.in_sync = in_sync;
+        if failed {
+            self.fail_log(LOG_WRITE_FAILED);
         }
-        if buf.len() != self.log_bytes {
-            // Out of memory: a log that cannot be read is a new one.
-            st.loaded = true;
-            drop(st);
-            return self.fail_log(LOG_WRITE_FAILED);
-        }
-        match mirror_log::resume(&mut buf, nr, self.args.sync, read_ok) {
-            Ok(r) => {
-                st.in_sync = r.in_sync;
-                if r.failed {
-                    self.fail_log(LOG_WRITE_FAILED);
-                }
-            }
-            Err(_) => self.fail_log(LOG_WRITE_FAILED),
-        }
-        if let Ok(bits) = mirror_log::bitset(&buf, nr) {
+        if let Ok(bits) = mirror_log::bitset(&io.buf, nr) {
             let n = st.sync.len().min(bits.len());
             st.sync[..n].copy_from_slice(&bits[..n]);
         }
-        st.log.as_mut_slice().copy_from_slice(&buf);
+        st.log.as_mut_slice().copy_from_slice(&io.buf);
         st.log_gen += 1;
         let gen = st.log_gen;
         st.loaded = true;
         drop(st);
+        drop(io);
         self.commit_log(gen);
     }
 
@@ -759,6 +751,23 @@ fn read_all(dev: &BlockDevice, buf: &mut [u8]) -> Result {
     Ok(())
 }
 
+/// Writes `key` and one counter per leg, comma-separated.
+fn write_per_leg(
+    out: &mut dyn Write,
+    key: &str,
+    legs: &[Leg],
+    counter: fn(&Leg) -> &AtomicU64,
+) -> fmt::Result {
+    out.write_str(key)?;
+    for (i, leg) in legs.iter().enumerate() {
+        if i > 0 {
+            out.write_char(',')?;
+        }
+        write!(out, "{}", counter(leg).load(Ordering::Relaxed))?;
+    }
+    Ok(())
+}
+
 impl Drop for Mirror {
     fn drop(&mut self) {
         self.core.stop_jobs();
@@ -944,20 +953,7 @@ impl Target for Mirror {
             core.length,
             core.copied.load(Ordering::Relaxed)
         )?;
-        out.write_str(" reads=")?;
-        for (i, leg) in core.legs.iter().enumerate() {
-            if i > 0 {
-                out.write_char(',')?;
-            }
-            write!(out, "{}", leg.reads.load(Ordering::Relaxed))?;
-        }
-        out.write_str(" writes=")?;
-        for (i, leg) in core.legs.iter().enumerate() {
-            if i > 0 {
-                out.write_char(',')?;
-            }
-            write!(out, "{}", leg.writes.load(Ordering::Relaxed))?;
-        }
-        Ok(())
+        write_per_leg(out, " reads=", &core.legs, |l| &l.reads)?;
+        write_per_leg(out, " writes=", &core.legs, |l| &l.writes)
     }
 }

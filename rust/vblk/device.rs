@@ -12,7 +12,7 @@ use super::abi::{
 use super::io::Queue;
 use super::map::Table;
 use super::message::{fail, Errno, Reply};
-use crate::sys::disk::Disk;
+use crate::sys::disk::{Disk, Status};
 use crate::sys::event::EventCounter;
 use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::error::code::{EBUSY, EINTR, EINVAL, ENXIO};
@@ -198,21 +198,15 @@ impl State {
             return Ok(());
         }
         let table = live.queue.table();
-        table.presuspend();
-        if let Err(e) = quiesce_and_drain(live, reply) {
-            table.resume();
-            return Err(e);
-        }
-        table.postsuspend();
+        stop_table(live, &table, reply)?;
         if !noflush {
             for (i, dev) in table.devices.iter().enumerate() {
                 // A mirror leg that fails its flush is marked failed; the
                 // device still suspends (dm: only if no leg is left).
-                let failed = dev.flush().err().filter(|_| {
-                    !table
-                        .flush_failed(i, crate::sys::disk::Status::IO_ERROR)
-                        .is_ok()
-                });
+                let failed = dev
+                    .flush()
+                    .err()
+                    .filter(|_| !table.flush_failed(i, Status::IO_ERROR).is_ok());
                 if let Some(e) = failed {
                     table.resume();
                     live.disk.unquiesce();
@@ -342,16 +336,24 @@ fn quiesce_and_drain(live: &Live, reply: &mut Reply) -> Result {
     Ok(())
 }
 
+/// Stops the live device's active `table`: its targets' presuspend, the
+/// queue quiesced and drained, their postsuspend. On a signal while
+/// draining, the table resumes and the device runs again.
+fn stop_table(live: &Live, table: &Table, reply: &mut Reply) -> Result {
+    table.presuspend();
+    if let Err(e) = quiesce_and_drain(live, reply) {
+        table.resume();
+        return Err(e);
+    }
+    table.postsuspend();
+    Ok(())
+}
+
 /// Replaces the active table of a live device with `table`.
 fn swap(live: &Live, suspended: bool, table: &Arc<Table>, reply: &mut Reply) -> Result {
     let old = live.queue.table();
     if !suspended {
-        old.presuspend();
-        if let Err(e) = quiesce_and_drain(live, reply) {
-            old.resume();
-            return Err(e);
-        }
-        old.postsuspend();
+        stop_table(live, &old, reply)?;
     }
     let (old_block, new_block) = (
         live.disk.logical_block_size(),

@@ -66,7 +66,7 @@ impl QueueHandler for Queue {
             }
             _ => {
                 let table = self.table();
-                if !rq.in_worker() && needs_worker(&table, info) {
+                if table.uses_worker && !rq.in_worker() && needs_worker(&table, info) {
                     return rq.defer();
                 }
                 map_request(rq.dispatch(table), info)

@@ -5,7 +5,7 @@
 use super::message::{fail, Reply};
 use super::table;
 use crate::sys::bdev::BlockDevice;
-use crate::sys::disk::Status;
+use crate::sys::disk::{Op, Status};
 use crate::sys::event::EventCounter;
 use crate::sys::limits::QueueLimits;
 use crate::targets::{self, Ctor, Target};
@@ -37,6 +37,9 @@ pub(crate) struct Table {
     /// DEPS lists them.
     pub(crate) devices: KVec<Arc<BlockDevice>>,
     pub(crate) limits: QueueLimits,
+    /// Some line maps some requests from the disk's workqueue
+    /// ([`Target::needs_worker`]); the queue asks only then.
+    pub(crate) uses_worker: bool,
 }
 
 fn oom<T>(reply: &mut Reply) -> Result<T> {
@@ -97,6 +100,11 @@ impl Table {
         }
         let limits = stack_limits(&lines, reply)?;
         check_block_size(&lines, limits.logical_block_size(), reply)?;
+        let uses_worker = lines.iter().any(|l| {
+            [Op::Read, Op::Write, Op::Discard, Op::WriteZeroes]
+                .into_iter()
+                .any(|op| l.target.needs_worker(op))
+        });
         Arc::new(
             Table {
                 lines,
@@ -104,6 +112,7 @@ impl Table {
                 size,
                 devices,
                 limits,
+                uses_worker,
             },
             GFP_KERNEL,
         )
