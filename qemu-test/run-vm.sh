@@ -80,7 +80,7 @@ fi
 timeout_s=${VBLK_VM_TIMEOUT:-2400}
 out=/dev/stdout
 [ "$quiet" -eq 1 ] && out=/dev/null
-timeout --foreground -k 10 "$timeout_s" vng "${vng_args[@]}" --exec "$guest_cmd" \
+timeout -k 10 "$timeout_s" vng "${vng_args[@]}" --exec "$guest_cmd" \
 	</dev/null 2>&1 | tee "$run_dir/console.log" >"$out"
 vm_rc=${PIPESTATUS[0]}
 

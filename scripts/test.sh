@@ -45,9 +45,9 @@ VBLK_RUN_DIR=$run_dir qemu-test/run-vm.sh --quiet -- selftests/run.sh
 vm_rc=$?
 summary=$run_dir/tap/summary
 if [ -f "$summary" ]; then
-	while read -r name p f; do
+	while read -r name p f secs; do
 		passed=$((passed + p)); failed=$((failed + f))
-		echo "selftest $name: $p passed, $f failed"
+		echo "selftest $name: $p passed, $f failed (${secs:-?}s)"
 	done <"$summary"
 	grep -h '^not ok' "$run_dir"/tap/*.tap 2>/dev/null | sed 's/^/  /'
 else

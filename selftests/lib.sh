@@ -10,10 +10,14 @@ trap 'rm -f "$_tap_out"' EXIT
 
 echo "TAP version 13"
 
-ok() { _tap_n=$((_tap_n + 1)); echo "ok $_tap_n - $*"; }
-not_ok() { _tap_n=$((_tap_n + 1)); _tap_failed=$((_tap_failed + 1)); echo "not ok $_tap_n - $*"; }
+# Seconds since the previous result go into a "# time" line after each
+# result, so slow checks show up in the TAP file (testing.md: budget).
+_tap_last=$SECONDS
+_tap_time() { echo "# time $((SECONDS - _tap_last))s"; _tap_last=$SECONDS; }
+ok() { _tap_n=$((_tap_n + 1)); echo "ok $_tap_n - $*"; _tap_time; }
+not_ok() { _tap_n=$((_tap_n + 1)); _tap_failed=$((_tap_failed + 1)); echo "not ok $_tap_n - $*"; _tap_time; }
 diag() { printf '%s\n' "$@" | sed 's/^/# /'; }
-skip() { _tap_n=$((_tap_n + 1)); echo "ok $_tap_n - $1 # SKIP ${2:-}"; }
+skip() { _tap_n=$((_tap_n + 1)); echo "ok $_tap_n - $1 # SKIP ${2:-}"; _tap_time; }
 
 # check DESC CMD...: passes if CMD exits 0.
 check() {

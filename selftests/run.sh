@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every selftest (selftests/NN-*.sh) inside the guest, one after the
 # other. Each writes TAP to $VBLK_RUN_DIR/tap/NAME.tap (and the console);
-# a summary line per test goes to $VBLK_RUN_DIR/tap/summary.
+# a summary line per test (name, passed, failed, seconds) goes to
+# $VBLK_RUN_DIR/tap/summary.
 #
 #   selftests/run.sh [NAME-GLOB]     e.g. run.sh '01-*'
 set -u
@@ -16,6 +17,7 @@ for t in "$here"/$glob.sh; do
 	name=$(basename "$t" .sh)
 	echo "vblk-selftest: start $name" >/dev/kmsg
 	echo "# selftest $name"
+	t0=$SECONDS
 	timeout -k 10 "${VBLK_SELFTEST_TIMEOUT:-1200}" bash "$t" </dev/null 2>&1 | tee "$out/$name.tap"
 	trc=${PIPESTATUS[0]}
 	echo "vblk-selftest: end $name rc=$trc" >/dev/kmsg
@@ -28,7 +30,7 @@ for t in "$here"/$glob.sh; do
 	elif [ -z "$plan" ] || [ "$plan" -ne $((pass + fail)) ]; then
 		fail=$((fail + 1)); echo "not ok - $name: plan ${plan:-missing} but $((pass + fail - 1)) results" | tee -a "$out/$name.tap"
 	fi
-	echo "$name $pass $fail" >>"$out/summary"
+	echo "$name $pass $fail $((SECONDS - t0))" >>"$out/summary"
 	[ "$fail" -eq 0 ] || rc=1
 done
 exit "$rc"
