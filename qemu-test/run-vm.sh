@@ -12,7 +12,7 @@
 #   VBLK_KO        the module to load (default: vblk.ko in the repo root;
 #                  `make bench` passes one built against the bench kernel)
 #   VBLK_RUN_DIR   where results go (default: build/vm/<timestamp>)
-#   VBLK_VM_TIMEOUT  seconds before the VM is killed (default 2400)
+#   VBLK_VM_TIMEOUT  seconds before the VM is killed (default 4200)
 #   VBLK_VM_MEMORY, VBLK_VM_CPUS
 #
 # The run directory gets console.log (everything the guest printed, kernel
@@ -77,7 +77,7 @@ if [ "$shell" -eq 1 ]; then
 	exit $?
 fi
 
-timeout_s=${VBLK_VM_TIMEOUT:-2400}
+timeout_s=${VBLK_VM_TIMEOUT:-4200}
 out=/dev/stdout
 [ "$quiet" -eq 1 ] && out=/dev/null
 timeout -k 10 "$timeout_s" vng "${vng_args[@]}" --exec "$guest_cmd" \

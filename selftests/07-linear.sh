@@ -19,10 +19,10 @@ check_eq "deps --json" '[{"dev":"1:0","name":"ram0"}]' "$(vblkctl --json deps l)
 head -c $((2048 * 512)) /dev/urandom >"$tmp/pat"
 dd if="$tmp/pat" of=/dev/vblk/l bs=64k oflag=direct status=none
 check "written data lands at sector 4096 of ram0" \
-	cmp "$tmp/pat" <(dd if=/dev/ram0 bs=512 skip=4096 count=2048 iflag=direct status=none)
+	cmp "$tmp/pat" <(sectors_of /dev/ram0 4096 2048)
 check "and reads back through vblk" same_bytes "$tmp/pat" /dev/vblk/l 2048
 check "sectors before the line's offset are untouched" \
-	cmp <(dd if=/dev/ram0 bs=512 count=4096 iflag=direct status=none) <(head -c $((4096 * 512)) /dev/zero)
+	cmp <(sectors_of /dev/ram0 0 4096) <(head -c $((4096 * 512)) /dev/zero)
 check_fails "ram0 is claimed while the table holds it (O_EXCL open fails)" excl_open /dev/ram0
 check "remove l" vblkctl remove l
 check "... releases ram0 (O_EXCL open works)" excl_open /dev/ram0
@@ -108,11 +108,11 @@ check_output "deps: three devices" '^3 dependencies	: \(1, 1 ram1\) \(1, 2 ram2\
 head -c $((120000 * 512)) /dev/urandom >"$tmp/big"
 dd if="$tmp/big" of=/dev/vblk/cat bs=1M oflag=direct status=none
 check "line 1 is sectors 0.. of ram1" cmp <(head -c $((40000 * 512)) "$tmp/big") \
-	<(dd if=/dev/ram1 bs=512 count=40000 iflag=direct status=none)
+	<(sectors_of /dev/ram1 0 40000)
 check "line 2 is sectors 8.. of ram2" cmp <(tail -c +$((40000 * 512 + 1)) "$tmp/big" | head -c $((50000 * 512))) \
-	<(dd if=/dev/ram2 bs=512 skip=8 count=50000 iflag=direct status=none)
+	<(sectors_of /dev/ram2 8 50000)
 check "line 3 is sectors 1000.. of ram3" cmp <(tail -c +$((90000 * 512 + 1)) "$tmp/big") \
-	<(dd if=/dev/ram3 bs=512 skip=1000 count=30000 iflag=direct status=none)
+	<(sectors_of /dev/ram3 1000 30000)
 check "1 MiB reads across both boundaries read back what was written" same_bytes "$tmp/big" /dev/vblk/cat 120000
 check "fio verify across the concatenation (64k blocks cross the boundaries)" \
 	fio_verify /dev/vblk/cat 58M --bs=64k --blockalign=4k

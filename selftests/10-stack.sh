@@ -17,7 +17,7 @@ check "fio verify through three levels" fio_verify /dev/vblk/c 40M
 head -c 1M /dev/urandom >"$tmp/pat"
 dd if="$tmp/pat" of=/dev/vblk/c bs=64k seek=16 oflag=direct status=none
 check "data written to c at 1 MiB lands on ram0 at 1 MiB + 512 + 1024 + 2048 sectors" \
-	cmp "$tmp/pat" <(dd if=/dev/ram0 bs=512 skip=$((2048 + 1024 + 512 + 2048)) count=2048 iflag=direct status=none)
+	cmp "$tmp/pat" <(sectors_of /dev/ram0 $((2048 + 1024 + 512 + 2048)) 2048)
 
 # --- busy devices ---
 before=$(state)

@@ -83,22 +83,22 @@ check "... and fio verifies them through dm-striped" fio_w /dev/mapper/sdm --ver
 dmsetup remove sdm
 
 # --- discard: each stripe gets its share, exactly ---
-for i in 0 1 2; do nullb sd$i 32 discard=1 blocksize=512; done
-table="0 $((3 * 32 * mib)) striped 3 16 /dev/sd0 0 /dev/sd1 0 /dev/sd2 0"
+for i in 0 1 2; do nullb sd$i 8 discard=1 blocksize=512; done
+table="0 $((3 * 8 * mib)) striped 3 16 /dev/sd0 0 /dev/sd1 0 /dev/sd2 0"
 vblkctl create s --table "$table"
-head -c $((96 * 1024 * 1024)) /dev/urandom >"$tmp/c"
+head -c $((24 * 1024 * 1024)) /dev/urandom >"$tmp/c"
 dd if="$tmp/c" of=/dev/vblk/s bs=1M oflag=direct status=none
 check_eq "discard is advertised" 1 "$(($(cat /sys/block/$(disk_of s)/queue/discard_max_bytes) > 0))"
-# 1 MiB + 3 sectors from sector 100005: starts and ends inside chunks.
-check "blkdiscard a range that starts and ends mid-chunk" blkdiscard -o $((100005 * 512)) -l $((2051 * 512)) /dev/vblk/s
-python3 - "$tmp/c" 100005 2051 <<-'EOF' >"$tmp/c2"
+# 1 MiB + 3 sectors from sector 20005: starts and ends inside chunks.
+check "blkdiscard a range that starts and ends mid-chunk" blkdiscard -o $((20005 * 512)) -l $((2051 * 512)) /dev/vblk/s
+python3 - "$tmp/c" 20005 2051 <<-'EOF' >"$tmp/c2"
 import sys
 data = bytearray(open(sys.argv[1], "rb").read())
 start, n = int(sys.argv[2]) * 512, int(sys.argv[3]) * 512
 data[start:start + n] = bytes(n)
 sys.stdout.buffer.write(data)
 EOF
-check "the range reads as zeros, everything else as before" same_bytes "$tmp/c2" /dev/vblk/s $((3 * 32 * mib))
+check "the range reads as zeros, everything else as before" same_bytes "$tmp/c2" /dev/vblk/s $((3 * 8 * mib))
 vblkctl remove s
 nullb_rm sd0 sd1 sd2
 

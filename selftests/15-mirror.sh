@@ -2,8 +2,9 @@
 # The mirror target (RAID1), against dm's mirror: table and status in dm's
 # form, resync (core and disk log) while fio verifies, legs byte-identical
 # after every run, read balancing, leg failure under load (dm error below
-# a leg), replacement and resync, unclean shutdown with the disk log
-# (only the dirty regions are copied), and the disk log read by dm-mirror.
+# a leg), replacement and resync, the dirty mark written before the data,
+# unclean shutdown with the disk log (only the dirty regions are copied),
+# and the disk log read by dm-mirror.
 . "$(dirname "$0")/lib.sh"
 
 tmp=$(mktemp -d)
@@ -193,6 +194,29 @@ dmsetup create ll --table "0 $(sectors $L) linear $L 0"
 ulog="disk 2 /dev/mapper/ll $rs 2 /dev/mapper/la 0 /dev/mapper/lb 0"
 vblkctl create m --table "0 $n mirror $ulog"
 check "unclean: starts in sync on the clean log" wait_sync m 10
+
+# --- the dirty mark is on disk before the data reaches a leg ---
+# With the log's device suspended, a write to a clean region waits: its
+# bit is cleared and the log written (FUA) before the data goes down.
+sec=$((40 * rs)) # region 40: clean, untouched
+leg_a40() { sectors_of $A "$sec" 8 | sha256sum; }
+before=$(leg_a40)
+dmsetup suspend ll
+(dd if=/dev/urandom of=/dev/vblk/m bs=4k seek=$((sec / 8)) count=1 oflag=direct status=none; echo "rc=$?" >"$tmp/w.rc") &
+w=$!
+sleep 2
+check_fails "a write to a clean region waits while its dirty mark cannot be written" test -e "$tmp/w.rc"
+check_eq "... and none of it reached leg A" "$before" "$(leg_a40)"
+dmsetup resume ll
+wait "$w"
+check_eq "once the log is written, the write completes" rc=0 "$(cat "$tmp/w.rc" 2>/dev/null)"
+check_fails "... and reached leg A" test "$before" = "$(leg_a40)"
+all_clean() {
+	local i
+	for i in $(seq 100); do [ "$(log_bits $L)" = "$nr" ] && return 0; sleep 0.1; done
+	return 1
+}
+check "... and its region is clean again in the log (lazily)" all_clean
 # Writes over 8 regions run while the disks stop taking I/O (all three
 # below the mirror switch to error): the mirror never gets to clean them.
 fio --name=crash --filename=/dev/vblk/m --size=4M --offset=4M --direct=1 --ioengine=io_uring \

@@ -128,12 +128,18 @@ fs_check() {
 	return "$rc"
 }
 
-# same_bytes A B SECTORS: the first SECTORS sectors of two devices (or
-# files) are identical, read with O_DIRECT (bypasses stale page caches).
-same_bytes() {
-	cmp <(dd if="$1" bs=512 count="$3" iflag=direct status=none) \
-		<(dd if="$2" bs=512 count="$3" iflag=direct status=none)
+# sectors_of DEV START COUNT: COUNT sectors of DEV (or a file) from sector
+# START, to stdout, read with O_DIRECT (bypasses stale page caches) in
+# 1 MiB requests: 512-byte reads cost a system call per sector, minutes
+# under TCG with KASAN.
+sectors_of() {
+	dd if="$1" bs=1M skip=$(($2 * 512)) count=$(($3 * 512)) \
+		iflag=direct,skip_bytes,count_bytes status=none
 }
+
+# same_bytes A B SECTORS: the first SECTORS sectors of two devices (or
+# files) are identical.
+same_bytes() { cmp <(sectors_of "$1" 0 "$3") <(sectors_of "$2" 0 "$3"); }
 
 # remove_retry NAME: vblkctl remove, retried for up to 5 s while the device
 # is only briefly open (udev probes a device when a writer closes it), as
