@@ -38,7 +38,7 @@ use crate::sys::disk::{Op, Status};
 use crate::sys::event::EventCounter;
 use crate::vblk::message::fail;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use kernel::error::code::{EINVAL, ENOMEM};
 use kernel::error::Result;
 use kernel::prelude::*;
@@ -128,6 +128,9 @@ struct Core {
     events: Arc<EventCounter>,
     /// Round-robin position of balanced reads.
     next_read: AtomicU32,
+    /// Every region is in sync (sync bits are only ever set once loaded),
+    /// so reads need not take the state lock to look at them.
+    fully_synced: AtomicBool,
     /// Requests mapped so far (the resync yields when it changes).
     io_seq: AtomicU64,
     /// Regions the resync copied since the table was loaded.
@@ -241,6 +244,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         log_bytes,
         events,
         next_read: AtomicU32::new(0),
+        fully_synced: AtomicBool::new(false),
         io_seq: AtomicU64::new(0),
         copied: AtomicU64::new(0),
         log_health: AtomicU8::new(LOG_ALIVE),
@@ -338,6 +342,9 @@ impl Core {
 
     /// Whether every region of `[offset, offset + len)` is in sync.
     fn all_in_sync(&self, offset: u64, len: u64) -> bool {
+        if self.fully_synced.load(Ordering::Acquire) {
+            return true;
+        }
         let st = self.state.lock();
         mirror_log::regions(offset, len, self.region_size()).all(|r| bit(&st.sync, r))
     }
@@ -394,6 +401,7 @@ impl Core {
             let mut st = self.state.lock();
             mirror_log::fill_bits(&mut st.sync, 0..u64::from(nr), all);
             st.in_sync = if all { u64::from(nr) } else { 0 };
+            self.fully_synced.store(all, Ordering::Release);
             st.loaded = true;
             return;
         };
@@ -414,6 +422,9 @@ impl Core {
             let n = st.sync.len().min(bits.len());
             st.sync[..n].copy_from_slice(&bits[..n]);
         }
+        // From the bits themselves: reads trust the flag over them.
+        let all = st.in_sync >= u64::from(nr) && (0..u64::from(nr)).all(|r| bit(&st.sync, r));
+        self.fully_synced.store(all, Ordering::Release);
         st.log.as_mut_slice().copy_from_slice(&io.buf);
         st.log_gen += 1;
         let gen = st.log_gen;
@@ -466,6 +477,9 @@ impl Core {
             }
             // The event goes with the status that shows it.
             let done = st.in_sync >= self.nr_regions() && !st.sync_reported;
+            if st.in_sync >= self.nr_regions() {
+                self.fully_synced.store(true, Ordering::Release);
+            }
             if done {
                 st.sync_reported = true;
                 self.events.bump();
