@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The crypt target against dm-crypt: for every supported cipher spec (both
-# the dm and the capi: form), sector sizes 512..4096, iv_large_sectors, IV
+# the dm and the capi: form; sector sizes 512..4096 crossed with the specs
+# as the matrix below explains), iv_large_sectors, IV
 # and device offsets, a 32-bit IV wrapping, vblk leaves exactly dm-crypt's
 # ciphertext on the lower device and each reads what the other wrote; fio
 # verify headers cross over; cryptsetup plain opens what vblk wrote and the

@@ -217,7 +217,8 @@ all_clean() {
 	return 1
 }
 check "... and its region is clean again in the log (lazily)" all_clean
-# Writes over 8 regions run while the disks stop taking I/O (all three
+
+# The crash: writes over 8 regions run while the disks stop taking I/O (all three
 # below the mirror switch to error): the mirror never gets to clean them.
 fio --name=crash --filename=/dev/vblk/m --size=4M --offset=4M --direct=1 --ioengine=io_uring \
 	--iodepth=8 --rw=randwrite --bs=4k --time_based --runtime=30 --output-format=terse >/dev/null 2>&1 &
