@@ -6,6 +6,10 @@
 //! - `vblk`: the framework (control ioctls, devices, tables, I/O path);
 //! - `targets`: one file per target, behind one trait.
 
+// `pin_init!` of a state struct with many fields (mirror's) nests deeper
+// than the default 128.
+#![recursion_limit = "256"]
+
 use kernel::prelude::*;
 use kernel::sync::Arc;
 

@@ -47,6 +47,31 @@ check "x can now hold a table on a" vblkctl load x --table "0 1000 linear /dev/v
 check "and resume it" vblkctl resume x
 check "remove x" vblkctl remove x
 
+# A device whose disk is being created (first RESUME) is in the stacking
+# graph from CREATE on: racing that resume, a table on its new disk that
+# would close a cycle is refused, and never do both succeed.
+both=0
+for i in $(seq 10); do
+	vblkctl create p
+	vblkctl load p --table "0 1000 linear /dev/vblk/a 0"
+	old=$(ls -d /dev/vblk[0-9]*)
+	vblkctl resume p &
+	r=$!
+	# a's table on p's disk, as soon as its devtmpfs node exists.
+	got=no
+	for _ in $(seq 2000); do
+		node=$(ls -d /dev/vblk[0-9]* | grep -vxF "$old" | head -1)
+		[ -n "$node" ] || continue
+		vblkctl load a --table "0 1000 linear $node 0" 2>/dev/null && got=yes
+		break
+	done
+	wait "$r" && [ "$got" = yes ] && both=$((both + 1))
+	vblkctl clear a 2>/dev/null
+	remove_retry p
+done
+check_eq "racing a first resume, a cycle through the new disk is never made" 0 "$both"
+check_eq "... and the tables are as before" "$before" "$(state)"
+
 # --- a suspended lower device holds the upper's I/O, nothing else ---
 check "suspend a (the bottom)" vblkctl suspend a
 ( dd if="$tmp/pat" of=/dev/vblk/c bs=64k oflag=direct status=none; echo "rc=$?" >"$tmp/dd.rc" ) &

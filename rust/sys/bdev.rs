@@ -51,6 +51,14 @@ impl BlockDevice {
         unsafe { bindings::vblk_shim_bdev_devt(self.raw()) }
     }
 
+    /// The N of `vblkN` if this is a vblk disk (the stacking graph is
+    /// kept by disk index, known before the disk has a dev_t).
+    pub(crate) fn vblk_index(&self) -> Option<u32> {
+        // SAFETY: `file` is an open block device file (type invariant).
+        let index = unsafe { bindings::vblk_shim_bdev_vblk_index(self.raw()) };
+        (index != u32::MAX).then_some(index)
+    }
+
     /// Size in 512-byte sectors.
     pub(crate) fn sectors(&self) -> u64 {
         // SAFETY: as above.

@@ -25,7 +25,7 @@ use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::mem::{size_of, MaybeUninit};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use kernel::error::{to_result, Error, Result};
 use kernel::sync::Arc;
 
@@ -137,8 +137,10 @@ struct RqState<D> {
     status: AtomicU8,
     /// [`QueueHandler::finish`] must run before the request ends.
     finish: AtomicBool,
-    /// A lower bio failed with [`Status::RETRY`].
-    retry: AtomicBool,
+    /// Retry groups with a lower bio that failed with [`Status::RETRY`]: bit
+    /// `(tag >> 32) % 64` (the handler's group of the bio, e.g. its table
+    /// line), so one group's retry does not make another's look failed.
+    retry: AtomicU64,
     data: MaybeUninit<D>,
 }
 
@@ -211,7 +213,7 @@ impl<T: QueueHandler> Request<T> {
                 pending: AtomicU32::new(1),
                 status: AtomicU8::new(0),
                 finish: AtomicBool::new(false),
-                retry: AtomicBool::new(false),
+                retry: AtomicU64::new(0),
                 data: MaybeUninit::new(data),
             })
         };
@@ -403,10 +405,11 @@ impl<T: QueueHandler> Finished<T> {
         Status(self.state().status.load(Ordering::Acquire))
     }
 
-    /// Whether a lower bio failed with [`Status::RETRY`] (the handler
-    /// retries the I/O or fails the request).
-    pub(crate) fn retry_requested(&self) -> bool {
-        self.state().retry.load(Ordering::Acquire)
+    /// Whether a lower bio of retry group `group` (its tag's upper 32
+    /// bits) failed with [`Status::RETRY`] (the handler retries that I/O
+    /// or fails the request).
+    pub(crate) fn retry_requested(&self, group: u32) -> bool {
+        self.state().retry.load(Ordering::Acquire) & retry_bit(group) != 0
     }
 
     /// Records a failure for the request (the first one wins).
@@ -688,12 +691,19 @@ unsafe extern "C" fn lower_done_trampoline<T: QueueHandler>(
     let mut status = T::lower_done(data, tag, Status(status));
     if status == Status::RETRY {
         // Seen by `put` (after the count drops, with AcqRel ordering).
-        state.retry.store(true, Ordering::Release);
+        state
+            .retry
+            .fetch_or(retry_bit((tag >> 32) as u32), Ordering::Release);
         state.finish.store(true, Ordering::Release);
         status = Status::OK;
     }
     // SAFETY: the completed bio's count is handed over to `put`.
     unsafe { put::<T>(rq, status) }
+}
+
+/// The bit of retry group `group` in [`RqState::retry`].
+fn retry_bit(group: u32) -> u64 {
+    1 << (group % 64)
 }
 
 /// The shim's deferred completion: hands the request to the handler.

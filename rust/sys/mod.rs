@@ -14,6 +14,7 @@ pub(crate) mod disk;
 pub(crate) mod event;
 pub(crate) mod limits;
 pub(crate) mod vec;
+pub(crate) mod workqueue;
 
 /// Whether the calling task has `CAP_SYS_ADMIN` (checked per call, like
 /// device-mapper does for its control ioctls).
@@ -21,6 +22,30 @@ pub(crate) fn caller_has_sys_admin() -> bool {
     // SAFETY: `capable()` only inspects the current task's credentials and
     // may be called from any process context, which an ioctl handler is.
     unsafe { bindings::vblk_shim_capable_sys_admin() }
+}
+
+/// A reference on the vblk module: while one exists, `rmmod vblk` is
+/// refused (each device holds one, as each dm device holds dm-mod).
+///
+/// The registry drops it in REMOVE, a control ioctl, whose open file pins
+/// the module while `module_put` returns.
+pub(crate) struct ModuleRef {
+    _private: (),
+}
+
+impl ModuleRef {
+    /// `None` while the module is being unloaded.
+    pub(crate) fn get() -> Option<Self> {
+        // SAFETY: no preconditions; fails once unloading has begun.
+        unsafe { bindings::vblk_shim_module_get() }.then_some(ModuleRef { _private: () })
+    }
+}
+
+impl Drop for ModuleRef {
+    fn drop(&mut self) {
+        // SAFETY: drops the reference `get` took, exactly once.
+        unsafe { bindings::vblk_shim_module_put() }
+    }
 }
 
 /// Milliseconds since boot, at jiffy resolution (for coarse timing such as

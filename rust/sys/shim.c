@@ -53,6 +53,16 @@ void vblk_shim_control_deregister(void)
 	misc_deregister(&vblk_control_misc);
 }
 
+bool vblk_shim_module_get(void)
+{
+	return try_module_get(THIS_MODULE);
+}
+
+void vblk_shim_module_put(void)
+{
+	module_put(THIS_MODULE);
+}
+
 bool vblk_shim_capable_sys_admin(void)
 {
 	return capable(CAP_SYS_ADMIN);
@@ -85,6 +95,7 @@ void vblk_shim_event_wake(u32 *counter)
 #include <linux/workqueue.h>
 #include <linux/vmalloc.h>
 #include <linux/mm.h>
+#include <linux/sched/mm.h>
 
 /*
  * One holder for every lower device vblk opens, like device-mapper's
@@ -265,10 +276,19 @@ struct vblk_disk {
 	struct gendisk *disk;
 	/* Lower bios: clones of request bios, bounce writes, empty flushes. */
 	struct bio_set bs;
-	/* Deferred request completion (ops->finish), usable under reclaim. */
-	struct workqueue_struct *wq;
+	/*
+	 * Deferred request completion (ops->finish) and deferred mapping
+	 * (ops->queue_rq from a worker), both usable under reclaim. Two
+	 * queues: a mapping that waits (a mirror write behind a region copy)
+	 * must never hold up the completions that end the wait, which under
+	 * memory pressure one queue's single rescuer would.
+	 */
+	struct workqueue_struct *done_wq;
+	struct workqueue_struct *map_wq;
 	/* Where struct vblk_rq_work sits in each request's PDU. */
 	u32 work_off;
+	/* The N of vblkN: what the control plane knows the device by. */
+	u32 index;
 	const struct vblk_disk_ops *ops;
 	const void *ctx;
 	/* Woken as requests end, for vblk_shim_disk_wait_idle. */
@@ -296,9 +316,14 @@ struct vblk_lower {
 	struct bio bio;
 };
 
-/* After Rust's part of each request's PDU: a deferred completion. */
+/*
+ * After Rust's part of each request's PDU: a deferred mapping and a
+ * deferred completion, separate items (the completion may be queued
+ * from inside the mapping's own work function).
+ */
 struct vblk_rq_work {
-	struct work_struct work;
+	struct work_struct map;
+	struct work_struct done;
 	struct request *rq;
 };
 
@@ -443,10 +468,16 @@ struct vblk_disk *vblk_shim_disk_create(const struct vblk_disk_ops *ops, const v
 			  BIOSET_NEED_BVECS | BIOSET_NEED_RESCUER | BIOSET_PERCPU_CACHE);
 	if (ret)
 		goto free_d;
-	d->wq = alloc_workqueue("vblk%u", WQ_MEM_RECLAIM | WQ_UNBOUND, 0, index);
-	if (!d->wq) {
+	d->index = index;
+	d->done_wq = alloc_workqueue("vblk%u", WQ_MEM_RECLAIM | WQ_UNBOUND, 0, index);
+	if (!d->done_wq) {
 		ret = -ENOMEM;
 		goto free_bs;
+	}
+	d->map_wq = alloc_workqueue("vblk%u_map", WQ_MEM_RECLAIM | WQ_UNBOUND, 0, index);
+	if (!d->map_wq) {
+		ret = -ENOMEM;
+		goto free_done_wq;
 	}
 
 	d->set.ops = &vblk_mq_ops;
@@ -486,7 +517,9 @@ put:
 free_set:
 	blk_mq_free_tag_set(&d->set);
 free_wq:
-	destroy_workqueue(d->wq);
+	destroy_workqueue(d->map_wq);
+free_done_wq:
+	destroy_workqueue(d->done_wq);
 free_bs:
 	bioset_exit(&d->bs);
 free_d:
@@ -502,8 +535,9 @@ void vblk_shim_disk_destroy(struct vblk_disk *d)
 	del_gendisk(d->disk);
 	put_disk(d->disk);
 	blk_mq_free_tag_set(&d->set);
-	/* Deferred completions ended their requests: nothing is queued. */
-	destroy_workqueue(d->wq);
+	/* Deferred work ended its requests: nothing is queued. */
+	destroy_workqueue(d->map_wq);
+	destroy_workqueue(d->done_wq);
 	bioset_exit(&d->bs);
 	/* No request is left to take the flush lock of this class. */
 	lockdep_unregister_key(&d->fq_key);
@@ -513,6 +547,14 @@ void vblk_shim_disk_destroy(struct vblk_disk *d)
 u32 vblk_shim_disk_devt(const struct vblk_disk *d)
 {
 	return disk_devt(d->disk);
+}
+
+/* The index of the vblk disk f is, or U32_MAX if it is not a vblk disk. */
+u32 vblk_shim_bdev_vblk_index(struct file *f)
+{
+	struct gendisk *disk = file_bdev(f)->bd_disk;
+
+	return disk->fops == &vblk_bdev_ops ? ((struct vblk_disk *)disk->private_data)->index : U32_MAX;
 }
 
 int vblk_shim_disk_openers(const struct vblk_disk *d)
@@ -826,7 +868,7 @@ void vblk_shim_rq_end(struct request *rq, u8 status)
 
 static void vblk_rq_work_fn(struct work_struct *work)
 {
-	struct vblk_rq_work *w = container_of(work, struct vblk_rq_work, work);
+	struct vblk_rq_work *w = container_of(work, struct vblk_rq_work, done);
 	struct request *rq = w->rq;
 	struct vblk_disk *d = rq->q->queuedata;
 
@@ -835,32 +877,36 @@ static void vblk_rq_work_fn(struct work_struct *work)
 
 static void vblk_rq_map_work_fn(struct work_struct *work)
 {
-	struct vblk_rq_work *w = container_of(work, struct vblk_rq_work, work);
+	struct vblk_rq_work *w = container_of(work, struct vblk_rq_work, map);
 	struct request *rq = w->rq;
 	struct vblk_disk *d = rq->q->queuedata;
 
 	d->ops->queue_rq(d->ctx, rq, true);
 }
 
-/* Runs fn for rq on the disk's workqueue, through the work item in its PDU. */
-static void vblk_rq_queue_work(struct request *rq, work_func_t fn)
+static struct vblk_rq_work *vblk_rq_work(struct request *rq)
 {
 	struct vblk_disk *d = rq->q->queuedata;
 	struct vblk_rq_work *w = blk_mq_rq_to_pdu(rq) + d->work_off;
 
-	INIT_WORK(&w->work, fn);
 	w->rq = rq;
-	queue_work(d->wq, &w->work);
+	return w;
 }
 
 void vblk_shim_rq_defer_map(struct request *rq)
 {
-	vblk_rq_queue_work(rq, vblk_rq_map_work_fn);
+	struct vblk_rq_work *w = vblk_rq_work(rq);
+
+	INIT_WORK(&w->map, vblk_rq_map_work_fn);
+	queue_work(((struct vblk_disk *)rq->q->queuedata)->map_wq, &w->map);
 }
 
 void vblk_shim_rq_defer(struct request *rq)
 {
-	vblk_rq_queue_work(rq, vblk_rq_work_fn);
+	struct vblk_rq_work *w = vblk_rq_work(rq);
+
+	INIT_WORK(&w->done, vblk_rq_work_fn);
+	queue_work(((struct vblk_disk *)rq->q->queuedata)->done_wq, &w->done);
 }
 
 /* ---- bounce pages ---- */
@@ -949,6 +995,33 @@ u32 vblk_shim_rq_bounce_write(struct request *rq, struct vblk_pool *pool, u64 sk
 		count++;
 	}
 	return count;
+}
+
+/* ---- workqueues owned by targets, allocation scopes ---- */
+
+struct workqueue_struct *vblk_shim_wq_alloc(const char *name)
+{
+	return alloc_workqueue("%s", WQ_MEM_RECLAIM | WQ_UNBOUND, 0, name);
+}
+
+void vblk_shim_wq_flush(struct workqueue_struct *wq)
+{
+	flush_workqueue(wq);
+}
+
+void vblk_shim_wq_destroy(struct workqueue_struct *wq)
+{
+	destroy_workqueue(wq);
+}
+
+unsigned int vblk_shim_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void vblk_shim_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
 }
 
 /* ---- time and randomness ---- */

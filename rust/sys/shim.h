@@ -24,6 +24,9 @@ typedef long (*vblk_control_fn)(const void *ctx, unsigned int cmd, unsigned long
 int vblk_shim_control_register(vblk_control_fn handler, const void *ctx);
 void vblk_shim_control_deregister(void);
 bool vblk_shim_capable_sys_admin(void);
+/* try_module_get/module_put of vblk itself. */
+bool vblk_shim_module_get(void);
+void vblk_shim_module_put(void);
 
 /* ---- events (rust/sys/event.rs) ---- */
 
@@ -42,6 +45,8 @@ void vblk_shim_event_wake(u32 *counter);
 struct file *vblk_shim_bdev_open(const char *path, u32 dev, int *err);
 void vblk_shim_bdev_close(struct file *f);
 u32 vblk_shim_bdev_devt(struct file *f);
+/* The N of a vblkN lower device, U32_MAX for any other block device. */
+u32 vblk_shim_bdev_vblk_index(struct file *f);
 u64 vblk_shim_bdev_sectors(struct file *f);
 u32 vblk_shim_bdev_logical_block_size(struct file *f);
 bool vblk_shim_bdev_discard(struct file *f);
@@ -252,6 +257,16 @@ void vblk_shim_cipher_req_put(struct vblk_cipher *c, struct skcipher_request *re
  */
 int vblk_shim_cipher_crypt(struct vblk_cipher *c, struct skcipher_request *req, u8 *iv, u8 *buf,
 			   u32 len, bool encrypt);
+
+/* ---- target-owned workqueues, allocation scopes (rust/sys/workqueue.rs) ---- */
+
+/* An unbound WQ_MEM_RECLAIM workqueue; NULL when out of memory. */
+struct workqueue_struct *vblk_shim_wq_alloc(const char *name);
+void vblk_shim_wq_flush(struct workqueue_struct *wq);
+void vblk_shim_wq_destroy(struct workqueue_struct *wq);
+/* memalloc_noio_save/restore: allocations in between never start I/O. */
+unsigned int vblk_shim_noio_save(void);
+void vblk_shim_noio_restore(unsigned int flags);
 
 /* ---- time and randomness (rust/sys/mod.rs) ---- */
 

@@ -5,9 +5,11 @@
 //!
 //! Encryption is the kernel crypto API's ([`Cipher`]), one operation per
 //! encryption sector (`sector_size`, 512 by default) with dm-crypt's IV.
-//! Writes are encrypted into bounce pages while the request is mapped
-//! (process context; the transform is synchronous, so it never sleeps on
-//! crypto) and the caller's pages stay plaintext. Reads are decrypted in
+//! Writes are encrypted into bounce pages while the request is mapped, on
+//! the device's map workqueue ([`Target::needs_worker`]: waiting for
+//! reserve pages inside the submitter could wait for its own unsent
+//! bios); the transform is synchronous, so it never sleeps on crypto, and
+//! the caller's pages stay plaintext. Reads are decrypted in
 //! place after the lower read, on the device's workqueue
 //! ([`Io::finish_later`]). The key lives with its transform; a new key
 //! (`key set`) is a new transform swapped in while the device is
@@ -246,6 +248,11 @@ impl fmt::Display for DevNumber<'_> {
 }
 
 impl Target for Crypt {
+    /// Writes take bounce pages (see [`Io::write_copy`]).
+    fn needs_worker(&self, op: Op) -> bool {
+        op == Op::Write
+    }
+
     fn map(&self, io: &mut Io<'_>) {
         let sector = self.args.offset + io.offset();
         match io.op() {

@@ -88,6 +88,11 @@ impl Flakey {
 }
 
 impl Target for Flakey {
+    /// Corrupted writes take bounce pages (see [`Io::write_copy`]).
+    fn needs_worker(&self, op: Op) -> bool {
+        op == Op::Write && self.pool.is_some()
+    }
+
     fn map(&self, io: &mut Io<'_>) {
         let sector = self.args.offset + io.offset();
         if !self.is_down() {

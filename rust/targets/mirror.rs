@@ -11,18 +11,28 @@
 //! the bit is set lazily by a cleaner job. After an unclean shutdown the
 //! regions whose bit is still clear are exactly the ones to resync.
 //!
-//! Resync copies out-of-sync regions from leg 0 (dm's default mirror) to
-//! the other live legs in the background, one region at a time; a region
+//! Resync copies out-of-sync regions from the *source* leg to the other
+//! live legs in the background, one region at a time. The source is leg 0
+//! (dm's default mirror) until it fails; then the first surviving leg
+//! takes over, and a disk log records which leg that is (after dm's
+//! header) before any write that skipped the failed leg completes, so a
+//! reload with the failed leg back never copies it over the good one. A
+//! region
 //! being copied holds back writes to it, and the copy waits for writes
 //! already in flight there, so copy and writes never interleave. It
 //! yields to user I/O between chunks (throttling).
 //!
 //! Reads of in-sync regions are balanced round-robin over the live legs
 //! (dm reads only its default leg); out-of-sync regions are read from
-//! leg 0. A failed read marks the leg failed and is retried on another
-//! leg; a failed write marks the leg failed and succeeds if another leg
-//! took it. Failed legs get no more I/O; regions written meanwhile stay
-//! dirty in the log, so a reloaded table resyncs them.
+//! the source. A failed read marks the leg failed and is retried on another
+//! leg (readahead excepted: its failures fail nothing, as in dm); a
+//! failed write marks the leg failed and succeeds if another leg took it.
+//! Failed legs get no more I/O; regions written meanwhile stay dirty in
+//! the log, so a reloaded table resyncs them.
+//!
+//! The jobs (resync, cleaner) run on a workqueue of the mirror's own:
+//! stopping the mirror waits until they have returned, so nothing of the
+//! mirror outlives its table (REMOVE closes the legs, `rmmod` is safe).
 //!
 //! Writes and discards are mapped from the device's workqueue
 //! ([`Target::needs_worker`]): they may wait for the log write and for a
@@ -36,14 +46,14 @@ use super::{Ctor, Done, Io, Target};
 use crate::sys::bdev::{BlockDevice, WriteFlags};
 use crate::sys::disk::{Op, Status};
 use crate::sys::event::EventCounter;
+use crate::sys::workqueue::{NoIoScope, OwnedQueue};
 use crate::vblk::message::fail;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use kernel::error::code::{EINVAL, ENOMEM};
+use kernel::error::code::{EINTR, EINVAL, ENOMEM};
 use kernel::error::Result;
 use kernel::prelude::*;
 use kernel::sync::{Arc, CondVar, Mutex};
-use kernel::workqueue;
 
 /// Most regions a line may have: the per-region state is 1 byte of
 /// pending count and 3 bits (sync, clean, touched) in memory.
@@ -52,6 +62,8 @@ const MAX_REGIONS: u32 = 1 << 22;
 const COPY_BYTES: usize = 64 * 1024;
 /// Tag bit of a read (the low bits are the leg).
 const READ_TAG: u32 = 1 << 8;
+/// Tag bit of readahead: its failures are not the leg's (dm, md).
+const READAHEAD_TAG: u32 = 1 << 9;
 /// Pause of the resync between steps while user I/O is running.
 const THROTTLE_MS: u32 = 2;
 /// `Core::log_health` values: alive, a write failed (`D`), a flush
@@ -91,8 +103,17 @@ struct State {
     /// The disk log's buffer (header and clean bits); empty for `core`.
     log: KVVec<u8>,
     /// Bumped each time `log` changes; the log on disk holds
-    /// `LogIo::written` of them.
+    /// `Core::log_written` of them.
     log_gen: u64,
+    /// The newest generation that a write may depend on: one that
+    /// cleared a clean bit or recorded a new source. A write goes to the
+    /// legs only once that generation is on disk, even if another writer
+    /// cleared its region's bit (and is still writing the log).
+    dirty_gen: u64,
+    /// The source leg `log` records, and the generation that recorded it
+    /// (a write that skipped a failed source completes only after it).
+    log_source: u32,
+    source_gen: u64,
     in_sync: u64,
     /// The region the resync is copying, if any.
     recovering: Option<u64>,
@@ -112,8 +133,6 @@ struct State {
 
 /// What writes the disk log (serialised; writers share one write).
 struct LogIo {
-    /// `State::log_gen` of the buffer last written.
-    written: u64,
     buf: KVVec<u8>,
 }
 
@@ -137,6 +156,14 @@ struct Core {
     copied: AtomicU64,
     /// The log's health: 0 alive, else the first failure (`LOG_*`).
     log_health: AtomicU8,
+    /// `State::log_gen` of the log last written (read without a lock by
+    /// writers whose generation is already on disk).
+    log_written: AtomicU64,
+    /// The leg out-of-sync regions are read and copied from: leg 0 until
+    /// it fails, then a surviving leg.
+    source: AtomicU32,
+    /// Where the resync and the cleaner run.
+    jobs: OwnedQueue,
     #[pin]
     state: Mutex<State>,
     /// Region waits: a copy ended, writes drained, a job stopped.
@@ -236,6 +263,13 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         );
     };
     let (length, events) = (ctor.length, ctor.events.clone());
+    let Ok(jobs) = OwnedQueue::new(kernel::c_str!("vblk_mirror")) else {
+        return fail!(
+            ctor.reply,
+            ENOMEM,
+            "out of memory for the mirror's workqueue"
+        );
+    };
     let core = pin_init!(Core {
         args: parsed.detached(),
         length,
@@ -248,6 +282,9 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         io_seq: AtomicU64::new(0),
         copied: AtomicU64::new(0),
         log_health: AtomicU8::new(LOG_ALIVE),
+        log_written: AtomicU64::new(0),
+        source: AtomicU32::new(0),
+        jobs,
         state <- kernel::new_mutex!(
             State {
                 pending,
@@ -255,6 +292,9 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
                 touched,
                 log,
                 log_gen: 0,
+                dirty_gen: 0,
+                log_source: 0,
+                source_gen: 0,
                 in_sync: 0,
                 recovering: None,
                 cursor: 0,
@@ -268,7 +308,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
             "vblk::Mirror::state"
         ),
         changed <- kernel::new_condvar!("vblk::Mirror::changed"),
-        log_io <- kernel::new_mutex!(LogIo { written: 0, buf }, "vblk::Mirror::log_io"),
+        log_io <- kernel::new_mutex!(LogIo { buf }, "vblk::Mirror::log_io"),
     });
     let Ok(core) = Arc::pin_init(core, GFP_KERNEL) else {
         return fail!(ctor.reply, ENOMEM, "out of memory constructing mirror");
@@ -322,12 +362,50 @@ impl Core {
         self.legs.iter().any(|l| !l.alive())
     }
 
+    /// Marks `leg` failed (any context); a failed source hands over to
+    /// the first live leg.
     fn fail_leg(&self, leg: usize, error: u32) {
-        if let Some(l) = self.legs.get(leg) {
-            if l.errors.fetch_or(error, Ordering::AcqRel) == 0 {
-                self.events.bump();
+        let Some(l) = self.legs.get(leg) else { return };
+        if l.errors.fetch_or(error, Ordering::AcqRel) != 0 {
+            return;
+        }
+        if let Some(next) = self.legs.iter().position(Leg::alive) {
+            let _ = self.source.compare_exchange(
+                leg as u32,
+                next as u32,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        self.events.bump();
+    }
+
+    /// The source leg, if it is alive (else no leg is).
+    fn live_source(&self) -> Option<usize> {
+        let src = self.source.load(Ordering::Acquire) as usize;
+        self.legs[src].alive().then_some(src)
+    }
+
+    /// Records the current source in the disk log buffer if it changed
+    /// (a new generation that writes must wait for); returns the
+    /// generation that holds it.
+    fn note_source(&self, st: &mut State) -> u64 {
+        let src = self.source.load(Ordering::Acquire);
+        if self.log_dev.is_some() && st.log_source != src {
+            let leg = &self.legs[src as usize];
+            let rec = mirror_log::SourceRecord {
+                leg: src,
+                devt: leg.dev.devt(),
+                offset: leg.offset,
+            };
+            if mirror_log::write_source(&rec, &mut st.log).is_ok() {
+                st.log_source = src;
+                st.log_gen += 1;
+                st.dirty_gen = st.log_gen;
+                st.source_gen = st.log_gen;
             }
         }
+        st.source_gen
     }
 
     /// A live leg other than those in `tried` (a bit per leg) for a
@@ -353,8 +431,11 @@ impl Core {
     /// (writers that dirtied regions together share one write).
     fn commit_log(&self, want: u64) {
         let Some(dev) = &self.log_dev else { return };
+        if self.log_written.load(Ordering::Acquire) >= want {
+            return;
+        }
         let mut io = self.log_io.lock();
-        if io.written >= want {
+        if self.log_written.load(Ordering::Acquire) >= want {
             return;
         }
         let gen = {
@@ -367,7 +448,9 @@ impl Core {
             fua: true,
         };
         let ok = dev.write_at(0, &io.buf, flags).is_ok();
-        io.written = gen;
+        // A failed write counts as written: the log is failed (status
+        // shows it) and writes go on without it, as in dm.
+        self.log_written.fetch_max(gen, Ordering::AcqRel);
         drop(io);
         if !ok {
             self.fail_log(LOG_WRITE_FAILED);
@@ -410,10 +493,19 @@ impl Core {
         let read_ok = read_all(dev, &mut io.buf).is_ok();
         let resumed = mirror_log::resume(&mut io.buf, nr, self.args.sync, read_ok);
         let mut st = self.state.lock();
-        let (in_sync, failed) = match resumed {
-            Ok(r) => (r.in_sync, r.failed),
-            Err(_) => (0, true),
+        let (in_sync, failed, from_disk) = match resumed {
+            Ok(r) => (r.in_sync, r.failed, r.from_disk),
+            Err(_) => (0, true, 0),
         };
+        // The leg that holds the good copy, if an earlier table recorded
+        // one (only in a log whose regions were kept).
+        let rec = mirror_log::read_source(&io.buf).filter(|_| from_disk > 0);
+        let mut legs = [(0u32, 0u64); mirror_args::MAX_MIRRORS];
+        for (slot, leg) in legs.iter_mut().zip(self.legs.iter()) {
+            *slot = (leg.dev.devt(), leg.offset);
+        }
+        let source = mirror_log::choose_source(rec, &legs[..self.legs.len()]);
+        self.source.store(source as u32, Ordering::Release);
         st.in_sync = in_sync;
         if failed {
             self.fail_log(LOG_WRITE_FAILED);
@@ -426,6 +518,8 @@ impl Core {
         let all = st.in_sync >= u64::from(nr) && (0..u64::from(nr)).all(|r| bit(&st.sync, r));
         self.fully_synced.store(all, Ordering::Release);
         st.log.as_mut_slice().copy_from_slice(&io.buf);
+        st.log_source = u32::MAX;
+        self.note_source(&mut st);
         st.log_gen += 1;
         let gen = st.log_gen;
         st.loaded = true;
@@ -442,22 +536,20 @@ impl Core {
         }
         st.resync_running = true;
         drop(st);
-        self.spawn(workqueue::system_long(), Self::resync, |st| {
-            &mut st.resync_running
-        });
+        self.spawn(Self::resync, |st| &mut st.resync_running);
     }
 
-    /// Runs `job` on `queue`; if that fails (out of memory), clears the
-    /// job's running flag again.
-    fn spawn(
-        self: &Arc<Self>,
-        queue: &'static workqueue::Queue,
-        job: fn(Arc<Self>),
-        running: fn(&mut State) -> &mut bool,
-    ) {
+    /// Runs `job` on the mirror's queue; if that fails (out of memory:
+    /// this may run in a completion, so no I/O for reclaim), clears the
+    /// job's running flag again and tells a waiting [`Self::stop_jobs`].
+    fn spawn(self: &Arc<Self>, job: fn(Arc<Self>), running: fn(&mut State) -> &mut bool) {
         let core = self.clone();
-        if queue.try_spawn(GFP_KERNEL, move || job(core)).is_err() {
+        let noio = NoIoScope::enter();
+        let spawned = self.jobs.spawn(GFP_KERNEL, move || job(core));
+        drop(noio);
+        if spawned.is_err() {
             *running(&mut self.state.lock()) = false;
+            self.changed.notify_all();
         }
     }
 
@@ -465,9 +557,11 @@ impl Core {
     /// it is told to stop.
     fn resync(self: Arc<Self>) {
         let mut buf = KVVec::new();
+        let noio = NoIoScope::enter();
         let have_buf = buf.extend_with(COPY_BYTES, 0u8, GFP_KERNEL).is_ok();
-        while let Some(region) = self.next_region(have_buf) {
-            let ok = self.copy_region(region, &mut buf);
+        drop(noio);
+        while let Some((region, src)) = self.next_region(have_buf) {
+            let ok = self.copy_region(region, src, &mut buf);
             let mut st = self.state.lock();
             st.recovering = None;
             st.cursor = region + 1;
@@ -496,14 +590,16 @@ impl Core {
         self.changed.notify_all();
     }
 
-    /// The next region to copy, marked recovering once no write to it is
-    /// in flight; `None` when done or told to stop.
-    fn next_region(&self, have_buf: bool) -> Option<u64> {
+    /// The next region to copy and the leg to copy it from, marked
+    /// recovering once no write to it is in flight; `None` when done, told
+    /// to stop, or no leg is left.
+    fn next_region(&self, have_buf: bool) -> Option<(u64, usize)> {
         let nr = self.nr_regions();
         let mut st = self.state.lock();
-        if st.stop || !have_buf || !self.legs[0].alive() {
+        if st.stop || !have_buf {
             return None;
         }
+        let src = self.live_source()?;
         let from = st.cursor.min(nr);
         let r = mirror_log::find_next_zero_bit(&st.sync, nr, from)
             .or_else(|| mirror_log::find_next_zero_bit(&st.sync, from, 0))?;
@@ -516,11 +612,11 @@ impl Core {
             self.changed.notify_all();
             return None;
         }
-        Some(r)
+        Some((r, src))
     }
 
-    /// Copies `region` from leg 0 to the other live legs.
-    fn copy_region(&self, region: u64, buf: &mut KVVec<u8>) -> bool {
+    /// Copies `region` from leg `src` to the other live legs.
+    fn copy_region(&self, region: u64, src: usize, buf: &mut KVVec<u8>) -> bool {
         let start = mirror_log::region_start(region, self.region_size());
         let len = mirror_log::region_len(region, self.region_size(), self.length);
         let step = (COPY_BYTES / 512) as u64;
@@ -529,13 +625,13 @@ impl Core {
         while done < len {
             let n = (len - done).min(step);
             let bytes = &mut buf.as_mut_slice()[..(n * 512) as usize];
-            let src = &self.legs[0];
-            if src.dev.read_at(src.offset + start + done, bytes).is_err() {
-                self.fail_leg(0, READ_ERROR);
+            let from = &self.legs[src];
+            if from.dev.read_at(from.offset + start + done, bytes).is_err() {
+                self.fail_leg(src, READ_ERROR);
                 return false;
             }
-            for (i, leg) in self.legs.iter().enumerate().skip(1) {
-                if !leg.alive() {
+            for (i, leg) in self.legs.iter().enumerate() {
+                if i == src || !leg.alive() {
                     continue;
                 }
                 let at = leg.offset + start + done;
@@ -576,9 +672,7 @@ impl Core {
         }
         st.cleaner_running = true;
         drop(st);
-        self.spawn(workqueue::system(), Self::cleaner, |st| {
-            &mut st.cleaner_running
-        });
+        self.spawn(Self::cleaner, |st| &mut st.cleaner_running);
     }
 
     fn cleaner(self: Arc<Self>) {
@@ -651,19 +745,32 @@ impl Core {
         self.commit_log(gen);
     }
 
-    /// Stops the background jobs and waits for them.
-    fn stop_jobs(&self) {
+    /// Stops the background jobs and waits until they have returned. With
+    /// `interruptible`, a signal ends the wait (`EINTR`; the jobs may run
+    /// on, and a resume restarts what stopped): a job can hang on a hung
+    /// leg, and SUSPEND must not hang with it.
+    fn stop_jobs(&self, interruptible: bool) -> Result {
         let mut st = self.state.lock();
         st.stop = true;
         self.changed.notify_all();
         while st.resync_running || st.cleaner_running {
-            self.changed.wait(&mut st);
+            if !interruptible {
+                self.changed.wait(&mut st);
+            } else if self.changed.wait_interruptible(&mut st) {
+                return Err(EINTR);
+            }
         }
+        drop(st);
+        // The jobs cleared their flags; wait until they have also let go
+        // of the mirror (their `Arc`) and left module code.
+        self.jobs.flush();
+        Ok(())
     }
 
     /// Takes a pending count on each region of a write; waits while one
-    /// is being copied. Returns the log generation to commit first (dirty
-    /// marks), or 0.
+    /// is being copied. Returns the log generation that must be on disk
+    /// before the write goes out (its regions' dirty marks, whoever made
+    /// them, and the current source), or 0.
     fn begin_write(&self, offset: u64, len: u64) -> u64 {
         let nr = self.args.nr_regions;
         let regions = mirror_log::regions(offset, len, self.region_size());
@@ -686,15 +793,17 @@ impl Core {
         }
         if dirtied {
             st.log_gen += 1;
-            st.log_gen
-        } else {
-            0
+            st.dirty_gen = st.log_gen;
         }
+        self.note_source(st);
+        st.dirty_gen
     }
 
     /// Drops the pending counts of a finished write; returns whether a
-    /// region became idle (a clean may follow).
-    fn end_write(&self, offset: u64, len: u64) -> bool {
+    /// region became idle (a clean may follow) and the log generation that
+    /// records the current source (the write may have skipped a failed
+    /// source: it completes once the log says so).
+    fn end_write(&self, offset: u64, len: u64) -> (bool, u64) {
         let mut idle = false;
         let mut st = self.state.lock();
         let st = &mut *st;
@@ -706,7 +815,7 @@ impl Core {
             }
         }
         self.changed.notify_all();
-        idle
+        (idle, self.note_source(st))
     }
 
     /// Re-reads a failed read piece from another live leg.
@@ -715,8 +824,13 @@ impl Core {
         if !self.all_in_sync(offset, len) {
             return done.fail(Status::IO_ERROR);
         }
+        // GFP_NOIO: a completion, maybe of the very writeback reclaim
+        // would wait for.
         let mut buf = KVVec::new();
-        if buf.extend_with(COPY_BYTES, 0u8, GFP_KERNEL).is_err() {
+        let noio = NoIoScope::enter();
+        let allocated = buf.extend_with(COPY_BYTES, 0u8, GFP_KERNEL);
+        drop(noio);
+        if allocated.is_err() {
             return done.fail(Status::IO_ERROR);
         }
         let step = (COPY_BYTES / 512) as u64;
@@ -784,7 +898,7 @@ fn write_per_leg(
 
 impl Drop for Mirror {
     fn drop(&mut self) {
-        self.core.stop_jobs();
+        let _ = self.core.stop_jobs(false);
     }
 }
 
@@ -798,14 +912,18 @@ impl Target for Mirror {
                 let leg = if core.all_in_sync(offset, len) {
                     core.pick_leg(0)
                 } else {
-                    Some(0).filter(|&i| core.legs[i].alive())
+                    core.live_source()
                 };
                 let Some(leg) = leg else {
                     return io.fail(Status::IO_ERROR);
                 };
                 let l = &core.legs[leg];
                 l.reads.fetch_add(1, Ordering::Relaxed);
-                io.remap_part(0, len, &l.dev, l.offset + offset, READ_TAG | leg as u32);
+                let mut tag = READ_TAG | leg as u32;
+                if io.info().flags.readahead() {
+                    tag |= READAHEAD_TAG;
+                }
+                io.remap_part(0, len, &l.dev, l.offset + offset, tag);
             }
             Op::Write | Op::Discard => {
                 if !core.legs.iter().any(Leg::alive) {
@@ -839,6 +957,12 @@ impl Target for Mirror {
         }
         let core = &*self.core;
         let leg = (tag & 0xff) as usize;
+        if tag & READAHEAD_TAG != 0 {
+            // Readahead may fail for reasons of its own (a zero target
+            // fails it on purpose): the leg is not at fault, nothing is
+            // retried.
+            return status;
+        }
         if tag & READ_TAG != 0 {
             core.fail_leg(leg, READ_ERROR);
             return Status::RETRY;
@@ -869,7 +993,9 @@ impl Target for Mirror {
                 core.retry_read(done, failed);
             }
             Op::Write | Op::Discard => {
-                if core.end_write(done.offset(), done.len()) {
+                let (idle, source_gen) = core.end_write(done.offset(), done.len());
+                core.commit_log(source_gen);
+                if idle {
                     core.want_clean();
                 }
             }
@@ -915,8 +1041,8 @@ impl Target for Mirror {
         core.want_clean();
     }
 
-    fn presuspend(&self) {
-        self.core.stop_jobs();
+    fn presuspend(&self) -> Result {
+        self.core.stop_jobs(true)
     }
 
     fn postsuspend(&self) {

@@ -412,6 +412,77 @@ pub fn resume(
     })
 }
 
+/// Where vblk records its resync source: right after dm's header, in
+/// bytes dm reads and writes back unchanged and never looks at.
+pub const SOURCE_OFFSET: usize = HEADER_BYTES;
+/// Marks a source record: "vbSR" in the log (little-endian).
+pub const SOURCE_MAGIC: u32 = 0x5253_6276;
+/// Bytes of a source record: magic, leg, dev_t, reserved, offset.
+pub const SOURCE_BYTES: usize = 24;
+
+/// Which leg holds the good copy of the regions that are not in sync (the
+/// leg the resync copies from). It is leg 0 until that leg fails; then a
+/// surviving leg takes over, and the log records it before any write that
+/// skipped the failed leg completes, so that a reload (or a crash) never
+/// copies a stale leg over the good one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// Its position in the table.
+    pub leg: u32,
+    /// The leg's device and offset when it was recorded: a table that
+    /// lists the legs in another order still finds it.
+    pub devt: u32,
+    pub offset: u64,
+}
+
+/// The source record in a log buffer, if there is one.
+pub fn read_source(buf: &[u8]) -> Option<SourceRecord> {
+    if le_u32(buf, SOURCE_OFFSET)? != SOURCE_MAGIC {
+        return None;
+    }
+    Some(SourceRecord {
+        leg: le_u32(buf, SOURCE_OFFSET + 4)?,
+        devt: le_u32(buf, SOURCE_OFFSET + 8)?,
+        offset: le_u64(buf, SOURCE_OFFSET + 16)?,
+    })
+}
+
+/// Writes `rec` into a log buffer (at least [`BITSET_OFFSET`] bytes).
+pub fn write_source(rec: &SourceRecord, buf: &mut [u8]) -> Result<(), LogError> {
+    let out = buf
+        .get_mut(SOURCE_OFFSET..SOURCE_OFFSET + SOURCE_BYTES)
+        .ok_or(LogError::BufferTooSmall {
+            need: (SOURCE_OFFSET + SOURCE_BYTES) as u64,
+            got: 0,
+        })?;
+    out[0..4].copy_from_slice(&SOURCE_MAGIC.to_le_bytes());
+    out[4..8].copy_from_slice(&rec.leg.to_le_bytes());
+    out[8..12].copy_from_slice(&rec.devt.to_le_bytes());
+    out[12..16].fill(0);
+    out[16..24].copy_from_slice(&rec.offset.to_le_bytes());
+    Ok(())
+}
+
+/// The source leg of a table whose legs are `legs` (dev_t, offset), given
+/// the log's record: the recorded device wherever the table lists it;
+/// else the recorded position (a replaced device, or one whose dev_t
+/// changed after a reboot); leg 0 without a record.
+pub fn choose_source(rec: Option<SourceRecord>, legs: &[(u32, u64)]) -> usize {
+    let Some(rec) = rec else { return 0 };
+    let same = |&(devt, offset): &(u32, u64)| devt == rec.devt && offset == rec.offset;
+    if legs.get(rec.leg as usize).is_some_and(same) {
+        return rec.leg as usize;
+    }
+    if let Some(i) = legs.iter().position(same) {
+        return i;
+    }
+    if (rec.leg as usize) < legs.len() {
+        rec.leg as usize
+    } else {
+        0
+    }
+}
+
 /// The I/O a log flush needs, in order (dm's `disk_flush`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlushPlan {
@@ -448,6 +519,44 @@ mod tests {
         0x02, 0x00, 0x00, 0x00, // version 2
         0x64, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 100 regions
     ];
+
+    #[test]
+    fn source_record() {
+        let mut buf = vec![0x5a_u8; 1024];
+        assert_eq!(read_source(&buf), None, "junk is no record");
+        let rec = SourceRecord {
+            leg: 1,
+            devt: 0x0010_0003,
+            offset: 0x1_0000_0002,
+        };
+        write_source(&rec, &mut buf).unwrap();
+        assert_eq!(&buf[16..20], b"vbSR");
+        assert_eq!(read_source(&buf), Some(rec));
+        assert_eq!(buf[..16], [0x5a; 16], "dm's header untouched");
+        assert_eq!(buf[40..], [0x5a; 984][..], "the rest untouched");
+        assert!(write_source(&rec, &mut [0u8; 39]).is_err());
+    }
+
+    #[test]
+    fn source_choice() {
+        let rec = |leg, devt, offset| Some(SourceRecord { leg, devt, offset });
+        let legs = [(10, 0), (11, 0), (12, 8)];
+        assert_eq!(choose_source(None, &legs), 0, "no record: dm's leg 0");
+        assert_eq!(choose_source(rec(1, 11, 0), &legs), 1, "same table");
+        assert_eq!(choose_source(rec(1, 12, 8), &legs), 2, "legs reordered");
+        assert_eq!(
+            choose_source(rec(1, 12, 0), &legs),
+            1,
+            "offset differs: by position"
+        );
+        assert_eq!(
+            choose_source(rec(1, 99, 0), &legs),
+            1,
+            "replaced or renumbered"
+        );
+        assert_eq!(choose_source(rec(5, 99, 0), &legs), 0, "no such leg");
+        assert_eq!(choose_source(rec(5, 10, 0), &legs), 0, "found by device");
+    }
 
     #[test]
     fn header_bytes() {

@@ -106,8 +106,13 @@ pub(crate) trait Target: Send + Sync {
     fn resume(&self) {}
 
     /// The table is about to stop serving I/O (suspend, swap, removal),
-    /// before the queue drains: stop background work.
-    fn presuspend(&self) {}
+    /// before the queue drains: stop background work. May be interrupted
+    /// by a signal (`EINTR`): the suspend is then abandoned and the table
+    /// resumed; at removal the error is ignored (the target's drop must
+    /// then finish the job).
+    fn presuspend(&self) -> Result {
+        Ok(())
+    }
 
     /// No request of the table is in flight any more (suspend, swap,
     /// removal): commit state (a final log write).

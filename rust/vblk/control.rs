@@ -17,10 +17,11 @@ use super::map::Table;
 use super::message::{fail, Reply};
 use super::table;
 use crate::sys::event::EventCounter;
+use crate::sys::workqueue::NoIoScope;
 use crate::sys::{self, control::ControlHandler};
 use core::fmt::Write;
 use core::mem::size_of;
-use kernel::error::code::{EACCES, EBUSY, EEXIST, EINVAL, ENOMEM, ENOTTY, ENXIO};
+use kernel::error::code::{EACCES, EBUSY, EEXIST, EINVAL, ENODEV, ENOMEM, ENOTTY, ENXIO};
 use kernel::error::Result;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
@@ -36,16 +37,22 @@ pub(crate) const MAX_DEVICES: usize = 4096;
 /// A device in the registry, with what other devices need to know of it.
 struct Entry {
     dev: Arc<Device>,
-    /// Its disk's dev_t once it has one, else 0.
+    /// Keeps `rmmod` from unloading vblk while the device exists.
+    _module: sys::ModuleRef,
+    /// Its disk's dev_t once it has one, else 0 (for LIST).
     devt: u32,
-    /// dev_t of the lower devices of its active and inactive tables.
+    /// The stacking graph: disk indices of the vblk lower devices of its
+    /// active and inactive tables. By index, not dev_t: a disk's index is
+    /// known from CREATE on, so a table that names a disk still being
+    /// created is seen too.
     active_deps: KVec<u32>,
     inactive_deps: KVec<u32>,
 }
 
 impl Entry {
-    fn uses(&self, devt: u32) -> bool {
-        devt != 0 && (self.active_deps.contains(&devt) || self.inactive_deps.contains(&devt))
+    /// Whether a table of this device has vblk disk `index` below it.
+    fn uses(&self, index: u32) -> bool {
+        self.active_deps.contains(&index) || self.inactive_deps.contains(&index)
     }
 }
 
@@ -78,7 +85,7 @@ impl PinnedDrop for Control {
                     return;
                 }
                 let unused = (0..reg.len())
-                    .find(|&i| !reg.iter().any(|e| e.uses(reg[i].devt)))
+                    .find(|&i| !reg.iter().any(|e| e.uses(reg[i].dev.index)))
                     .unwrap_or(0);
                 sys::vec::remove(&mut reg, unused).map(|e| e.dev)
             };
@@ -105,7 +112,12 @@ impl ControlHandler for Control {
         let mut header: Header = reader.read()?;
 
         let mut reply = Reply::new();
+        // Like dm's control ioctls: no allocation in a command waits for
+        // I/O, which may be held by a suspended device only a later
+        // command resumes (a rekey while suspended, swap on vblk).
+        let noio = NoIoScope::enter();
         let outcome = self.dispatch(command, &mut header, arg, &mut reply);
+        drop(noio);
 
         header.abi_major = ABI_MAJOR;
         header.abi_minor = ABI_MINOR;
@@ -228,12 +240,16 @@ impl Control {
         let index = (0u32..)
             .find(|i| !reg.iter().any(|e| e.dev.index == *i))
             .unwrap_or(0);
+        let Some(module) = sys::ModuleRef::get() else {
+            return fail!(reply, ENODEV, "vblk is being unloaded");
+        };
         let Ok(events) = Arc::new(EventCounter::new(), GFP_KERNEL) else {
             return fail!(reply, ENOMEM, "out of memory creating '{}'", Show(name));
         };
         let entry =
             Arc::pin_init(Device::new(name, uuid, index, events), GFP_KERNEL).map(|dev| Entry {
                 dev,
+                _module: module,
                 devt: 0,
                 active_deps: KVec::new(),
                 inactive_deps: KVec::new(),
@@ -249,8 +265,8 @@ impl Control {
         let name = Show(dev.name());
         dev.with_state(reply, |st, reply| {
             self.with_entry(&dev, |reg, i| -> Result {
-                let devt = reg[i].devt;
-                if let Some(user) = reg.iter().find(|e| e.uses(devt)) {
+                let index = reg[i].dev.index;
+                if let Some(user) = reg.iter().find(|e| e.uses(index)) {
                     return fail!(
                         reply,
                         EBUSY,
@@ -317,8 +333,8 @@ impl Control {
         // Opens the lower devices; no lock is held meanwhile.
         let table = Table::build(text, &dev.events, reply)?;
         let mut deps = KVec::new();
-        for devt in table.devts() {
-            if deps.push(devt, GFP_KERNEL).is_err() {
+        for index in table.devices.iter().filter_map(|d| d.vblk_index()) {
+            if deps.push(index, GFP_KERNEL).is_err() {
                 return fail!(reply, ENOMEM, "out of memory loading the table");
             }
         }
@@ -443,51 +459,49 @@ impl Control {
     }
 }
 
-/// Refuses a table for entry `me` whose lower devices `deps` lead back to
-/// `me` itself, directly or through other vblk devices' tables (active or
-/// loaded).
+/// Refuses a table for entry `me` whose vblk lower devices `deps` (disk
+/// indices) lead back to `me` itself, directly or through other vblk
+/// devices' tables (active or loaded). Cycles through other drivers (a
+/// dm or loop device on a vblk disk) are not seen: their tables are not
+/// ours to read.
 fn check_cycle(reg: &[Entry], me: usize, deps: &[u32], reply: &mut Reply) -> Result {
-    let my_devt = reg[me].devt;
-    if my_devt == 0 {
-        // No disk yet: no table can name this device.
-        return Ok(());
-    }
+    let my_index = reg[me].dev.index;
     let oom = |reply: &mut Reply| fail!(reply, ENOMEM, "out of memory checking for cycles");
+    let name = |index: u32| {
+        reg.iter()
+            .find(|e| e.dev.index == index)
+            .map(|e| Show(e.dev.name()))
+    };
     for &root in deps {
         let mut stack = KVec::new();
         let mut seen = KVec::new();
         if stack.push(root, GFP_KERNEL).is_err() {
             return oom(reply);
         }
-        while let Some(devt) = sys::vec::pop(&mut stack) {
-            if devt == my_devt {
-                let name = |d: u32| reg.iter().find(|e| e.devt == d).map(|e| Show(e.dev.name()));
+        while let Some(index) = sys::vec::pop(&mut stack) {
+            if index == my_index {
                 let me = Show(reg[me].dev.name());
                 return match name(root) {
-                    Some(lower) if root == my_devt => fail!(
+                    Some(lower) if root == my_index => fail!(
                         reply,
                         EINVAL,
-                        "the table names device '{lower}' itself ({}:{}) as a lower device",
-                        root >> 20,
-                        root & 0xfffff
+                        "the table names device '{lower}' itself (vblk{root}) as a lower device"
                     ),
                     Some(lower) => fail!(
                         reply,
                         EINVAL,
-                        "lower device {}:{} ('{lower}') is stacked on '{me}': the table would make a cycle",
-                        root >> 20,
-                        root & 0xfffff
+                        "lower device vblk{root} ('{lower}') is stacked on '{me}': the table would make a cycle"
                     ),
                     None => fail!(reply, EINVAL, "the table would make '{me}' a lower device of itself"),
                 };
             }
-            if seen.contains(&devt) {
+            if seen.contains(&index) {
                 continue;
             }
-            if seen.push(devt, GFP_KERNEL).is_err() {
+            if seen.push(index, GFP_KERNEL).is_err() {
                 return oom(reply);
             }
-            if let Some(e) = reg.iter().find(|e| e.devt == devt) {
+            if let Some(e) = reg.iter().find(|e| e.dev.index == index) {
                 for &d in Iterator::chain(e.active_deps.iter(), e.inactive_deps.iter()) {
                     if stack.push(d, GFP_KERNEL).is_err() {
                         return oom(reply);

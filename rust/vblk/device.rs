@@ -291,7 +291,9 @@ impl State {
         self.removed = true;
         if let Some(live) = self.live.take() {
             let table = live.queue.table();
-            table.presuspend();
+            // Removal is decided: an interrupted stop is finished by the
+            // targets' drop below.
+            let _ = table.presuspend();
             if self.suspended {
                 live.disk.unquiesce();
             }
@@ -340,7 +342,14 @@ fn quiesce_and_drain(live: &Live, reply: &mut Reply) -> Result {
 /// queue quiesced and drained, their postsuspend. On a signal while
 /// draining, the table resumes and the device runs again.
 fn stop_table(live: &Live, table: &Table, reply: &mut Reply) -> Result {
-    table.presuspend();
+    if table.presuspend().is_err() {
+        table.resume();
+        return fail!(
+            reply,
+            EINTR,
+            "interrupted while stopping the targets' background work (is a lower device hung or suspended?); the device keeps running"
+        );
+    }
     if let Err(e) = quiesce_and_drain(live, reply) {
         table.resume();
         return Err(e);
@@ -398,7 +407,7 @@ fn create(index: u32, table: &Arc<Table>, reply: &mut Reply) -> Result<Live> {
         .map_err(|e| reply.fail(e, format_args!("out of memory creating the disk")))?;
     table.resume();
     let disk = Disk::create(queue.clone(), index, table.size, &table.limits).map_err(|e| {
-        table.presuspend();
+        let _ = table.presuspend();
         table.postsuspend();
         reply.fail(
             e,

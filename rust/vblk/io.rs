@@ -94,6 +94,7 @@ impl QueueHandler for Queue {
             let mut done = Done {
                 rq: &mut rq,
                 info,
+                line: piece.line,
                 skip: piece.skip,
                 offset: piece.offset,
                 len: piece.len,
@@ -213,6 +214,12 @@ impl Io<'_> {
     /// gets each page's bytes and their byte offset in the piece and may
     /// change them before they are written. Completions reach
     /// [`crate::targets::Target::end_io`] with `tag`.
+    ///
+    /// Only for writes mapped from the worker (the target's
+    /// [`crate::targets::Target::needs_worker`] says so for writes): the
+    /// copy waits for pool pages, which come back only as earlier bounce
+    /// bios complete; inside the submitter those bios may still be queued
+    /// behind it (`current->bio_list`), and the wait would never end.
     pub(crate) fn write_copy(
         &mut self,
         pool: &BouncePool,
@@ -249,6 +256,8 @@ impl Io<'_> {
 pub(crate) struct Done<'a> {
     rq: &'a mut Finished<Queue>,
     info: RqInfo,
+    /// The piece's table line (its lower bios' retry group).
+    line: usize,
     skip: u64,
     /// Sectors from the line's start to the piece's.
     offset: u64,
@@ -291,9 +300,10 @@ impl Done<'_> {
     /// Whether a lower bio of the request failed with [`Status::RETRY`]
     /// (from [`crate::targets::Target::end_io`]): the target whose bio it
     /// was retries its piece here, or fails the request. (Every piece of
-    /// the request sees this; a target that did not ask ignores it.)
+    /// the request's pieces of this line see this; a target that did not
+    /// ask ignores it.)
     pub(crate) fn retry_requested(&self) -> bool {
-        self.rq.retry_requested()
+        self.rq.retry_requested(self.line as u32)
     }
 
     /// Overwrites the piece's data from byte `offset` of the piece with

@@ -171,10 +171,16 @@ impl Table {
     }
 
     /// The table stops serving I/O: every line's [`Target::presuspend`].
-    pub(crate) fn presuspend(&self) {
+    /// Every line is asked even after one refused (`EINTR`); the caller
+    /// then [`Self::resume`]s the table.
+    pub(crate) fn presuspend(&self) -> Result {
+        let mut result = Ok(());
         for line in self.lines.iter() {
-            line.target.presuspend();
+            if let Err(e) = line.target.presuspend() {
+                result = Err(e);
+            }
         }
+        result
     }
 
     /// The table's I/O drained: every line's [`Target::postsuspend`].

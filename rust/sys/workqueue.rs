@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Workqueues a target owns, and allocation scopes that must not start I/O.
+//!
+//! A target's background jobs (mirror resync and log cleaning) run on a
+//! queue of the target's own rather than a system queue: stopping the
+//! target can then wait until every job has returned and let go of the
+//! target's state, so the lower devices are closed when REMOVE returns and
+//! no job runs module code after `rmmod`. The queue is `WQ_MEM_RECLAIM`:
+//! writes can wait for a job (a region being copied), so the job must run
+//! under memory pressure too.
+
+use super::bindings;
+use core::ptr::NonNull;
+use kernel::alloc::Flags;
+use kernel::error::code::ENOMEM;
+use kernel::error::Result;
+use kernel::str::CStr;
+
+/// An unbound `WQ_MEM_RECLAIM` workqueue, destroyed (after draining) on
+/// drop.
+///
+/// Dropping it from one of its own work items would wait for that item
+/// forever: its owner stops and [`Self::flush`]es the jobs first.
+pub(crate) struct OwnedQueue {
+    /// INVARIANT: a workqueue from `alloc_workqueue`, destroyed only in
+    /// `drop`.
+    raw: NonNull<bindings::workqueue_struct>,
+}
+
+// SAFETY: a workqueue may be used and destroyed from any thread.
+unsafe impl Send for OwnedQueue {}
+// SAFETY: queueing and flushing are thread-safe.
+unsafe impl Sync for OwnedQueue {}
+
+impl OwnedQueue {
+    /// A new queue named `name` (as ps shows its rescuer).
+    pub(crate) fn new(name: &CStr) -> Result<Self> {
+        // SAFETY: `name` is NUL-terminated and only read during the call
+        // (the workqueue copies it).
+        let raw = unsafe { bindings::vblk_shim_wq_alloc(name.as_char_ptr().cast()) };
+        NonNull::new(raw)
+            .map(|raw| OwnedQueue { raw })
+            .ok_or(ENOMEM)
+    }
+
+    /// Runs `job` on the queue; the closure is allocated with `flags`.
+    pub(crate) fn spawn(&self, flags: Flags, job: impl FnOnce() + Send + 'static) -> Result {
+        // SAFETY: `raw` is a live workqueue (type invariant) until `self`
+        // is dropped, which outlives the borrow returned here; the kernel
+        // crate's `Queue` is a transparent wrapper of `workqueue_struct`.
+        let queue = unsafe { kernel::workqueue::Queue::from_raw(self.raw.as_ptr().cast()) };
+        queue.try_spawn(flags, job).map_err(|_| ENOMEM)
+    }
+
+    /// Waits until every job queued so far has returned (process context).
+    pub(crate) fn flush(&self) {
+        // SAFETY: `raw` is a live workqueue (type invariant).
+        unsafe { bindings::vblk_shim_wq_flush(self.raw.as_ptr()) }
+    }
+}
+
+impl Drop for OwnedQueue {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is live and destroyed exactly once, here; pending
+        // work is drained first by `destroy_workqueue` itself.
+        unsafe { bindings::vblk_shim_wq_destroy(self.raw.as_ptr()) }
+    }
+}
+
+/// While alive, every allocation of the current task behaves as `GFP_NOIO`
+/// (`memalloc_noio_save`): reclaim never waits for I/O, which could be I/O
+/// to a suspended vblk device that only this task would resume.
+pub(crate) struct NoIoScope {
+    flags: u32,
+    /// Bound to the task that opened it (a `*const` is `!Send`).
+    _task: core::marker::PhantomData<*const ()>,
+}
+
+impl NoIoScope {
+    pub(crate) fn enter() -> Self {
+        // SAFETY: only changes the current task's allocation flags.
+        let flags = unsafe { bindings::vblk_shim_noio_save() };
+        NoIoScope {
+            flags,
+            _task: core::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for NoIoScope {
+    fn drop(&mut self) {
+        // SAFETY: restores what `enter` saved, on the same task (the scope
+        // is not `Send`), in reverse order of nesting (drop order).
+        unsafe { bindings::vblk_shim_noio_restore(self.flags) }
+    }
+}
