@@ -4,6 +4,8 @@
 #                   test kernel first if needed
 #   make run        demo in the VM
 #   make test       lint, host tests, VM selftests; ends with "N passed, N failed"
+#   make test-long  the same with the long variants: 60 reload rounds,
+#                   a 10-minute fuzz (VBLK_FUZZ_SEED picks the seed)
 #   make shell      interactive guest shell with vblk loaded
 #   make vm-run SCRIPT=path [ARGS="..."]   run one script in the guest
 #   make kernel     build (or reuse) the test kernel under ~/.cache/vblk
@@ -21,7 +23,7 @@ KDIR = $(shell scripts/build-kernel.sh --print-dir $(KERNEL_FRAGMENT))
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=1
 CTL_DIR := tools/userspace-ctl
 
-.PHONY: all setup kernel module vblkctl lint test host-test vm-test run shell vm-run bench clean
+.PHONY: all setup kernel module vblkctl lint test test-long host-test vm-test run shell vm-run bench clean
 
 all: module vblkctl
 
@@ -55,6 +57,10 @@ vm-test: all
 
 test:
 	@scripts/test.sh
+
+test-long:
+	@VBLK_RELOAD_ROUNDS=$${VBLK_RELOAD_ROUNDS:-60} VBLK_FUZZ_SECONDS=$${VBLK_FUZZ_SECONDS:-600} \
+		VBLK_VM_TIMEOUT=$${VBLK_VM_TIMEOUT:-7200} VBLK_SELFTEST_TIMEOUT=$${VBLK_SELFTEST_TIMEOUT:-3600} scripts/test.sh
 
 run: all
 	@qemu-test/run-vm.sh -- qemu-test/demo.sh

@@ -38,8 +38,26 @@ else
 fi
 
 # A clean unload is part of every run: it catches leaked references.
+read -r _ mod_size _ _ _ mod_base _ < <(grep '^vblk ' /proc/modules)
 if grep -q '^vblk ' /proc/modules && ! rmmod vblk; then
 	echo "guest: rmmod vblk failed after the run" >&2
 	[ "$rc" -eq 0 ] && rc=1
+fi
+
+# kmemleak (test kernel only): after the unload, anything vblk allocated
+# and nobody references is a leak. Objects must be 5 s old to be
+# reported; two scans, as kmemleak's documentation advises.
+kml=/sys/kernel/debug/kmemleak
+mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+if [ -w "$kml" ] && [ -n "${mod_base:-}" ] && [ "${1:-}" != "--shell" ]; then
+	sleep 5
+	echo scan >"$kml"
+	echo scan >"$kml"
+	cat "$kml" >"$run_dir/kmemleak.txt"
+	if ! "$(dirname "$0")/leak-check.py" "$run_dir/kmemleak.txt" "$mod_base" "$mod_size" >"$run_dir/leaks.txt"; then
+		echo "guest: kmemleak found vblk leaks (see leaks.txt)" >&2
+		[ "$rc" -eq 0 ] && rc=1
+	fi
+	echo "vblk-guest: $(tail -1 "$run_dir/leaks.txt")" >/dev/kmsg
 fi
 finish "$rc"

@@ -14,6 +14,8 @@
 #   VBLK_RUN_DIR   where results go (default: build/vm/<timestamp>)
 #   VBLK_VM_TIMEOUT  seconds before the VM is killed (default 4200)
 #   VBLK_VM_MEMORY, VBLK_VM_CPUS
+#   VBLK_RELOAD_ROUNDS, VBLK_FUZZ_SECONDS, VBLK_FUZZ_SEED  passed to the
+#                  guest (selftests 09 and 17; `make test-long` sets them)
 #
 # The run directory gets console.log (everything the guest printed, kernel
 # messages included), dmesg.txt (the guest's full kernel log, dumped at the
@@ -54,7 +56,12 @@ run_dir=$(cd "$run_dir" && pwd)
 rm -f "$run_dir/exit-status" "$run_dir/dmesg.txt" "$run_dir/console.log"
 
 # Quote the guest command so it survives vng's --exec (a shell string).
-guest_cmd=$(printf '%q ' "$repo/qemu-test/guest.sh" "$run_dir" "$ko" "$ctl_dir" "$@")
+# The selftests' knobs (long variants, fuzz seed) go along.
+knobs=()
+for k in VBLK_RELOAD_ROUNDS VBLK_FUZZ_SECONDS VBLK_FUZZ_SEED VBLK_SELFTEST_TIMEOUT; do
+	[ -n "${!k:-}" ] && knobs+=("$k=${!k}")
+done
+guest_cmd=$(printf '%q ' env "${knobs[@]}" "$repo/qemu-test/guest.sh" "$run_dir" "$ko" "$ctl_dir" "$@")
 if [ "$shell" -eq 1 ]; then
 	guest_cmd=$(printf '%q ' "$repo/qemu-test/guest.sh" "$run_dir" "$ko" "$ctl_dir" --shell)
 fi

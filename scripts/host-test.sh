@@ -27,6 +27,8 @@ echo "# guest log checker self-test"
 tap qemu-test/check-log.sh --self-test
 echo "# unsafe checker self-test"
 tap scripts/check-unsafe.py --self-test
+echo "# kmemleak report checker self-test"
+tap qemu-test/leak-check.py --self-test
 
 echo "$passed $failed" >build/host-test.counts
 echo "host tests: $passed passed, $failed failed"

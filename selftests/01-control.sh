@@ -50,6 +50,10 @@ check "VERSION still answers after the bad input" vblkctl version
 exec 3<>/dev/vblk-control
 check_fails "rmmod refused while the control device is open" rmmod vblk
 exec 3>&-
+vblkctl create held
+check_fails "rmmod refused while a device exists (each device holds the module, as dm's do)" rmmod vblk
+check "... and the device is still there and answers" vblkctl info held
+check "remove it" vblkctl remove held
 cycles_ok=yes
 for i in 1 2 3 4 5; do
 	rmmod vblk || { cycles_ok="no: rmmod $i failed"; break; }

@@ -93,6 +93,50 @@ wait "$fio"
 check_eq "... fio verify passed" 0 "$?"
 
 check "remove r" vblkctl remove r
+
+# --- many rounds on a 3-deep stack, evidence kept on failure ---
+# Each round: fio verify writes through the top of linear-on-linear-on-
+# linear while the top, middle and bottom tables are reloaded (suspend,
+# load, resume) five times. VBLK_RELOAD_ROUNDS rounds (make test: 6;
+# make test-long: 60). A failing round leaves the fio output, the failing
+# vblkctl message and the kernel log in <run dir>/reload-evidence/round-N.
+rounds=${VBLK_RELOAD_ROUNDS:-6}
+ev=${VBLK_RUN_DIR:-$tmp}/reload-evidence
+dd if=/dev/zero of=/dev/ram2 bs=1M count=64 oflag=direct status=none
+vblkctl create s0 --table "0 120000 linear /dev/ram2 2048"
+vblkctl create s1 --table "0 110000 linear /dev/vblk/s0 1024"
+vblkctl create s2 --table "0 100000 linear /dev/vblk/s1 512"
+tables=("0 120000 linear /dev/ram2 2048" "0 110000 linear /dev/vblk/s0 1024" "0 100000 linear /dev/vblk/s1 512")
+failed_rounds=0
+for round in $(seq "$rounds"); do
+	fio_verify /dev/vblk/s2 16M --iodepth=32 --output="$tmp/fio.round" 2>"$tmp/fio.err" &
+	fio=$!
+	step_err=
+	for i in 1 2 3 4 5; do
+		lvl=$(( (round + i) % 3 ))
+		name=s$lvl
+		if ! out=$( { vblkctl suspend "$name" && vblkctl load "$name" --table "${tables[$lvl]}" &&
+			vblkctl resume "$name"; } 2>&1); then
+			step_err="reload $i of $name: $out"
+			vblkctl resume "$name" 2>/dev/null
+			break
+		fi
+		sleep 0.2
+	done
+	wait "$fio"
+	frc=$?
+	if [ "$frc" -ne 0 ] || [ -n "$step_err" ]; then
+		failed_rounds=$((failed_rounds + 1))
+		mkdir -p "$ev/round-$round"
+		cat "$tmp/fio.round" "$tmp/fio.err" >"$ev/round-$round/fio.out" 2>/dev/null
+		echo "fio rc=$frc; $step_err" >"$ev/round-$round/what"
+		for d in s0 s1 s2; do vblkctl info "$d"; vblkctl table "$d"; done >"$ev/round-$round/devices" 2>&1
+		dmesg | tail -200 >"$ev/round-$round/dmesg"
+		diag "round $round failed: fio rc=$frc; $step_err (evidence in $ev/round-$round)"
+	fi
+done
+check_eq "$rounds rounds of fio verify through a 3-deep stack with 5 reloads each: none failed" 0 "$failed_rounds"
+check "remove the stack" bash -c 'vblkctl remove s2 && vblkctl remove s1 && vblkctl remove s0'
 check_output "no devices at the end" '^No devices found$' vblkctl ls
 rm -rf "$tmp"
 done_testing
