@@ -253,19 +253,26 @@ check "unclean: starts in sync on the clean log" wait_sync m 10
 # --- the dirty mark is on disk before the data reaches a leg ---
 # With the log's device suspended, a write to a clean region waits: its
 # bit is cleared and the log written (FUA) before the data goes down.
+# write_bg BLOCK NAME: one random 4 KiB O_DIRECT write to block BLOCK of
+# the mirror, in the background; its exit status lands in $tmp/NAME.rc.
+write_bg() {
+	(dd if=/dev/urandom of=/dev/vblk/m bs=4k seek="$1" count=1 oflag=direct status=none
+		echo "rc=$?" >"$tmp/$2.rc") &
+}
+# leg_a_sum SECTOR COUNT: checksum of leg A's sectors there.
+leg_a_sum() { sectors_of $A "$1" "$2" | sha256sum; }
 sec=$((40 * rs)) # region 40: clean, untouched
-leg_a40() { sectors_of $A "$sec" 8 | sha256sum; }
-before=$(leg_a40)
+before=$(leg_a_sum $sec 8)
 dmsetup suspend ll
-(dd if=/dev/urandom of=/dev/vblk/m bs=4k seek=$((sec / 8)) count=1 oflag=direct status=none; echo "rc=$?" >"$tmp/w.rc") &
+write_bg $((sec / 8)) w
 w=$!
 sleep 2
 check_fails "a write to a clean region waits while its dirty mark cannot be written" test -e "$tmp/w.rc"
-check_eq "... and none of it reached leg A" "$before" "$(leg_a40)"
+check_eq "... and none of it reached leg A" "$before" "$(leg_a_sum $sec 8)"
 dmsetup resume ll
 wait "$w"
 check_eq "once the log is written, the write completes" rc=0 "$(cat "$tmp/w.rc" 2>/dev/null)"
-check_fails "... and reached leg A" test "$before" = "$(leg_a40)"
+check_fails "... and reached leg A" test "$before" = "$(leg_a_sum $sec 8)"
 all_clean() {
 	local i
 	for i in $(seq 100); do [ "$(log_bits $L)" = "$nr" ] && return 0; sleep 0.1; done
@@ -277,17 +284,16 @@ check "... and its region is clean again in the log (lazily)" all_clean
 # cleared, but must still wait until the first writer's log write is on
 # disk (else a crash can leave the region "clean" with legs that differ).
 sec=$((41 * rs))
-leg_a41() { sectors_of $A "$sec" 16 | sha256sum; }
-before=$(leg_a41)
+before=$(leg_a_sum $sec 16)
 dmsetup suspend ll
-(dd if=/dev/urandom of=/dev/vblk/m bs=4k seek=$((sec / 8)) count=1 oflag=direct status=none; echo "rc=$?" >"$tmp/w1.rc") &
+write_bg $((sec / 8)) w1
 w1=$!
 sleep 1
-(dd if=/dev/urandom of=/dev/vblk/m bs=4k seek=$((sec / 8 + 1)) count=1 oflag=direct status=none; echo "rc=$?" >"$tmp/w2.rc") &
+write_bg $((sec / 8 + 1)) w2
 w2=$!
 sleep 2
 check_fails "a second write to a region being dirtied waits for that log write too" test -e "$tmp/w2.rc"
-check_eq "... and neither write reached leg A" "$before" "$(leg_a41)"
+check_eq "... and neither write reached leg A" "$before" "$(leg_a_sum $sec 16)"
 dmsetup resume ll
 wait "$w1" "$w2"
 check_eq "once the log is written, both complete" "rc=0 rc=0" "$(cat "$tmp/w1.rc" "$tmp/w2.rc" 2>/dev/null | xargs)"

@@ -78,29 +78,47 @@ impl Control {
     ) -> Result<(Header, Vec<u8>), CtlError> {
         let hsize = std::mem::size_of::<Header>();
         let capacity = capacity.max(input.len());
-        // u64 storage keeps the header 8-byte aligned.
-        let mut buf = vec![0u64; (hsize + capacity).div_ceil(8)];
         let mut h = *header;
         h.data_size = (hsize + capacity) as u32;
         h.data_offset = hsize as u32;
+        let (result, answered, payload) = self.raw_call(command.ioctl(), &h, input, capacity);
+        if let Err(errno) = result {
+            return Err(kernel_error(command, errno, &answered));
+        }
+        Ok((answered, payload))
+    }
+
+    /// Sends `request` with `header` (its size and offset fields as given)
+    /// followed by `input`, in a buffer with `capacity >= input.len()`
+    /// payload bytes. Returns the ioctl's result, the header as the kernel
+    /// left it and the payload area (for the probe and the fuzzer, which
+    /// send inconsistent headers on purpose).
+    pub fn raw_call(
+        &self,
+        request: u32,
+        header: &Header,
+        input: &[u8],
+        capacity: usize,
+    ) -> (Result<(), i32>, Header, Vec<u8>) {
+        let hsize = std::mem::size_of::<Header>();
+        let capacity = capacity.max(input.len());
+        // u64 storage keeps the header 8-byte aligned.
+        let mut buf = vec![0u64; (hsize + capacity).div_ceil(8)];
         // SAFETY: `buf` is 8-byte aligned and holds the header plus
         // `capacity >= input.len()` bytes; `Header` is plain old data.
         unsafe {
-            std::ptr::write(buf.as_mut_ptr().cast::<Header>(), h);
+            std::ptr::write(buf.as_mut_ptr().cast::<Header>(), *header);
             std::ptr::copy_nonoverlapping(
                 input.as_ptr(),
                 buf.as_mut_ptr().cast::<u8>().add(hsize),
                 input.len(),
             );
         }
-        let result = self.raw_ioctl(command.ioctl(), buf.as_mut_ptr() as usize);
-        // SAFETY: as above; the kernel wrote a `Header` back in place.
+        let result = self.raw_ioctl(request, buf.as_mut_ptr() as usize);
+        // SAFETY: as above; a `Header` (ours or the kernel's) is in place.
         let answered = unsafe { std::ptr::read(buf.as_ptr().cast::<Header>()) };
-        if let Err(errno) = result {
-            return Err(kernel_error(command, errno, &answered));
-        }
         let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        Ok((answered, bytes[hsize..hsize + capacity].to_vec()))
+        (result, answered, bytes[hsize..hsize + capacity].to_vec())
     }
 
     /// Sends `command` with `payload` after the header (e.g. LOAD's table);

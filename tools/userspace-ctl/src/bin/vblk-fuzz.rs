@@ -16,7 +16,8 @@
 //! fails (`/proc/thread-self/fail-nth`, with failslab and fail_page_alloc
 //! filtered to vblk's stack by the caller); each run must either succeed
 //! or fail with an errno and a message and leave nothing half-made. Stops
-//! at the first n the call no longer reaches.
+//! at the first n the call no longer reaches. `--stride S` tries every S-th
+//! point only (a quicker sample of a long path).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -200,29 +201,13 @@ fn table(rng: &mut Rng) -> Vec<u8> {
 fn send(control: &Control, nr: u8, mut h: Header, payload: &[u8], honest: bool) -> (i32, Header) {
     let hsize = size_of::<Header>();
     let room = payload.len() + 4096;
-    let mut buf = vec![0u64; (hsize + room).div_ceil(8)];
     if honest {
         h.data_size = (hsize + room) as u32;
         h.data_offset = hsize as u32;
     }
-    // SAFETY: `buf` is 8-byte aligned and holds the header plus the payload.
-    unsafe {
-        std::ptr::write(buf.as_mut_ptr().cast::<Header>(), h);
-        std::ptr::copy_nonoverlapping(
-            payload.as_ptr(),
-            buf.as_mut_ptr().cast::<u8>().add(hsize),
-            payload.len(),
-        );
-    }
     let request = vblkctl::abi::iowr(vblkctl::abi::MAGIC, nr, hsize);
-    let errno = control
-        .raw_ioctl(request, buf.as_mut_ptr() as usize)
-        .err()
-        .unwrap_or(0);
-    // SAFETY: a `Header` is at the start of `buf` (ours or the kernel's).
-    (errno, unsafe {
-        std::ptr::read(buf.as_ptr().cast::<Header>())
-    })
+    let (result, answered, _) = control.raw_call(request, &h, payload, room);
+    (result.err().unwrap_or(0), answered)
 }
 
 fn message(h: &Header) -> String {
@@ -379,7 +364,7 @@ fn fuzz(seed: u64, seconds: u64, procs: u64) -> ExitCode {
     for _ in 0..NAMES.len() {
         for name in NAMES {
             send(&control, Command::Resume as u8, header_for(name), &[], true);
-            send(&control, Command::Remove as u8, header_for(name), &[], true);
+            remove_retry(&control, name);
         }
     }
     let stuck: Vec<&str> = NAMES
@@ -416,12 +401,25 @@ fn fail_nth_left() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// REMOVE, retried for up to 5 s while the device is only briefly open
+/// (udev probes a new disk), as `dmsetup remove --retry` does.
+fn remove_retry(control: &Control, name: &str) -> (i32, Header) {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (errno, h) = send(control, Command::Remove as u8, header_for(name), &[], true);
+        if errno != libc::EBUSY || Instant::now() > end {
+            return (errno, h);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn info_flags(control: &Control, name: &str) -> Option<u32> {
     let (errno, h) = send(control, Command::Info as u8, header_for(name), &[], true);
     (errno == 0).then_some(h.flags)
 }
 
-fn fail_nth(name: &str, table: &str, resume: bool, max: u64) -> ExitCode {
+fn fail_nth(name: &str, table: &str, resume: bool, max: u64, stride: u64) -> ExitCode {
     let control = match Control::open() {
         Ok(c) => c,
         Err(e) => {
@@ -430,7 +428,7 @@ fn fail_nth(name: &str, table: &str, resume: bool, max: u64) -> ExitCode {
         }
     };
     let (mut points, mut refusals, mut absorbed, mut bad) = (0u64, 0u64, 0u64, 0u64);
-    for n in 1..=max {
+    for n in (1..=max).step_by(stride.max(1) as usize) {
         let (errno, h) = send(&control, Command::Create as u8, header_for(name), &[], true);
         if errno != 0 {
             eprintln!("fail-nth: create {name}: errno {errno}: {}", message(&h));
@@ -471,7 +469,7 @@ fn fail_nth(name: &str, table: &str, resume: bool, max: u64) -> ExitCode {
                 bad += 1;
             }
             println!("fail-nth {cmd:?}: {points} fault points, {refusals} refused cleanly, {absorbed} absorbed, {bad} bad");
-            let _ = send(&control, Command::Remove as u8, header_for(name), &[], true);
+            let _ = remove_retry(&control, name);
             return if bad == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -511,7 +509,7 @@ fn fail_nth(name: &str, table: &str, resume: bool, max: u64) -> ExitCode {
                 }
             }
         }
-        let (errno, h) = send(&control, Command::Remove as u8, header_for(name), &[], true);
+        let (errno, h) = remove_retry(&control, name);
         if errno != 0 {
             println!(
                 "not ok - fault {n}: remove afterwards: errno {errno}: {}",
@@ -526,7 +524,7 @@ fn fail_nth(name: &str, table: &str, resume: bool, max: u64) -> ExitCode {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: vblk-fuzz fuzz --seed S --seconds T --procs P\n       vblk-fuzz fail-nth --name NAME --table TEXT [--resume] [--max N]"
+        "usage: vblk-fuzz fuzz --seed S --seconds T --procs P\n       vblk-fuzz fail-nth --name NAME --table TEXT [--resume] [--max N] [--stride S]"
     );
     ExitCode::from(2)
 }
@@ -549,7 +547,14 @@ fn main() -> ExitCode {
                 return usage();
             };
             let max = opt("--max").and_then(|v| v.parse().ok()).unwrap_or(5000);
-            fail_nth(&name, &table, args.iter().any(|a| a == "--resume"), max)
+            let stride = opt("--stride").and_then(|v| v.parse().ok()).unwrap_or(1);
+            fail_nth(
+                &name,
+                &table,
+                args.iter().any(|a| a == "--resume"),
+                max,
+                stride,
+            )
         }
         _ => usage(),
     }

@@ -36,28 +36,11 @@ const CASES: &[&str] = &[
 /// header's `data_size` covering exactly the payload (plus `extra` bytes
 /// claimed but not provided). Returns the errno and the answered header.
 fn load_raw(control: &Control, name: &str, payload: &[u8]) -> (i32, Header) {
-    let hsize = size_of::<Header>();
-    let mut buf = vec![0u64; (hsize + payload.len()).div_ceil(8) + 1];
     let mut h = Header::new();
     h.name = name_field(name.as_bytes());
-    h.data_size = (hsize + payload.len()) as u32;
-    // SAFETY: `buf` is 8-byte aligned and large enough for both parts.
-    unsafe {
-        std::ptr::write(buf.as_mut_ptr().cast::<Header>(), h);
-        std::ptr::copy_nonoverlapping(
-            payload.as_ptr(),
-            buf.as_mut_ptr().cast::<u8>().add(hsize),
-            payload.len(),
-        );
-    }
-    let errno = control
-        .raw_ioctl(Command::Load.ioctl(), buf.as_mut_ptr() as usize)
-        .err()
-        .unwrap_or(0);
-    // SAFETY: the kernel wrote a header back in place.
-    (errno, unsafe {
-        std::ptr::read(buf.as_ptr().cast::<Header>())
-    })
+    h.data_size = (size_of::<Header>() + payload.len()) as u32;
+    let (result, answered, _) = control.raw_call(Command::Load.ioctl(), &h, payload, payload.len());
+    (result.err().unwrap_or(0), answered)
 }
 
 /// LOAD whose header sits at the very end of a mapped page, claiming a
