@@ -40,6 +40,34 @@ check_output "suspend of a never-resumed device: EINVAL" 'is not active \(never 
 check_output "suspend of a missing device: ENXIO" 'no device named .nosuch.' vblkctl suspend nosuch
 vblkctl remove never
 
+# LIST copies its records out without holding the device registry: its
+# reply buffer here is a page of a file on a suspended vblk device, so the
+# copy waits for that device, and the RESUME that ends the wait must not
+# wait for LIST.
+dd if=/dev/zero of=/dev/ram3 bs=1M count=32 oflag=direct status=none
+vblkctl create fsd --table "0 65536 linear /dev/ram3 0"
+mkfs.ext4 -q -F /dev/vblk/fsd
+mnt=$(mktemp -d)
+mount /dev/vblk/fsd "$mnt"
+head -c 8192 /dev/zero >"$mnt/buf" && sync
+echo 3 >/proc/sys/vm/drop_caches
+pipe=$(mktemp -u) && mkfifo "$pipe"
+vblk-ioctl-probe list-mmap "$mnt/buf" <"$pipe" >"$pipe.out" 2>&1 &
+probe=$!
+exec 5>"$pipe"
+for _ in $(seq 100); do grep -q ready "$pipe.out" && break; sleep 0.1; done
+vblkctl suspend fsd
+echo go >&5
+sleep 2
+check "a LIST whose buffer faults on a suspended device does not block RESUME" timeout 20 vblkctl resume fsd
+exec 5>&-
+wait "$probe"
+check_output "... and the LIST then completes" '^errno=0 ' cat "$pipe.out"
+umount "$mnt"
+rmdir "$mnt"
+rm -f "$pipe" "$pipe.out"
+remove_retry fsd
+
 check "suspend s, then remove it while suspended" vblkctl suspend s
 check "remove of a suspended device works" vblkctl remove s
 check_output "no devices at the end" '^No devices found$' vblkctl ls

@@ -32,8 +32,14 @@ timeout -s INT 2 vblkctl wait w2; rc=$?
 check_eq "a signal ends a wait (timeout's SIGINT after 2 s)" 124 "$rc"
 check "the device is fine after the interrupted wait" vblkctl info w2
 
-check_output "zero accepts no messages: EINVAL + reason" \
-	"Invalid argument.*target 'zero' accepts no messages \(got 'hello world'\)" vblkctl message w2 0 hello world
+check_output "zero accepts no messages: EINVAL + reason (the first word only)" \
+	"Invalid argument.*target 'zero' accepts no messages \(got 'hello' \.\.\.\)" vblkctl message w2 0 hello world
+msg=$(mktemp)
+vblkctl message w2 0 key set 00112233445566778899aabbccddeeff >"$msg" 2>&1
+check_output "a key sent to a line that takes no messages is refused, naming the first word" \
+	"accepts no messages \(got 'key' \.\.\.\)" cat "$msg"
+check_fails "... and the key is not echoed back" grep -q 00112233445566778899aabbccddeeff "$msg"
+rm -f "$msg"
 check_output "a message must start with a sector" "must start with a sector number, got 'x'" vblkctl message w2 x hello
 check_output "a sector past the end is refused" 'sector 64 is past the end of the table \(64 sectors\)' vblkctl message w2 64 hello
 vblkctl create t0

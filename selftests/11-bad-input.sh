@@ -111,6 +111,31 @@ kload "striped device missing" 2 "cannot open device '/dev/nosuch'" "0 16 stripe
 kload "striped area past the end of a device" 22 "has 131072 sectors, too small for sectors 131070..131078" "0 16 striped 2 8 /dev/ram1 0 /dev/ram2 131070"
 kload "striped device neither path nor number" 22 "device 'ram2' is neither major:minor nor an absolute path" "0 16 striped 2 8 /dev/ram1 0 ram2 0"
 kload "striped onto a device stacked on this one" 22 "stacked on 'good'.*cycle" "0 16 striped 2 8 /dev/ram1 0 /dev/vblk/top 0"
+kload "striped offset at the u64 limit (no overflow panic)" 22 "too small for sectors 18446744073709551615" \
+	"0 16 striped 2 8 /dev/ram1 18446744073709551615 /dev/ram1 0"
+# 10000 stripes on one device, the last overlapping the first: found by
+# sorting (the pairwise scan took ~10^8 comparisons in one ioctl).
+wide=$(printf '0 80000 striped 10000 8'; for i in $(seq 1 9999); do printf ' 1:1 %d' $((i * 8)); done; printf ' 1:1 4')
+t0=$SECONDS
+kload "10000 stripes, two overlapping on one device" 22 "stripes 1 and 9999 overlap on device '1:1'|stripes 0 and 9999 overlap" "$wide"
+check "... refused within 60 s ($((SECONDS - t0)) s)" test $((SECONDS - t0)) -lt 60
+# Target state is bounded per table (64 MiB) and for all tables (512 MiB):
+# mirror region maps on a huge zero device, flakey page reserves.
+vblkctl create zbig --table "0 $((1 << 40)) zero"
+mline() { echo "$(($1 << 25)) $((1 << 25)) mirror core 1 8 2 /dev/vblk/zbig $(($1 << 26)) /dev/vblk/zbig $((($1 << 26) + (1 << 25)))"; }
+mtable() { for k in $(seq 0 $(($1 - 1))); do mline "$k"; done; }
+kload "13 mirror lines of 2^22 regions (5 MiB of state each)" 12 "line 13: mirror: the region state needs 5120 KiB.*at most 64 MiB per table" "$(mtable 13)"
+kload "257 flakey lines with 256 KiB page reserves" 12 "line 257: flakey: the page reserve needs 256 KiB.*at most 64 MiB per table" \
+	"$(for i in $(seq 0 256); do echo "$((i * 8)) 8 flakey /dev/ram1 0 0 1 5 corrupt_bio_byte 1 w 0 0"; done)"
+for g in 1 2 3 4 5 6 7 8; do vblkctl create "g$g"; vblkctl load "g$g" --table "$(mtable 12)"; done
+check_eq "eight loaded tables of 60 MiB of state each (12 lines in the last)" 12 "$(vblkctl table --inactive g8 | wc -l)"
+vblkctl create g9
+refused "a ninth: all tables together may hold at most 512 MiB" "Cannot allocate memory.*tables loaded already hold.*at most 512 MiB in all" \
+	vblkctl load g9 --table "$(mtable 12)"
+vblkctl clear g8
+check "once one is cleared, the ninth loads" vblkctl load g9 --table "$(mtable 12)"
+for g in 1 2 3 4 5 6 7 8 9; do vblkctl remove "g$g"; done
+vblkctl remove zbig
 # --- crypt arguments (37 cases; dm-crypt's rules, and what vblk leaves out:
 # other ciphers and IV modes, key counts, keyring keys, integrity) ---
 # The keys are prefixes of ck64 (or ck64 with a change at the end); no

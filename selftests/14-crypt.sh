@@ -389,6 +389,9 @@ refused "key wipe while running is refused: not suspended" "not suspended" vblkc
 refused "key set while running is refused: not suspended" "not suspended" vblkctl message c 0 key set "$key64"
 check "... the device still reads its data" reads_back "$tmp/pat" /dev/vblk/c 4
 refused "an unknown message is refused" "hello|message" vblkctl message c 0 hello
+out=$(vblkctl message c 0 Key set "$key64" 2>&1)
+check_output "a mistyped 'Key set' is refused naming its first word" "unknown message 'Key'" echo "$out"
+check_fails "... and the key is not echoed back" grep -q "$key64" <<<"$out"
 check "suspend" vblkctl suspend c
 # I/O issued while suspended waits, through the wipe, until a key is set
 # and the device resumed: none of it reaches the device with a wiped key.
@@ -413,7 +416,10 @@ refused "key set without a key is refused" "." vblkctl message c 0 key set
 refused "... so resume is still refused" "key is not set" vblkctl resume c
 check_fails "the held read and write are still waiting" test -e "$tmp/hr.rc" -o -e "$tmp/hw.rc"
 check "... nothing of the held write reached the lower device" is_zero /dev/cryv $((5 << 20)) 1048576
-check "key set with the table's key" vblkctl message c 0 key set "$key64"
+echo "$key64" >"$tmp/key.hex"
+check "key set with the table's key, read from --key-file (not on the command line)" \
+	vblkctl message --key-file "$tmp/key.hex" c 0 key set
+rm -f "$tmp/key.hex"
 check "resume now works" vblkctl resume c
 # shellcheck disable=SC2086
 wait $bg
@@ -424,8 +430,9 @@ check_eq "the held write completed" rc=0 "$(cat "$tmp/hw.rc" 2>/dev/null)"
 check "the device reads back all its data" reads_back "$tmp/pat" /dev/vblk/c 4
 check "... and the held write's" data_is "$tmp/pat2" 0 /dev/vblk/c $((5 << 20)) 1048576
 check_eq "table --showkeys shows the key again" "0 $nsec crypt aes-xts-plain64 $key64 0 $devv 0" "$(vblkctl table --showkeys c)"
-rekey() { vblkctl suspend c && vblkctl message c 0 key set "$1" && vblkctl resume c; }
-check "key set with another key of the same size, resume" rekey "$other64"
+# The key on standard input (`key set` without one), as cryptsetup reads it.
+rekey() { vblkctl suspend c && echo "$1" | vblkctl message c 0 key set && vblkctl resume c; }
+check "key set with another key of the same size from standard input, resume" rekey "$other64"
 check "... the data reads differently (the new key is in use)" differs "$tmp/pat" /dev/vblk/c 0 4194304
 check "key set with the right key again, resume" rekey "$key64"
 check "... the data reads back" reads_back "$tmp/pat" /dev/vblk/c 4

@@ -27,6 +27,8 @@ unsafe impl Sync for BouncePool {}
 impl BouncePool {
     /// Pages per bounce bio (and the size of the reserve).
     pub(crate) const MAX_PAGES: u32 = 64;
+    /// Bytes the reserve holds (charged to the table's state budget).
+    pub(crate) const BYTES: u64 = Self::MAX_PAGES as u64 * 4096;
 
     /// A pool reserving [`Self::MAX_PAGES`] pages (256 KiB).
     pub(crate) fn new() -> Result<Self> {

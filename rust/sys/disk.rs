@@ -292,7 +292,7 @@ impl<T: QueueHandler> Pending<T> {
         data_of(self)
     }
 
-    /// Records a failure for the request (the first one wins).
+    /// Records a failure for the request (the worst one wins, see `record`).
     pub(crate) fn fail(&self, status: Status) {
         record(self.state(), status);
     }
@@ -400,7 +400,7 @@ impl<T: QueueHandler> Finished<T> {
         data_of(self)
     }
 
-    /// How the request ends so far (the first failure, or OK).
+    /// How the request ends so far (its worst failure, or OK).
     pub(crate) fn status(&self) -> Status {
         Status(self.state().status.load(Ordering::Acquire))
     }
@@ -412,7 +412,7 @@ impl<T: QueueHandler> Finished<T> {
         self.state().retry.load(Ordering::Acquire) & retry_bit(group) != 0
     }
 
-    /// Records a failure for the request (the first one wins).
+    /// Records a failure for the request (the worst one wins, see `record`).
     pub(crate) fn fail(&self, status: Status) {
         record(self.state(), status);
     }
@@ -479,11 +479,19 @@ fn state_ptr<T: QueueHandler>(rq: NonNull<bindings::request>) -> *mut RqState<T:
 }
 
 fn record<D>(state: &RqState<D>, status: Status) {
-    if !status.is_ok() {
-        let _ = state
-            .status
-            .compare_exchange(0, status.0, Ordering::AcqRel, Ordering::Acquire);
+    if status.is_ok() {
+        return;
     }
+    // The worst failure wins: a real error replaces "not supported" (a
+    // split discard whose other part hit EIO must not end as EOPNOTSUPP,
+    // which callers take for "unsupported", not "failed"); otherwise the
+    // first one stays.
+    let _ = state
+        .status
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+            (now == 0 || (now == Status::NOT_SUPPORTED.0 && status != Status::NOT_SUPPORTED))
+                .then_some(status.0)
+        });
 }
 
 /// Drops one count of a pending request, ending it if it was the last.

@@ -48,6 +48,13 @@ impl Drop for ModuleRef {
     }
 }
 
+/// Lets other tasks run during a long loop in process context (a table
+/// of ~90 000 stripes; the test kernel is not preemptible).
+pub(crate) fn cond_resched() {
+    // SAFETY: process context only; every caller runs in a control ioctl.
+    unsafe { bindings::vblk_shim_cond_resched() }
+}
+
 /// Milliseconds since boot, at jiffy resolution (for coarse timing such as
 /// dm-flakey's up and down intervals).
 pub(crate) fn uptime_ms() -> u64 {

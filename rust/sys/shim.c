@@ -53,6 +53,11 @@ void vblk_shim_control_deregister(void)
 	misc_deregister(&vblk_control_misc);
 }
 
+void vblk_shim_cond_resched(void)
+{
+	cond_resched();
+}
+
 bool vblk_shim_module_get(void)
 {
 	return try_module_get(THIS_MODULE);

@@ -24,6 +24,7 @@ typedef long (*vblk_control_fn)(const void *ctx, unsigned int cmd, unsigned long
 int vblk_shim_control_register(vblk_control_fn handler, const void *ctx);
 void vblk_shim_control_deregister(void);
 bool vblk_shim_capable_sys_admin(void);
+void vblk_shim_cond_resched(void);
 /* try_module_get/module_put of vblk itself. */
 bool vblk_shim_module_get(void);
 void vblk_shim_module_put(void);

@@ -38,7 +38,16 @@ const MAX_IV: usize = 32;
 /// both are wiped when the last request using them is done).
 struct Keyed {
     cipher: Cipher,
-    key: Key,
+    /// Decoded straight into this heap allocation and never moved (a moved
+    /// `Key` would leave its bytes in the stack slot it left, unwiped).
+    key: KBox<Key>,
+}
+
+/// A zeroed key in its final home on the heap, for the key to be decoded
+/// into.
+fn key_home(reply: &mut Reply) -> Result<KBox<Key>> {
+    KBox::new(Key::new(), GFP_KERNEL)
+        .map_err(|_| reply.fail(ENOMEM, format_args!("out of memory for the crypt key")))
 }
 
 #[pin_data]
@@ -58,7 +67,7 @@ pub(crate) struct Crypt {
 
 /// Constructor listed in [`super::TYPES`].
 pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
-    let mut key = Key::new();
+    let mut key = key_home(ctor.reply)?;
     let parsed = match crypt_args::parse(ctor.args, &mut key) {
         Ok(parsed) => parsed,
         Err(e) => return fail!(ctor.reply, EINVAL, "{e}"),
@@ -67,6 +76,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         return fail!(ctor.reply, EINVAL, "{e}");
     }
     let key_len = key.len();
+    ctor.charge(BouncePool::BYTES, "crypt: the page reserve")?;
     let keyed = new_keyed(&parsed, key, ctor.reply)?;
     let dev = ctor.open_device(parsed.dev)?;
     let Ok(pool) = BouncePool::new() else {
@@ -88,7 +98,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
 }
 
 /// Allocates the line's transform and gives it `key`.
-fn new_keyed(args: &CryptArgs<'_>, key: Key, reply: &mut Reply) -> Result<Arc<Keyed>> {
+fn new_keyed(args: &CryptArgs<'_>, key: KBox<Key>, reply: &mut Reply) -> Result<Arc<Keyed>> {
     let mut name = [0u8; MAX_API_NAME + 1];
     let name = args.cipher.api_name_with_nul(&mut name);
     let Ok(name) = CStr::from_bytes_with_nul(name) else {
@@ -211,7 +221,7 @@ impl Crypt {
                 Ok(())
             }
             ["set", hex] => {
-                let mut key = Key::new();
+                let mut key = key_home(reply)?;
                 if let Err(e) = self.args.decode_key(hex, &mut key) {
                     return fail!(reply, EINVAL, "{e}");
                 }
@@ -357,7 +367,8 @@ impl Target for Crypt {
             _ => fail!(
                 reply,
                 EINVAL,
-                "crypt: unknown message '{message}' (accepted: key wipe, key set <hex>)"
+                "crypt: unknown message '{}' ... (accepted: key wipe, key set <hex>)",
+                crate::vblk::message::first_word(message)
             ),
         }
     }

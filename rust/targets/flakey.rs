@@ -42,6 +42,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
     let corrupts_writes = parsed.random_write_corrupt > 0
         || matches!(parsed.corrupt, Some(c) if c.direction == Direction::Write);
     let pool = if corrupts_writes {
+        ctor.charge(BouncePool::BYTES, "flakey: the page reserve")?;
         match BouncePool::new() {
             Ok(pool) => Some(pool),
             Err(_) => return fail!(ctor.reply, ENOMEM, "out of memory for flakey's page pool"),

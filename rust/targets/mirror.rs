@@ -249,6 +249,10 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
     };
     let regions = parsed.nr_regions as usize;
     let bits = mirror_log::bitset_bytes(parsed.nr_regions) as usize;
+    ctor.charge(
+        (regions + 2 * bits + 2 * log_bytes) as u64,
+        "mirror: the region state",
+    )?;
     let (Ok(pending), Ok(sync), Ok(touched), Ok(log), Ok(buf)) = (
         KVVec::from_elem(0u8, regions, GFP_KERNEL),
         KVVec::from_elem(0u8, bits, GFP_KERNEL),

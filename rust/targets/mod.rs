@@ -165,7 +165,8 @@ pub(crate) trait Target: Send + Sync {
         fail!(
             reply,
             EINVAL,
-            "target '{name}' accepts no messages (got '{message}')"
+            "target '{name}' accepts no messages (got '{}' ...)",
+            crate::vblk::message::first_word(message)
         )
     }
 
@@ -194,9 +195,34 @@ pub(crate) struct Ctor<'a> {
     /// The device's event counter: a target bumps it when something
     /// happens that `vblkctl wait` should see (a stripe failed, ...).
     pub(crate) events: &'a Arc<EventCounter>,
+    /// Bytes of target state the table's lines charged so far.
+    pub(crate) state_bytes: &'a mut u64,
 }
 
+/// Most memory the targets of one table may hold (region maps, page
+/// reserves): a LOAD is refused before it allocates more.
+pub(crate) const MAX_TABLE_STATE: u64 = 64 << 20;
+
 impl Ctor<'_> {
+    /// Charges `bytes` of state (`what`, for the message) to the table,
+    /// before the target allocates them; `ENOMEM` past
+    /// [`MAX_TABLE_STATE`].
+    pub(crate) fn charge(&mut self, bytes: u64, what: &str) -> Result {
+        let total = self.state_bytes.saturating_add(bytes);
+        if total > MAX_TABLE_STATE {
+            return fail!(
+                self.reply,
+                ENOMEM,
+                "{what} needs {} KiB; with the lines before it the table's targets would hold {} KiB, at most {} MiB per table",
+                bytes.div_ceil(1024),
+                total.div_ceil(1024),
+                MAX_TABLE_STATE >> 20
+            );
+        }
+        *self.state_bytes = total;
+        Ok(())
+    }
+
     /// Fails with `EINVAL` and the argument error's message.
     pub(crate) fn bad_arg<T>(&mut self, e: ArgError<'_>) -> Result<T> {
         fail!(self.reply, EINVAL, "{e}")

@@ -289,25 +289,38 @@ impl Control {
     }
 
     fn list(&self, h: &mut Header, payload: UserSlice, reply: &mut Reply) -> Result {
-        let reg = self.registry.lock();
-        let needed = size_of::<ListReply>() + reg.len() * size_of::<DeviceRecord>();
+        // Records are taken under the registry lock and written out after
+        // it: a copy to user memory may fault and wait for I/O to a
+        // suspended vblk device, whose RESUME needs the registry.
+        let mut records = KVVec::new();
+        {
+            let reg = self.registry.lock();
+            if records.reserve(reg.len(), GFP_KERNEL).is_err() {
+                return fail!(reply, ENOMEM, "out of memory listing devices");
+            }
+            for e in reg.iter() {
+                let record = DeviceRecord {
+                    dev: u64::from(e.devt),
+                    event_nr: e.dev.events.get(),
+                    flags: e.dev.flags(),
+                    name: e.dev.name_field(),
+                };
+                // Cannot fail: the capacity is there.
+                let _ = records.push(record, GFP_KERNEL);
+            }
+        }
+        let needed = size_of::<ListReply>() + records.len() * size_of::<DeviceRecord>();
         let mut out = payload.writer();
         if !fits(h, out.len(), needed) {
             return Ok(());
         }
         let head = ListReply {
-            count: reg.len() as u32,
+            count: records.len() as u32,
             reserved: 0,
         };
         write_out(&mut out, &head, "device list", reply)?;
-        for e in reg.iter() {
-            let record = DeviceRecord {
-                dev: u64::from(e.devt),
-                event_nr: e.dev.events.get(),
-                flags: e.dev.flags(),
-                name: e.dev.name_field(),
-            };
-            write_out(&mut out, &record, "device list", reply)?;
+        for record in records.iter() {
+            write_out(&mut out, record, "device list", reply)?;
         }
         Ok(())
     }
@@ -572,19 +585,25 @@ struct WipeOnDrop(KVec<u8>);
 
 impl Drop for WipeOnDrop {
     fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            *b = 0;
-        }
-        // Keep the stores: the buffer is freed right after.
-        core::hint::black_box(&mut self.0);
-        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+        wipe(&mut self.0);
     }
+}
+
+/// Zeroes a buffer that is about to be freed (it may hold a key).
+fn wipe(bytes: &mut [u8]) {
+    bytes.fill(0);
+    // Keep the stores: the buffer is freed right after.
+    core::hint::black_box(&mut *bytes);
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
 /// Longest MESSAGE text.
 const MAX_MESSAGE: usize = 4096;
 
-/// Text built for a reply; remembers an allocation failure.
+/// Text built for a reply; remembers an allocation failure. It may hold
+/// keys (TABLE with SHOW_SECRETS), so it grows by copying into a new
+/// buffer and wiping the old one, and wipes itself when dropped: no copy
+/// of the text is left in freed memory.
 struct TextBuf {
     bytes: KVec<u8>,
     failed: bool,
@@ -599,16 +618,27 @@ impl TextBuf {
     }
 }
 
+impl Drop for TextBuf {
+    fn drop(&mut self) {
+        wipe(&mut self.bytes);
+    }
+}
+
 impl Write for TextBuf {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        if self
-            .bytes
-            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
-            .is_err()
-        {
-            self.failed = true;
-            return Err(core::fmt::Error);
+        let need = self.bytes.len() + s.len();
+        if need > self.bytes.capacity() {
+            let Ok(mut grown) = KVec::with_capacity(need.max(256) * 2, GFP_KERNEL) else {
+                self.failed = true;
+                return Err(core::fmt::Error);
+            };
+            // Cannot fail: the capacity is there.
+            let _ = grown.extend_from_slice(&self.bytes, GFP_KERNEL);
+            wipe(&mut self.bytes);
+            self.bytes = grown;
         }
+        // Cannot fail (nor reallocate): the capacity is there.
+        let _ = self.bytes.extend_from_slice(s.as_bytes(), GFP_KERNEL);
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use crate::sys::event::EventCounter;
 use crate::sys::limits::QueueLimits;
 use crate::targets::{self, Ctor, Target};
 use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::error::code::{EINVAL, ENOMEM};
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -40,6 +41,21 @@ pub(crate) struct Table {
     /// Some line maps some requests from the disk's workqueue
     /// ([`Target::needs_worker`]); the queue asks only then.
     pub(crate) uses_worker: bool,
+    /// Target state charged to [`TARGET_STATE`] (released on drop).
+    state_bytes: u64,
+}
+
+/// Target state held by every table of every device (loaded or live):
+/// the module's memory is bounded by [`MAX_TARGET_STATE`] on top of the
+/// per-table [`crate::targets::MAX_TABLE_STATE`].
+static TARGET_STATE: AtomicU64 = AtomicU64::new(0);
+/// Most target state all tables together may hold.
+pub(crate) const MAX_TARGET_STATE: u64 = 512 << 20;
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        TARGET_STATE.fetch_sub(self.state_bytes, Ordering::AcqRel);
+    }
 }
 
 fn oom<T>(reply: &mut Reply) -> Result<T> {
@@ -66,7 +82,9 @@ impl Table {
             return oom(reply);
         };
         let mut devices = KVec::new();
+        let mut state_bytes = 0;
         for line in table::lines(text) {
+            crate::sys::cond_resched();
             // `check` accepted the text, so every line parses.
             let Ok(line) = line else {
                 return fail!(reply, EINVAL, "table changed while parsing");
@@ -77,6 +95,7 @@ impl Table {
                 reply: &mut *reply,
                 devices: &mut devices,
                 events,
+                state_bytes: &mut state_bytes,
             };
             let (target_name, target) = targets::construct(line.target, &mut ctor)
                 .inspect_err(|_| reply.prefix(format_args!("line {}: ", line.number)))?;
@@ -105,6 +124,18 @@ impl Table {
                 .into_iter()
                 .any(|op| l.target.needs_worker(op))
         });
+        let held = TARGET_STATE.fetch_add(state_bytes, Ordering::AcqRel);
+        if held.saturating_add(state_bytes) > MAX_TARGET_STATE {
+            TARGET_STATE.fetch_sub(state_bytes, Ordering::AcqRel);
+            return fail!(
+                reply,
+                ENOMEM,
+                "the table's targets need {} KiB, and the tables loaded already hold {} KiB: at most {} MiB in all",
+                state_bytes.div_ceil(1024),
+                held.div_ceil(1024),
+                MAX_TARGET_STATE >> 20
+            );
+        }
         Arc::new(
             Table {
                 lines,
@@ -113,9 +144,12 @@ impl Table {
                 devices,
                 limits,
                 uses_worker,
+                state_bytes,
             },
             GFP_KERNEL,
         )
+        // A table that could not be allocated was dropped, releasing its
+        // charge.
         .or_else(|_| oom(reply))
     }
 

@@ -121,3 +121,14 @@ impl fmt::Display for Errno {
         write!(f, "{text} ({name})")
     }
 }
+
+/// The first word of a message text, at most 32 characters: what an error
+/// may repeat of it. The rest can be a key (`key set <hex>` sent to the
+/// wrong line, or mistyped) and is never echoed.
+pub(crate) fn first_word(text: &str) -> &str {
+    let word = text.split_ascii_whitespace().next().unwrap_or("");
+    match word.char_indices().nth(32) {
+        Some((cut, _)) => &word[..cut],
+        None => word,
+    }
+}

@@ -12,8 +12,10 @@
 
 use core::fmt;
 
-/// Most lines a table may have (device-mapper has no fixed limit; this
-/// bounds the kernel memory one ioctl can make the module allocate).
+/// Most lines a table may have (device-mapper has no fixed limit). With
+/// the 1 MiB text limit this bounds the lines' own memory; what their
+/// targets hold (region maps, page reserves) is bounded separately, per
+/// table and for all tables (`MAX_TABLE_STATE`, `MAX_TARGET_STATE`).
 pub const MAX_LINES: usize = 1024;
 /// Longest target name.
 pub const MAX_TARGET_NAME: usize = 31;

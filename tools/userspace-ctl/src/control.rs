@@ -117,8 +117,12 @@ impl Control {
         let result = self.raw_ioctl(request, buf.as_mut_ptr() as usize);
         // SAFETY: as above; a `Header` (ours or the kernel's) is in place.
         let answered = unsafe { std::ptr::read(buf.as_ptr().cast::<Header>()) };
-        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        (result, answered, bytes[hsize..hsize + capacity].to_vec())
+        let mut bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let payload = bytes[hsize..hsize + capacity].to_vec();
+        // The input may be a key (crypt's `key set`): leave no copy behind.
+        buf.fill(0);
+        bytes.fill(0);
+        (result, answered, payload)
     }
 
     /// Sends `command` with `payload` after the header (e.g. LOAD's table);

@@ -23,6 +23,9 @@ pub mod layout;
 
 pub mod control;
 
+/// MESSAGE payloads (keys from a file or standard input).
+pub mod message;
+
 /// The flakey target's arguments (host tests of the kernel's parser).
 #[path = "../../../rust/targets/flakey_args.rs"]
 pub mod flakey_args;

@@ -72,7 +72,12 @@ enum Cmd {
     /// its current one), then print the new event number.
     Wait { name: String, event_nr: Option<u32> },
     /// Send a message to the target holding SECTOR (as dmsetup message).
+    /// `key set` without a key (or with `-`) reads it from --key-file or
+    /// standard input: a key on the command line is visible to other users.
     Message {
+        /// File holding the hex key for `key set` ('-': standard input).
+        #[arg(long)]
+        key_file: Option<String>,
         name: String,
         sector: String,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -154,13 +159,11 @@ fn main() -> ExitCode {
         Cmd::Targets => targets(cli.json),
         Cmd::Wait { name, event_nr } => wait(&name, event_nr, cli.json),
         Cmd::Message {
+            key_file,
             name,
             sector,
             message,
-        } => Control::open().and_then(|c| {
-            let text = format!("{sector} {}", message.join(" "));
-            c.send_bytes(Command::Message, &mut named(&name)?, text.as_bytes())
-        }),
+        } => send_message(&name, &sector, &message, key_file.as_deref()),
         Cmd::Resume { name } => resume(&name),
         Cmd::Suspend { noflush, name } => suspend(&name, noflush),
         Cmd::Remove { name } => remove(&name),
@@ -207,6 +210,42 @@ fn version(json: bool) -> Result<(), CtlError> {
         ));
     }
     Ok(())
+}
+
+/// MESSAGE, with a `key set` key from a file or standard input when asked;
+/// the key's buffers are zeroed once sent.
+fn send_message(
+    name: &str,
+    sector: &str,
+    words: &[String],
+    key_file: Option<&str>,
+) -> Result<(), CtlError> {
+    use std::io::Read;
+    let invalid = |m: String| CtlError::new(Some(libc::EINVAL), m);
+    let mut key = Vec::new();
+    let source = match key_file {
+        Some(f) => Some(f),
+        None if vblkctl::message::wants_key(words) => Some("-"),
+        None => None,
+    };
+    if let Some(f) = source {
+        let read = if f == "-" {
+            std::io::stdin().read_to_end(&mut key)
+        } else {
+            std::fs::File::open(f).and_then(|mut file| file.read_to_end(&mut key))
+        };
+        read.map_err(|e| invalid(format!("cannot read the key from '{f}': {e}")))?;
+    }
+    let result = vblkctl::message::payload(sector, words, source.map(|_| &key[..]))
+        .map_err(invalid)
+        .and_then(|mut text| {
+            let sent = Control::open()
+                .and_then(|c| c.send_bytes(Command::Message, &mut named(name)?, &text));
+            text.fill(0);
+            sent
+        });
+    key.fill(0);
+    result
 }
 
 /// A header naming device `name`, checked as the kernel will check it.

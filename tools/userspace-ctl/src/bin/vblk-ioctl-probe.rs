@@ -30,7 +30,61 @@ const CASES: &[&str] = &[
     "load-not-utf8 NAME",
     "load-huge NAME",
     "load-bad-payload NAME",
+    "list-mmap FILE",
 ];
+
+/// LIST whose reply area is the second page of a shared mapping of `file`
+/// (the header at the end of the first): the kernel's copy of the records
+/// faults that page in from the file's device. Prints "ready" once the
+/// first page is resident and waits for a line on stdin before the ioctl,
+/// so the caller can suspend the device in between.
+fn list_mmap(control: &Control, file: &str) -> ExitCode {
+    use std::io::BufRead;
+    use std::os::fd::AsRawFd;
+    let hsize = size_of::<Header>();
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+    else {
+        eprintln!("list-mmap: cannot open {file}");
+        return ExitCode::FAILURE;
+    };
+    let page = 4096;
+    // SAFETY: a shared mapping of two pages of a file at least that long;
+    // only this function touches it, and it is unmapped at the end.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED);
+    // SAFETY: `base` is the mapping above; the header sits at the end of
+    // its first page (8-byte aligned), the reply area runs into the second.
+    let (errno, answer) = unsafe {
+        libc::madvise(base, 2 * page, libc::MADV_RANDOM);
+        let hdr = base.cast::<u8>().add(page - hsize - 8).cast::<Header>();
+        let mut h = Header::new();
+        h.data_size = (hsize + 8 + page) as u32;
+        std::ptr::write(hdr, h); // faults in (and dirties) page 0 only
+        println!("ready");
+        let _ = std::io::stdin().lock().lines().next();
+        let errno = control
+            .raw_ioctl(Command::List.ioctl(), hdr as usize)
+            .err()
+            .unwrap_or(0);
+        let answer = std::ptr::read(hdr);
+        libc::munmap(base, 2 * page);
+        (errno, answer)
+    };
+    print_result(errno, &answer);
+    ExitCode::SUCCESS
+}
 
 /// Sends LOAD for `name` with `payload` right after the header, the
 /// header's `data_size` covering exactly the payload (plus `extra` bytes
@@ -90,6 +144,9 @@ fn main() -> ExitCode {
     };
     if case == "snapshot" {
         return snapshot(&control);
+    }
+    if case == "list-mmap" {
+        return list_mmap(&control, &std::env::args().nth(2).unwrap_or_default());
     }
     let hsize = size_of::<Header>();
     let version = Command::Version.ioctl();
@@ -169,14 +226,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let errno = result.err().unwrap_or(0);
+    print_result(result.err().unwrap_or(0), &h);
+    ExitCode::SUCCESS
+}
+
+/// The one line every case prints.
+fn print_result(errno: i32, h: &Header) {
     println!(
         "errno={errno} flags={:#x} data_size={} message={}",
         h.flags,
         h.data_size,
         h.message_str()
     );
-    ExitCode::SUCCESS
 }
 
 /// Prints every device's state in one go (list record, info, active and
