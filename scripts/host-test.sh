@@ -29,6 +29,8 @@ echo "# unsafe checker self-test"
 tap scripts/check-unsafe.py --self-test
 echo "# kmemleak report checker self-test"
 tap qemu-test/leak-check.py --self-test
+echo "# dm-log-writes replayer self-test"
+tap selftests/replay-log.py --self-test
 
 echo "$passed $failed" >build/host-test.counts
 echo "host tests: $passed passed, $failed failed"

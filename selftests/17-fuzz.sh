@@ -74,14 +74,20 @@ check "an I/O device beside the fuzzed ones" vblkctl create fzio --table "0 $(se
 fio_verify /dev/vblk/fzio 32M --time_based --runtime=$((${VBLK_FUZZ_SECONDS:-60} + 10)) >"$tmp/fio" 2>&1 &
 fio=$!
 seed=${VBLK_FUZZ_SEED:-1}
+# rmmod attempts all along (fzio exists throughout: each must be refused).
+( while [ ! -e "$tmp/fuzz.done" ]; do rmmod vblk 2>/dev/null && echo unloaded; sleep 0.5; done ) >"$tmp/rmmod" &
+rmmods=$!
 vblk-fuzz fuzz --seed "$seed" --seconds "${VBLK_FUZZ_SECONDS:-60}" --procs 3 >"$tmp/fuzz" 2>&1
 rc=$?
+touch "$tmp/fuzz.done"
+wait "$rmmods"
 diag "$(cat "$tmp/fuzz")"
 check_eq "fuzzer (seed $seed): no refusal without a message, every fuzzed device removable" 0 "$rc"
 calls=$(awk '/^proc [0-9]*: [0-9]* calls/ { s += $3 } END { print s + 0 }' "$tmp/fuzz")
 check "... it made calls (${calls:-0})" test "${calls:-0}" -gt 100
 wait "$fio"
 check_eq "fio verify on a device beside the fuzzer: no errors" 0 "$?"
+check_eq "rmmod attempts during the fuzz were all refused" "" "$(cat "$tmp/rmmod")"
 check "rmmod while a device exists is refused" bash -c '! rmmod vblk 2>/dev/null'
 check "... and the device still works" fio_verify /dev/vblk/fzio 4M
 remove_retry fzio

@@ -564,34 +564,45 @@ impl Core {
         let noio = NoIoScope::enter();
         let have_buf = buf.extend_with(COPY_BYTES, 0u8, GFP_KERNEL).is_ok();
         drop(noio);
-        while let Some((region, src)) = self.next_region(have_buf) {
-            let ok = self.copy_region(region, src, &mut buf);
+        loop {
+            while let Some((region, src)) = self.next_region(have_buf) {
+                let ok = self.copy_region(region, src, &mut buf);
+                let mut st = self.state.lock();
+                st.recovering = None;
+                st.cursor = region + 1;
+                if ok && !bit(&st.sync, region) {
+                    mirror_log::set_bit(&mut st.sync, region);
+                    st.in_sync += 1;
+                }
+                // The event goes with the status that shows it.
+                if st.in_sync >= self.nr_regions() {
+                    self.fully_synced.store(true, Ordering::Release);
+                    if !st.sync_reported {
+                        st.sync_reported = true;
+                        self.events.bump();
+                    }
+                }
+                self.changed.notify_all();
+                drop(st);
+                if ok {
+                    self.copied.fetch_add(1, Ordering::Relaxed);
+                    self.want_clean();
+                }
+            }
             let mut st = self.state.lock();
-            st.recovering = None;
-            st.cursor = region + 1;
-            if ok && !bit(&st.sync, region) {
-                mirror_log::set_bit(&mut st.sync, region);
-                st.in_sync += 1;
+            // Told to stop, and resumed again before this job saw it end
+            // (an interrupted suspend): the new resume did not start a
+            // job, as this one was still running, so go on.
+            let nr = self.nr_regions();
+            let more = mirror_log::find_next_zero_bit(&st.sync, nr, 0).is_some()
+                && self.live_source().is_some();
+            if !st.stop && have_buf && more {
+                continue;
             }
-            // The event goes with the status that shows it.
-            let done = st.in_sync >= self.nr_regions() && !st.sync_reported;
-            if st.in_sync >= self.nr_regions() {
-                self.fully_synced.store(true, Ordering::Release);
-            }
-            if done {
-                st.sync_reported = true;
-                self.events.bump();
-            }
+            st.resync_running = false;
             self.changed.notify_all();
-            drop(st);
-            if ok {
-                self.copied.fetch_add(1, Ordering::Relaxed);
-                self.want_clean();
-            }
+            return;
         }
-        let mut st = self.state.lock();
-        st.resync_running = false;
-        self.changed.notify_all();
     }
 
     /// The next region to copy and the leg to copy it from, marked
