@@ -236,7 +236,16 @@ impl Ctor<'_> {
             Err(e) => return self.bad_arg(e),
         };
         let opened = match spec {
-            DevSpec::Number { major, minor } => BlockDevice::open_dev(DevSpec::devt(major, minor)),
+            DevSpec::Number { major, minor } => {
+                // Named by number and already open for this table: no
+                // second open (a striped line may name one device 10^5
+                // times).
+                let devt = DevSpec::devt(major, minor);
+                if let Some(known) = self.devices.iter().find(|d| d.devt() == devt) {
+                    return Ok(known.clone());
+                }
+                BlockDevice::open_dev(devt)
+            }
             DevSpec::Path(path) => {
                 let Ok(path) = CString::try_from_fmt(format_args!("{path}")) else {
                     return fail!(self.reply, ENOMEM, "out of memory opening '{text}'");
