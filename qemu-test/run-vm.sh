@@ -58,7 +58,7 @@ rm -f "$run_dir/exit-status" "$run_dir/dmesg.txt" "$run_dir/console.log"
 # Quote the guest command so it survives vng's --exec (a shell string).
 # The selftests' knobs (long variants, fuzz seed) go along.
 knobs=()
-for k in VBLK_RELOAD_ROUNDS VBLK_FUZZ_SECONDS VBLK_FUZZ_SEED VBLK_FAIL_NTH_STRIDE VBLK_REPLAY_POINTS VBLK_SELFTEST_TIMEOUT; do
+for k in VBLK_RELOAD_ROUNDS VBLK_RELOAD_STRICT VBLK_FUZZ_SECONDS VBLK_FUZZ_SEED VBLK_FAIL_NTH_STRIDE VBLK_REPLAY_POINTS VBLK_SELFTEST_TIMEOUT; do
 	[ -n "${!k:-}" ] && knobs+=("$k=${!k}")
 done
 guest_cmd=$(printf '%q ' env "${knobs[@]}" "$repo/qemu-test/guest.sh" "$run_dir" "$ko" "$ctl_dir" "$@")
