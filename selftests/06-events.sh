@@ -39,6 +39,9 @@ vblkctl message w2 0 key set 00112233445566778899aabbccddeeff >"$msg" 2>&1
 check_output "a key sent to a line that takes no messages is refused, naming the first word" \
 	"accepts no messages \(got 'key' \.\.\.\)" cat "$msg"
 check_fails "... and the key is not echoed back" grep -q 00112233445566778899aabbccddeeff "$msg"
+vblkctl message w2 0 00112233445566778899aabbccddeeff >"$msg" 2>&1
+check_output "a first word that looks like a key is not shown either" "got '<a 32-byte word, not shown>'" cat "$msg"
+check_fails "... nor any of it echoed" grep -q 0011223344556677 "$msg"
 rm -f "$msg"
 check_output "a message must start with a sector" "must start with a sector number, got 'x'" vblkctl message w2 x hello
 check_output "a sector past the end is refused" 'sector 64 is past the end of the table \(64 sectors\)' vblkctl message w2 64 hello

@@ -334,8 +334,8 @@ fn stateless<T: Target + 'static>(
         return fail!(
             ctor.reply,
             EINVAL,
-            "target '{name}' takes no arguments, got '{}'",
-            ctor.args
+            "target '{name}' takes no arguments, got '{}' ...",
+            crate::vblk::message::first_word(ctor.args)
         );
     }
     match Arc::new(target, GFP_KERNEL) {

@@ -122,13 +122,28 @@ impl fmt::Display for Errno {
     }
 }
 
-/// The first word of a message text, at most 32 characters: what an error
-/// may repeat of it. The rest can be a key (`key set <hex>` sent to the
-/// wrong line, or mistyped) and is never echoed.
-pub(crate) fn first_word(text: &str) -> &str {
+/// The first word of a message or argument text, as an error may repeat
+/// it: at most 32 characters, and not at all if it looks like key material
+/// (16 or more hex digits). The rest can be a key (`key set <hex>` sent to
+/// the wrong line, or mistyped; a crypt line loaded as another target) and
+/// is never echoed.
+pub(crate) fn first_word(text: &str) -> FirstWord<'_> {
     let word = text.split_ascii_whitespace().next().unwrap_or("");
-    match word.char_indices().nth(32) {
+    FirstWord(match word.char_indices().nth(32) {
         Some((cut, _)) => &word[..cut],
         None => word,
+    })
+}
+
+/// See [`first_word`].
+pub(crate) struct FirstWord<'a>(&'a str);
+
+impl fmt::Display for FirstWord<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.bytes().filter(u8::is_ascii_hexdigit).count() >= 16 {
+            write!(f, "<a {}-byte word, not shown>", self.0.len())
+        } else {
+            f.write_str(self.0)
+        }
     }
 }
