@@ -27,6 +27,10 @@ echo "# guest log checker self-test"
 tap qemu-test/check-log.sh --self-test
 echo "# unsafe checker self-test"
 tap scripts/check-unsafe.py --self-test
+echo "# C shim checker self-test"
+tap scripts/check-c-shim.py --self-test
+echo "# SAFETY comment checker self-test"
+tap scripts/check-safety-comments.py --self-test
 echo "# kmemleak report checker self-test"
 tap qemu-test/leak-check.py --self-test
 echo "# dm-log-writes replayer self-test"

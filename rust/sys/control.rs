@@ -2,11 +2,14 @@
 //! The misc control device `/dev/vblk-control` and its ioctl entry point.
 
 use super::bindings;
-use crate::vblk::abi::{DepsReply, DeviceRecord, Header, ListReply};
-use core::ffi::{c_long, c_uint, c_ulong, c_void};
+use super::StaticTable;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, Ordering};
+use kernel::alloc::KBox;
+use kernel::error::code::EBUSY;
 use kernel::error::{to_result, Result};
 use kernel::sync::Arc;
-use kernel::types::{AsBytes, FromBytes};
+use kernel::types::Opaque;
 use kernel::uaccess::UserPtr;
 
 /// Answers the ioctls of the control device.
@@ -15,78 +18,157 @@ pub(crate) trait ControlHandler: Send + Sync {
     fn ioctl(&self, request: u32, arg: UserPtr) -> Result;
 }
 
+/// Set while a [`ControlDevice`] exists: there is one `/dev/vblk-control`.
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// The registered misc device and what its ioctls go to.
+///
+/// # Invariants
+///
+/// While registered, `misc` is a registered miscdevice using [`FOPS`];
+/// `handler` points into the `Arc` the [`ControlDevice`] holds and `call`
+/// is `call_handler` for that handler's type.
+#[repr(C)]
+struct Registration {
+    misc: Opaque<bindings::miscdevice>,
+    handler: *const core::ffi::c_void,
+    /// `call_handler::<T>` for the handler's type (its `# Safety`: the
+    /// pointer must be a live `T`).
+    call: HandlerFn,
+}
+
+/// Calls a handler through a type-erased pointer.
+///
+/// # Safety
+///
+/// The pointer must point to a live handler of the type the function was
+/// instantiated for.
+type HandlerFn = unsafe fn(*const core::ffi::c_void, u32, UserPtr) -> Result;
+
 /// The registered control device. Dropping it deregisters the device.
 ///
-/// At most one may exist (the C side has a single static `miscdevice`), and
-/// it must be dropped only in module exit: `misc_deregister` does not wait
-/// for ioctls in flight, but every open file holds a reference on the module
-/// (`fops.owner`), so once module exit runs no ioctl can be in flight and
-/// none can start.
+/// At most one exists at a time (`register` refuses a second with `EBUSY`).
+/// It must be dropped only in module exit: `misc_deregister` does not wait
+/// for ioctls in flight, but every open file holds a reference on the
+/// module (`FOPS.owner`), so once module exit runs no ioctl can be in
+/// flight and none can start.
 pub(crate) struct ControlDevice<T: ControlHandler> {
-    // Keeps the handler alive while the C side holds a pointer to it.
+    reg: Pin<KBox<Registration>>,
     _handler: Arc<T>,
 }
 
+// SAFETY: the registration is only read after `register` (by the kernel
+// and `ioctl_cb`), and the handler is `Send + Sync`.
+unsafe impl<T: ControlHandler> Send for ControlDevice<T> {}
+// SAFETY: `&ControlDevice` offers no method; the kernel and `ioctl_cb`
+// only read the registration, and the handler is `Sync`.
+unsafe impl<T: ControlHandler> Sync for ControlDevice<T> {}
+
+/// A table the C side requires to be static: a registered misc device's
+/// `fops` must outlive every open file, and names the module as owner (an
+/// open control file pins the module).
+static FOPS: StaticTable<bindings::file_operations> = StaticTable(bindings::file_operations {
+    owner: &raw const bindings::__this_module as *mut bindings::module,
+    open: Some(bindings::nonseekable_open),
+    llseek: Some(bindings::noop_llseek),
+    unlocked_ioctl: Some(ioctl_cb),
+    // No 32-bit callers: the test and bench kernels have no CONFIG_COMPAT
+    // (where `compat_ptr_ioctl` would be the one to use).
+    compat_ioctl: None,
+    // SAFETY: all-zero is a valid value for the other fields (`None`
+    // callbacks, zero flags).
+    ..unsafe { core::mem::zeroed() }
+});
+
+/// Calls the handler of type `T`.
+///
+/// # Safety
+///
+/// `handler` must point to a live `T`.
+unsafe fn call_handler<T: ControlHandler>(
+    handler: *const core::ffi::c_void,
+    cmd: u32,
+    arg: UserPtr,
+) -> Result {
+    // SAFETY: by the contract; only shared access is made.
+    unsafe { &*handler.cast::<T>() }.ioctl(cmd, arg)
+}
+
 impl<T: ControlHandler> ControlDevice<T> {
-    /// Registers `/dev/vblk-control`, whose ioctls go to `handler`.
+    /// Registers `/dev/vblk-control` (root-only, like
+    /// `/dev/mapper/control`), whose ioctls go to `handler`.
     pub(crate) fn register(handler: Arc<T>) -> Result<Self> {
-        let ctx: *const T = &*handler;
-        // SAFETY: the shim stores `ctx` and the trampoline before
-        // misc_register() publishes the device. `ctx` stays valid while the
-        // device is registered: `Self` owns an `Arc` to it and deregisters
-        // before dropping that `Arc` (see the type's invariant about module
-        // exit). The trampoline is instantiated for this very `T`.
-        to_result(unsafe {
-            bindings::vblk_shim_control_register(Some(ioctl_trampoline::<T>), ctx.cast())
-        })?;
-        Ok(ControlDevice { _handler: handler })
+        if REGISTERED.swap(true, Ordering::AcqRel) {
+            return Err(EBUSY);
+        }
+        let misc = bindings::miscdevice {
+            minor: bindings::VBLK_CONST_MISC_DYNAMIC_MINOR,
+            name: c"vblk-control".as_ptr(),
+            nodename: c"vblk-control".as_ptr(),
+            mode: 0o600,
+            fops: &raw const FOPS.0,
+            ..Default::default()
+        };
+        let reg = KBox::pin(
+            Registration {
+                misc: Opaque::new(misc),
+                handler: (&raw const *handler).cast(),
+                call: call_handler::<T>,
+            },
+            kernel::alloc::flags::GFP_KERNEL,
+        );
+        let reg = match reg {
+            Ok(reg) => reg,
+            Err(e) => {
+                REGISTERED.store(false, Ordering::Release);
+                return Err(e.into());
+            }
+        };
+        // SAFETY: `misc` is pinned in `reg` and stays registered until
+        // `drop` deregisters it, before `reg` is freed; its names and fops
+        // are statics. The handler stays alive as long as the device: `Self`
+        // holds the `Arc` and deregisters first.
+        if let Err(e) = to_result(unsafe { bindings::misc_register(reg.misc.get()) }) {
+            REGISTERED.store(false, Ordering::Release);
+            return Err(e);
+        }
+        // INVARIANT: registered just now with `FOPS`; `handler` and `call`
+        // match `T`.
+        Ok(ControlDevice {
+            reg,
+            _handler: handler,
+        })
     }
 }
 
 impl<T: ControlHandler> Drop for ControlDevice<T> {
     fn drop(&mut self) {
         // SAFETY: `self` exists only if registration succeeded, so the
-        // device is registered; dropping `self` deregisters it exactly once.
-        unsafe { bindings::vblk_shim_control_deregister() }
+        // device is registered; deregistered exactly once, here.
+        unsafe { bindings::misc_deregister(self.reg.misc.get()) };
+        REGISTERED.store(false, Ordering::Release);
     }
 }
 
-/// The `unlocked_ioctl` behind the shim: recovers the handler from `ctx`.
+/// `file_operations::unlocked_ioctl` of the control device.
 ///
 /// # Safety
 ///
-/// `ctx` must be the pointer [`ControlDevice::register`] gave the shim for
-/// this `T`, with the device still registered.
-unsafe extern "C" fn ioctl_trampoline<T: ControlHandler>(
-    ctx: *const c_void,
-    cmd: c_uint,
-    arg: c_ulong,
-) -> c_long {
-    // SAFETY: by this function's contract `ctx` points to a live `T` (the
-    // registration's `Arc` keeps it alive); only shared access is made.
-    let handler = unsafe { &*ctx.cast::<T>() };
-    match handler.ioctl(cmd, arg as usize) {
+/// Called by the VFS for an open file of the control device: misc's open
+/// set `private_data` to our `miscdevice`, which is registered (so its
+/// [`Registration`] is alive) while the file is open.
+unsafe extern "C" fn ioctl_cb(
+    file: *mut bindings::file,
+    cmd: u32,
+    arg: core::ffi::c_ulong,
+) -> core::ffi::c_long {
+    // SAFETY: `private_data` is the `misc` field, the first of the
+    // `#[repr(C)]` `Registration`, alive while the device is registered.
+    let reg = unsafe { &*(*file).private_data.cast::<Registration>() };
+    // SAFETY: `handler` and `call` belong together and the handler is
+    // alive while the device is registered (invariant).
+    match unsafe { (reg.call)(reg.handler, cmd, arg as UserPtr) } {
         Ok(()) => 0,
-        Err(e) => e.to_errno() as c_long,
+        Err(e) => e.to_errno() as core::ffi::c_long,
     }
 }
-
-// SAFETY: `Header` is `#[repr(C)]` and made only of integers and byte
-// arrays, so every bit pattern is a valid value.
-unsafe impl FromBytes for Header {}
-
-// SAFETY: `Header` is `#[repr(C)]` and has no padding (ten u32 fill bytes
-// 0..40, two u64 fill 40..56 at 8-aligned offsets, then byte arrays fill
-// 56..568, a multiple of the 8-byte alignment; abi.rs's tests pin this), so
-// all its bytes are initialised.
-unsafe impl AsBytes for Header {}
-
-// SAFETY: `ListReply` is `#[repr(C)]`, two u32, no padding.
-unsafe impl AsBytes for ListReply {}
-
-// SAFETY: `DepsReply` is `#[repr(C)]`, two u32, no padding.
-unsafe impl AsBytes for DepsReply {}
-
-// SAFETY: `DeviceRecord` is `#[repr(C)]`: a u64, two u32 and a 128-byte
-// array (bytes 0..144, a multiple of its 8-byte alignment), no padding.
-unsafe impl AsBytes for DeviceRecord {}

@@ -1,18 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
-//! blk-mq disks and their requests.
+//! blk-mq disks and their requests, over the block layer's C API.
 //!
-//! The C half is in shim.c (`vblk_shim_disk_*`, `vblk_shim_rq_*`): the tag
-//! set (BLOCKING, so `queue_rq` may sleep), the disk, a bio_set for lower
-//! bios, a WQ_MEM_RECLAIM workqueue, and the static inline request helpers.
+//! A disk is a tag set (BLOCKING: `queue_rq` may sleep; STACKING; no I/O
+//! scheduler by default), a gendisk, a bio_set for lower bios and two
+//! `WQ_MEM_RECLAIM` workqueues (deferred mapping, deferred completion),
+//! all owned by a pinned [`DiskInner`] that the block layer points back to
+//! (`queuedata`, `private_data`, the tag set's `driver_data`).
 //!
 //! A request's life: blk-mq hands it to [`QueueHandler::queue_rq`] as a
 //! [`Request`]. The handler either ends it at once or turns it into a
 //! [`Pending`] request carrying the handler's per-request data, and
 //! submits lower bios through it (clones of the request's data, bounce
-//! copies of it, or cache flushes). Each lower bio holds a count on the
-//! request; so does the `Pending` value itself while the handler is still
-//! submitting. The last count to go ends the request with the first error
-//! any part reported, or, if the handler asked for it with
+//! copies of it, or cache flushes; see `lower.rs`). Each lower bio holds a
+//! count on the request; so does the `Pending` value itself while the
+//! handler is still submitting. The last count to go ends the request with
+//! the worst error any part reported, or, if the handler asked for it with
 //! [`Pending::finish_later`], hands it to [`QueueHandler::finish`] on the
 //! disk's workqueue as a [`Finished`] request, whose data the handler may
 //! change (process context) before it ends.
@@ -21,13 +23,21 @@ use super::bdev::BlockDevice;
 use super::bindings;
 use super::bounce::BouncePool;
 use super::limits::QueueLimits;
-use core::ffi::c_void;
+use super::lower;
+use super::rqdata::{with_mapped, Cursor};
+use super::StaticTable;
 use core::marker::PhantomData;
-use core::mem::{size_of, MaybeUninit};
+use core::mem::{offset_of, size_of, MaybeUninit};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use kernel::error::code::{EBUSY, ENOMEM, ENXIO, ERESTARTSYS};
 use kernel::error::{to_result, Error, Result};
 use kernel::sync::Arc;
+use kernel::types::Opaque;
+
+/// Requests in flight per disk (the tag set's depth). Per-request counters
+/// of targets (mirror's writes per region) are sized by it.
+pub(crate) const QUEUE_DEPTH: u32 = 128;
 
 /// What a request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,11 +55,11 @@ pub(crate) enum Op {
 pub(crate) struct Status(u8);
 
 impl Status {
-    pub(crate) const OK: Status = Status(0);
+    pub(crate) const OK: Status = Status(bindings::VBLK_CONST_BLK_STS_OK);
     /// The operation is not supported (`EOPNOTSUPP`).
-    pub(crate) const NOT_SUPPORTED: Status = Status(1);
+    pub(crate) const NOT_SUPPORTED: Status = Status(bindings::VBLK_CONST_BLK_STS_NOTSUPP);
     /// A generic I/O error (`EIO`).
-    pub(crate) const IO_ERROR: Status = Status(10);
+    pub(crate) const IO_ERROR: Status = Status(bindings::VBLK_CONST_BLK_STS_IOERR);
     /// Not a block layer status: what [`QueueHandler::lower_done`] returns
     /// for a lower bio that failed but may be retried. The request does not
     /// fail; it goes to [`QueueHandler::finish`], where
@@ -58,7 +68,7 @@ impl Status {
     pub(crate) const RETRY: Status = Status(0xff);
 
     pub(crate) fn is_ok(self) -> bool {
-        self.0 == 0
+        self.0 == Self::OK.0
     }
 }
 
@@ -88,14 +98,14 @@ pub(crate) trait QueueHandler: Send + Sync + 'static {
         Self: Sized;
 }
 
-/// Request flags vblk looks at.
+/// Request flags vblk looks at (the raw `REQ_*` bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RqFlags(u32);
 
 impl RqFlags {
     /// Readahead: may be failed at will.
     pub(crate) fn readahead(self) -> bool {
-        self.0 & bindings::vblk_rq_flag_VBLK_RQ_RAHEAD != 0
+        self.0 & bindings::VBLK_CONST_REQ_RAHEAD != 0
     }
 }
 
@@ -115,25 +125,36 @@ pub(crate) struct RqInfo {
 
 /// Reads a started request's [`RqInfo`].
 fn info_of(rq: NonNull<bindings::request>) -> RqInfo {
-    let mut raw = MaybeUninit::<bindings::vblk_rq_info>::uninit();
-    // SAFETY: callers pass a started request they own; `raw` is writable.
-    unsafe { bindings::vblk_shim_rq_info(rq.as_ptr(), raw.as_mut_ptr()) };
-    // SAFETY: the shim sets every field, `op` to a `vblk_op` value.
-    let raw = unsafe { raw.assume_init() };
+    let r = rq.as_ptr();
+    // SAFETY: callers pass a started request they own; its flags, position
+    // and length are set before dispatch and stay while it is owned.
+    let (opf, pos, bytes) = unsafe { ((*r).cmd_flags, (*r).__sector, (*r).__data_len) };
     RqInfo {
-        op: op_from(raw.op),
-        flags: RqFlags(raw.flags),
-        raw_flags: raw.opf,
-        sector: raw.pos,
-        sectors: raw.sectors,
+        op: op_from(opf),
+        flags: RqFlags(opf),
+        raw_flags: opf,
+        sector: pos,
+        sectors: bytes >> 9,
     }
 }
 
-/// The per-request data area (the request's PDU). The shim increments
-/// `pending` for each lower bio it submits (it must come first).
+fn op_from(opf: u32) -> Op {
+    match opf & bindings::VBLK_CONST_REQ_OP_MASK {
+        bindings::req_op_REQ_OP_READ => Op::Read,
+        bindings::req_op_REQ_OP_WRITE => Op::Write,
+        bindings::req_op_REQ_OP_FLUSH => Op::Flush,
+        bindings::req_op_REQ_OP_DISCARD => Op::Discard,
+        bindings::req_op_REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
+        _ => Op::Other,
+    }
+}
+
+/// The handler's part of a request's PDU.
 #[repr(C)]
-struct RqState<D> {
-    pending: AtomicU32,
+pub(super) struct RqState<D> {
+    /// Counts held on the request: one per lower bio in flight, one for a
+    /// live [`Pending`].
+    pub(super) pending: AtomicU32,
     status: AtomicU8,
     /// [`QueueHandler::finish`] must run before the request ends.
     finish: AtomicBool,
@@ -144,18 +165,64 @@ struct RqState<D> {
     data: MaybeUninit<D>,
 }
 
-fn op_from(op: bindings::vblk_op) -> Op {
-    match op {
-        bindings::vblk_op::VBLK_OP_READ => Op::Read,
-        bindings::vblk_op::VBLK_OP_WRITE => Op::Write,
-        bindings::vblk_op::VBLK_OP_FLUSH => Op::Flush,
-        bindings::vblk_op::VBLK_OP_DISCARD => Op::Discard,
-        bindings::vblk_op::VBLK_OP_WRITE_ZEROES => Op::WriteZeroes,
-        bindings::vblk_op::VBLK_OP_OTHER => Op::Other,
-    }
+/// A request's PDU (`blk_mq_rq_to_pdu`): two work items (a deferred
+/// mapping and a deferred completion, separate because the completion may
+/// be queued from inside the mapping's own work function) and the state.
+#[repr(C)]
+struct Pdu<D> {
+    map_work: Opaque<bindings::work_struct>,
+    done_work: Opaque<bindings::work_struct>,
+    state: RqState<D>,
+}
+
+/// The PDU of `rq` (`blk_mq_rq_to_pdu`: it follows the request).
+///
+/// # Safety
+///
+/// `rq` must be a request of a disk whose handler's data is `D` (its tag
+/// set's `cmd_size` is that of `Pdu<D>`).
+unsafe fn pdu_of<D>(rq: NonNull<bindings::request>) -> *mut Pdu<D> {
+    // SAFETY: blk-mq allocates `cmd_size` bytes right after each request;
+    // the address one request past `rq` is in that allocation.
+    unsafe { rq.as_ptr().add(1).cast() }
+}
+
+/// The request whose PDU holds `work` at `offset` (the inverse of
+/// [`pdu_of`]).
+///
+/// # Safety
+///
+/// `work` must be the work item at `offset` in the PDU of a live request.
+unsafe fn rq_of_work(
+    work: *mut bindings::work_struct,
+    offset: usize,
+) -> NonNull<bindings::request> {
+    // SAFETY: by the contract the PDU starts `offset` bytes before `work`,
+    // and the request `size_of::<request>()` bytes before the PDU.
+    let rq = unsafe { work.byte_sub(offset).cast::<bindings::request>().sub(1) };
+    // SAFETY: derived from a non-null pointer into a live allocation.
+    unsafe { NonNull::new_unchecked(rq) }
+}
+
+/// The state of a request of a disk with handler `T`.
+///
+/// # Safety
+///
+/// As for [`pdu_of`].
+pub(super) unsafe fn state_ptr<T: QueueHandler>(
+    rq: NonNull<bindings::request>,
+) -> *mut RqState<T::RqData> {
+    // SAFETY: by the contract the PDU is a `Pdu<T::RqData>`; only the
+    // address of its field is computed.
+    unsafe { &raw mut (*pdu_of::<T::RqData>(rq)).state }
 }
 
 /// A started request, owned by the driver until it is ended.
+///
+/// # Invariants
+///
+/// `raw` is a started request of a live disk with handler `T`, not ended,
+/// not dispatched, owned by this value.
 pub(crate) struct Request<T: QueueHandler + ?Sized> {
     raw: NonNull<bindings::request>,
     /// Handed back by [`Request::defer`]: runs on the disk's workqueue.
@@ -163,7 +230,19 @@ pub(crate) struct Request<T: QueueHandler + ?Sized> {
     _handler: PhantomData<fn(&T)>,
 }
 
-impl<T: QueueHandler + ?Sized> Request<T> {
+/// The disk a request belongs to.
+///
+/// # Safety
+///
+/// `rq` must be a request of a live vblk disk with handler `T`.
+unsafe fn disk_of<'a, T: QueueHandler>(rq: NonNull<bindings::request>) -> &'a DiskInner<T> {
+    // SAFETY: a request's queue is its disk's queue, whose `queuedata` is
+    // the `DiskInner<T>` that `Disk::create` passed; the disk outlives its
+    // requests (`del_gendisk` waits for them).
+    unsafe { &*(*(*rq.as_ptr()).q).queuedata.cast::<DiskInner<T>>() }
+}
+
+impl<T: QueueHandler> Request<T> {
     pub(crate) fn info(&self) -> RqInfo {
         info_of(self.raw)
     }
@@ -183,9 +262,20 @@ impl<T: QueueHandler + ?Sized> Request<T> {
     pub(crate) fn defer(self) {
         let raw = self.raw;
         core::mem::forget(self);
-        // SAFETY: we own the started, not dispatched request; the work item
-        // hands it back to `queue_rq`, which owns it again.
-        unsafe { bindings::vblk_shim_rq_defer_map(raw.as_ptr()) }
+        // SAFETY: the request belongs to a live disk with handler `T`
+        // (invariant), so its PDU is a `Pdu<T::RqData>`; its map work item
+        // is not queued (the request is owned by us, not by a work item).
+        let work = unsafe { Opaque::raw_get(&raw const (*pdu_of::<T::RqData>(raw)).map_work) };
+        // SAFETY: the request belongs to a live disk with handler `T`
+        // (invariant of `Request`).
+        let disk = unsafe { disk_of::<T>(raw) };
+        // SAFETY: `work` is an idle work item in the PDU; initialising it
+        // and queueing it hands the request to `map_work_cb::<T>`, which
+        // owns it from then on. The workqueue lives as long as the disk.
+        unsafe {
+            bindings::vblk_shim_init_work(work, Some(map_work_cb::<T>));
+            bindings::queue_work_on(bindings::VBLK_CONST_WORK_CPU_UNBOUND, disk.map_wq, work);
+        }
     }
 
     /// Ends the request with `status` without any lower I/O.
@@ -194,20 +284,18 @@ impl<T: QueueHandler + ?Sized> Request<T> {
         core::mem::forget(self);
         // SAFETY: we own the started request and end it exactly once (the
         // `forget` above keeps `Drop` from ending it again).
-        unsafe { bindings::vblk_shim_rq_end(raw.as_ptr(), status.0) }
+        unsafe { end_request(raw, status) }
     }
-}
 
-impl<T: QueueHandler> Request<T> {
     /// Attaches `data` and returns the request as pending: lower bios can
     /// now be submitted for it, and it ends when the last of them and the
     /// returned value are gone.
     pub(crate) fn dispatch(self, data: T::RqData) -> Pending<T> {
         let raw = self.raw;
         core::mem::forget(self);
-        // SAFETY: the PDU is `size_of::<RqState<T::RqData>>()` bytes,
-        // suitably aligned (checked in `Disk::create`), and not in use: the
-        // request was just started and nothing else writes its PDU.
+        // SAFETY: the PDU is a `Pdu<T::RqData>` (invariant) and its state is
+        // not in use: the request was just started and nothing else writes
+        // its PDU.
         unsafe {
             state_ptr::<T>(raw).write(RqState {
                 pending: AtomicU32::new(1),
@@ -217,6 +305,8 @@ impl<T: QueueHandler> Request<T> {
                 data: MaybeUninit::new(data),
             })
         };
+        // INVARIANT: dispatched just now; the returned value holds the
+        // count of 1 set above.
         Pending {
             raw,
             _handler: PhantomData,
@@ -227,12 +317,28 @@ impl<T: QueueHandler> Request<T> {
 impl<T: QueueHandler + ?Sized> Drop for Request<T> {
     fn drop(&mut self) {
         // SAFETY: a `Request` that was not ended is still owned and started.
-        unsafe { bindings::vblk_shim_rq_end(self.raw.as_ptr(), Status::IO_ERROR.0) }
+        unsafe { end_request(self.raw, Status::IO_ERROR) }
     }
+}
+
+/// Ends a request (`blk_mq_end_request`).
+///
+/// # Safety
+///
+/// `rq` must be a started request the caller owns; it is ended exactly
+/// once and not used afterwards.
+unsafe fn end_request(rq: NonNull<bindings::request>, status: Status) {
+    // SAFETY: by the contract.
+    unsafe { bindings::blk_mq_end_request(rq.as_ptr(), status.0) }
 }
 
 /// A request with per-request data attached, whose lower bios are being
 /// submitted. Dropping it lets the request end once they all completed.
+///
+/// # Invariants
+///
+/// `raw` is a dispatched request (state initialised) of a live disk with
+/// handler `T`, not ended, on which this value holds one count.
 pub(crate) struct Pending<T: QueueHandler> {
     raw: NonNull<bindings::request>,
     _handler: PhantomData<fn(&T)>,
@@ -244,25 +350,25 @@ pub(crate) struct Pending<T: QueueHandler> {
 ///
 /// # Safety
 ///
-/// `raw` must return a request of a disk whose handler's `RqData` is
-/// `Data`, dispatched and not ended for as long as `self` lives.
+/// `raw` must return a request of a disk whose handler is `Handler`,
+/// dispatched and not ended for as long as `self` lives.
 unsafe trait Dispatched {
-    type Data;
+    type Handler: QueueHandler;
 
     /// The request, dispatched and not ended while `self` lives.
     fn raw(&self) -> NonNull<bindings::request>;
 
-    fn state(&self) -> &RqState<Self::Data> {
+    fn state(&self) -> &RqState<<Self::Handler as QueueHandler>::RqData> {
         // SAFETY: by `raw`'s contract the state is initialised and stays so
-        // while `self` lives; the PDU holds the handler's `RqState`.
-        unsafe { &*bindings::vblk_shim_rq_pdu(self.raw().as_ptr()).cast() }
+        // while `self` lives; the PDU is that of the handler's disk.
+        unsafe { &*state_ptr::<Self::Handler>(self.raw()) }
     }
 }
 
 // SAFETY: a `Pending` holds a count on its dispatched request (type
 // invariant), so the request cannot end while it lives.
 unsafe impl<T: QueueHandler> Dispatched for Pending<T> {
-    type Data = T::RqData;
+    type Handler = T;
 
     fn raw(&self) -> NonNull<bindings::request> {
         self.raw
@@ -272,7 +378,7 @@ unsafe impl<T: QueueHandler> Dispatched for Pending<T> {
 // SAFETY: a `Finished` owns its dispatched request, which ends only in
 // its `drop`.
 unsafe impl<T: QueueHandler> Dispatched for Finished<T> {
-    type Data = T::RqData;
+    type Handler = T;
 
     fn raw(&self) -> NonNull<bindings::request> {
         self.raw
@@ -280,7 +386,7 @@ unsafe impl<T: QueueHandler> Dispatched for Finished<T> {
 }
 
 /// The handler's data of a dispatched request.
-fn data_of<R: Dispatched>(rq: &R) -> &R::Data {
+fn data_of<R: Dispatched>(rq: &R) -> &<R::Handler as QueueHandler>::RqData {
     // SAFETY: `dispatch` initialised `data`; it is dropped only when the
     // request ends, which cannot happen while `rq` lives.
     unsafe { rq.state().data.assume_init_ref() }
@@ -297,11 +403,26 @@ impl<T: QueueHandler> Pending<T> {
         record(self.state(), status);
     }
 
-    /// Zeroes sectors `[skip, skip + len)` of the request's data (reads).
+    /// The lower-bio submitter for this request.
+    fn lower(&self) -> lower::Submitter<'_, T> {
+        // SAFETY: the request is pending with handler `T` (invariant), and
+        // the submitter borrows `self`, so it cannot outlive our count.
+        unsafe { lower::Submitter::new(self.raw, disk_of::<T>(self.raw)) }
+    }
+
+    /// Zeroes sectors `[skip, skip + len)` of the request's data (reads),
+    /// clamped to the request.
     pub(crate) fn zero_range(&self, skip: u64, len: u64) {
-        // SAFETY: we own the started request; its data pages are ours to
-        // write until it ends. The shim clamps the range to the request.
-        unsafe { bindings::vblk_shim_rq_zero_range(self.raw.as_ptr(), skip, len) }
+        // SAFETY: the request is pending (invariant): it does not end while
+        // the cursor is used, in this call.
+        let mut c = unsafe { Cursor::seek(self.raw, skip.saturating_mul(512)) };
+        let mut left = len.saturating_mul(512);
+        while let Some(seg) = c.next(left) {
+            left -= u64::from(seg.len);
+            // SAFETY: the request's data pages are ours to write until it
+            // ends (a read's buffer, filled by us); one segment at a time.
+            unsafe { with_mapped(&seg, |bytes| bytes.fill(0)) };
+        }
     }
 
     /// Sends sectors `[skip, skip + len)` of the request to `dev` at
@@ -313,12 +434,7 @@ impl<T: QueueHandler> Pending<T> {
     /// bios in flight is what any opener may do: the block layer keeps the
     /// disk until its queue drains; the bios never use our file.)
     pub(crate) fn clone_to(&self, skip: u64, len: u64, dev: &BlockDevice, sector: u64, tag: u64) {
-        // SAFETY: the request is pending (its PDU starts with the count the
-        // shim increments) and `dev` is an open block device file for the
-        // call; the clones reference the block device, not the file.
-        unsafe {
-            bindings::vblk_shim_rq_clone(self.raw.as_ptr(), skip, len, dev.raw(), sector, tag)
-        };
+        self.lower().clones(skip, len, dev, sector, tag);
     }
 
     /// Writes the request's sectors `part` (counted from its start) to
@@ -334,26 +450,10 @@ impl<T: QueueHandler> Pending<T> {
         dev: &BlockDevice,
         sector: u64,
         tag: u64,
-        mut fill: &mut dyn FnMut(u64, &mut [u8]),
+        fill: &mut dyn FnMut(u64, &mut [u8]),
     ) {
-        let ctx: *mut &mut dyn FnMut(u64, &mut [u8]) = &mut fill;
-        // SAFETY: as for `clone_to`; `pool` lives as long as the table
-        // that the request holds, so past the bios' completions, which
-        // return the pages to it. `ctx` points to `fill`, live for the
-        // call; the shim calls it only during the call.
-        unsafe {
-            bindings::vblk_shim_rq_bounce_write(
-                self.raw.as_ptr(),
-                pool.raw(),
-                part.start,
-                part.end.saturating_sub(part.start),
-                dev.raw(),
-                sector,
-                tag,
-                Some(fill_trampoline),
-                ctx.cast(),
-            )
-        };
+        self.lower()
+            .bounce_write(part, pool, dev, sector, tag, fill);
     }
 
     /// Asks for [`QueueHandler::finish`] to run (in process context) once
@@ -365,14 +465,12 @@ impl<T: QueueHandler> Pending<T> {
     /// For a discard or write-zeroes request: sends the same operation for
     /// `len` sectors of `dev` from `sector` on, reporting `tag`.
     pub(crate) fn range_to(&self, dev: &BlockDevice, sector: u64, len: u32, tag: u64) {
-        // SAFETY: as for `clone_to`; the bio carries no data pages.
-        unsafe { bindings::vblk_shim_rq_range(self.raw.as_ptr(), dev.raw(), sector, len, tag) }
+        self.lower().range(dev, sector, len, tag);
     }
 
     /// Sends an empty cache flush to `dev`, reporting `tag`.
     pub(crate) fn flush_to(&self, dev: &BlockDevice, tag: u64) {
-        // SAFETY: as for `clone_to`.
-        unsafe { bindings::vblk_shim_rq_flush(self.raw.as_ptr(), dev.raw(), tag) }
+        self.lower().flush(dev, tag);
     }
 }
 
@@ -385,6 +483,11 @@ impl<T: QueueHandler> Drop for Pending<T> {
 
 /// A request whose lower I/O completed, handed to
 /// [`QueueHandler::finish`]. Dropping it ends the request.
+///
+/// # Invariants
+///
+/// `raw` is a dispatched request of a live disk with handler `T`, not
+/// ended, with no count left: this value is its only user.
 pub(crate) struct Finished<T: QueueHandler> {
     raw: NonNull<bindings::request>,
     _handler: PhantomData<fn(&T)>,
@@ -421,25 +524,16 @@ impl<T: QueueHandler> Finished<T> {
     /// byte `offset` on, one page segment at a time (`at` counts from
     /// `offset`); `f` may change them (for reads: what the submitter will
     /// see). Clamped to the request's data.
-    pub(crate) fn visit_data(
-        &mut self,
-        offset: u64,
-        len: u64,
-        mut f: &mut dyn FnMut(u64, &mut [u8]),
-    ) {
-        let ctx: *mut &mut dyn FnMut(u64, &mut [u8]) = &mut f;
-        // SAFETY: we own the started request and its lower I/O is over;
+    pub(crate) fn visit_data(&mut self, offset: u64, len: u64, f: &mut dyn FnMut(u64, &mut [u8])) {
+        // SAFETY: we own the request (invariant) and its lower I/O is over;
         // `&mut self` keeps any other access to its data out meanwhile.
-        // `ctx` points to `f`, live for the call; the shim calls it only
-        // during the call, with one mapped segment at a time.
-        unsafe {
-            bindings::vblk_shim_rq_visit(
-                self.raw.as_ptr(),
-                offset,
-                len,
-                Some(fill_trampoline),
-                ctx.cast(),
-            )
+        let mut c = unsafe { Cursor::seek(self.raw, offset) };
+        let mut done = 0;
+        while let Some(seg) = c.next(len - done) {
+            // SAFETY: as above: the data pages are ours until the request
+            // ends, visited one segment at a time.
+            unsafe { with_mapped(&seg, |bytes| f(done, bytes)) };
+            done += u64::from(seg.len);
         }
     }
 
@@ -447,18 +541,15 @@ impl<T: QueueHandler> Finished<T> {
     /// reads: what the submitter will see), clamped to the request's data;
     /// requests without data copy nothing.
     pub(crate) fn write_data(&self, offset: u64, buf: &[u8]) {
-        // SAFETY: we own the started request; `buf` is readable for its
-        // length (clamped to u32, the most a request holds); the shim only
-        // reads it when copying into the request (the pointer is mutable
-        // for the C type only).
-        unsafe {
-            bindings::vblk_shim_rq_copy(
-                self.raw.as_ptr(),
-                offset,
-                buf.as_ptr().cast_mut(),
-                buf.len().min(u32::MAX as usize) as u32,
-                true,
-            )
+        // SAFETY: we own the request (invariant) and its lower I/O is over;
+        // nothing else uses its data during this call.
+        let mut c = unsafe { Cursor::seek(self.raw, offset) };
+        let mut at = 0;
+        while let Some(seg) = c.next((buf.len() - at) as u64) {
+            let n = seg.len as usize;
+            // SAFETY: as above, one segment at a time.
+            unsafe { with_mapped(&seg, |bytes| bytes.copy_from_slice(&buf[at..at + n])) };
+            at += n;
         }
     }
 }
@@ -469,13 +560,6 @@ impl<T: QueueHandler> Drop for Finished<T> {
         // left, and `drop` runs once.
         unsafe { end_dispatched::<T>(self.raw) }
     }
-}
-
-/// The PDU of `rq` as this handler's request state.
-fn state_ptr<T: QueueHandler>(rq: NonNull<bindings::request>) -> *mut RqState<T::RqData> {
-    // SAFETY: `rq` is a request of a vblk disk; the shim returns the PDU
-    // address without dereferencing anything else.
-    unsafe { bindings::vblk_shim_rq_pdu(rq.as_ptr()) }.cast()
 }
 
 fn record<D>(state: &RqState<D>, status: Status) {
@@ -500,17 +584,27 @@ fn record<D>(state: &RqState<D>, status: Status) {
 ///
 /// `rq` must be pending (dispatched, not yet ended) with handler `T`, and
 /// the caller must own one of its counts, which this consumes.
-unsafe fn put<T: QueueHandler>(rq: NonNull<bindings::request>, status: Status) {
-    let state = state_ptr::<T>(rq);
+pub(super) unsafe fn put<T: QueueHandler>(rq: NonNull<bindings::request>, status: Status) {
     // SAFETY: the caller's count keeps the state initialised.
-    let st = unsafe { &*state };
+    let st = unsafe { &*state_ptr::<T>(rq) };
     record(st, status);
     if st.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }
     if st.finish.load(Ordering::Acquire) {
-        // SAFETY: we own the request; the work item ends it (`Finished`).
-        unsafe { bindings::vblk_shim_rq_defer(rq.as_ptr()) };
+        // SAFETY: that was the last count: we own the dispatched request,
+        // of a live disk with handler `T`; its done work item is idle (it
+        // runs only after the last count, once per request). Queued, the
+        // item hands the request to `done_work_cb::<T>`.
+        unsafe {
+            let work = Opaque::raw_get(&raw const (*pdu_of::<T::RqData>(rq)).done_work);
+            bindings::vblk_shim_init_work(work, Some(done_work_cb::<T>));
+            bindings::queue_work_on(
+                bindings::VBLK_CONST_WORK_CPU_UNBOUND,
+                disk_of::<T>(rq).done_wq,
+                work,
+            );
+        }
         return;
     }
     // SAFETY: that was the last count: we own the dispatched request.
@@ -525,176 +619,32 @@ unsafe fn put<T: QueueHandler>(rq: NonNull<bindings::request>, status: Status) {
 /// `rq` must be dispatched with handler `T` and not ended, and the caller
 /// its only user (no count left, no `Pending`); it is ended exactly once.
 unsafe fn end_dispatched<T: QueueHandler>(rq: NonNull<bindings::request>) {
-    let state = state_ptr::<T>(rq);
-    // SAFETY: the state is initialised and nobody else uses it.
-    let status = unsafe { (*state).status.load(Ordering::Acquire) };
+    // SAFETY: the state is initialised (dispatched) and nobody else uses it.
+    let state = unsafe { &mut *state_ptr::<T>(rq) };
+    let status = Status(state.status.load(Ordering::Acquire));
     // SAFETY: `dispatch` initialised the data; it is dropped exactly once,
     // here, by the only user.
-    unsafe { (*state).data.assume_init_drop() };
+    unsafe { state.data.assume_init_drop() };
     // SAFETY: we own the request and end it exactly once.
-    unsafe { bindings::vblk_shim_rq_end(rq.as_ptr(), status) }
+    unsafe { end_request(rq, status) }
 }
 
-/// A registered blk-mq disk whose requests go to a `T`. Dropping it
-/// deletes the disk (waiting for its I/O to finish).
-pub(crate) struct Disk<T: QueueHandler> {
-    raw: NonNull<bindings::vblk_disk>,
-    _handler: Arc<T>,
-}
-
-// SAFETY: the shim's disk functions may be called from any thread; the
-// handler is `Send + Sync`.
-unsafe impl<T: QueueHandler> Send for Disk<T> {}
-// SAFETY: as above; `&Disk` only allows operations the block layer
-// serialises itself.
-unsafe impl<T: QueueHandler> Sync for Disk<T> {}
-
-impl<T: QueueHandler> Disk<T> {
-    const OPS: bindings::vblk_disk_ops = bindings::vblk_disk_ops {
-        queue_rq: Some(queue_rq_trampoline::<T>),
-        lower_done: Some(lower_done_trampoline::<T>),
-        finish: Some(finish_trampoline::<T>),
-    };
-
-    /// Creates and registers disk `vblk<index>` of `sectors` sectors.
-    pub(crate) fn create(
-        handler: Arc<T>,
-        index: u32,
-        sectors: u64,
-        limits: &QueueLimits,
-    ) -> Result<Self> {
-        // The PDU follows `struct request`, which is 8-byte aligned.
-        const { assert!(core::mem::align_of::<RqState<T::RqData>>() <= 8) };
-        let ctx: *const T = &*handler;
-        let mut err = 0;
-        // SAFETY: `ctx` stays valid while the disk exists: `Self` owns an
-        // `Arc` to it and destroys the disk (which waits for all requests)
-        // before dropping the `Arc`. `OPS` is a constant (static
-        // promotion) matching `T`; `limits` is live for the call (the shim
-        // copies it).
-        let raw = unsafe {
-            bindings::vblk_shim_disk_create(
-                &Self::OPS,
-                ctx.cast(),
-                index,
-                sectors,
-                limits.raw(),
-                size_of::<RqState<T::RqData>>() as u32,
-                &mut err,
-            )
-        };
-        let raw = NonNull::new(raw).ok_or_else(|| Error::from_errno(err))?;
-        Ok(Disk {
-            raw,
-            _handler: handler,
-        })
-    }
-
-    /// The disk's dev_t (`major << 20 | minor`).
-    pub(crate) fn devt(&self) -> u32 {
-        // SAFETY: `raw` is a live disk (type invariant).
-        unsafe { bindings::vblk_shim_disk_devt(self.raw.as_ptr()) }
-    }
-
-    /// Commits to removing the disk unless it is open (`EBUSY`): from a
-    /// successful return on, every open of the disk fails, so nobody can
-    /// open it between this check and the drop that deletes it.
-    pub(crate) fn claim_for_removal(&self) -> Result {
-        // SAFETY: `raw` is a live disk.
-        to_result(unsafe { bindings::vblk_shim_disk_claim_for_removal(self.raw.as_ptr()) })
-    }
-
-    /// How many times the disk is open.
-    pub(crate) fn openers(&self) -> i32 {
-        // SAFETY: `raw` is a live disk.
-        unsafe { bindings::vblk_shim_disk_openers(self.raw.as_ptr()) }
-    }
-
-    /// Stops dispatching: returns once no `queue_rq` runs; requests that
-    /// arrive meanwhile wait in blk-mq (they do not fail) until
-    /// [`Disk::unquiesce`]. Requests already pending go on completing.
-    pub(crate) fn quiesce(&self) {
-        // SAFETY: `raw` is a live disk.
-        unsafe { bindings::vblk_shim_disk_quiesce(self.raw.as_ptr()) }
-    }
-
-    /// Resumes dispatching after [`Disk::quiesce`].
-    pub(crate) fn unquiesce(&self) {
-        // SAFETY: `raw` is a live disk; the caller pairs this with a quiesce.
-        unsafe { bindings::vblk_shim_disk_unquiesce(self.raw.as_ptr()) }
-    }
-
-    /// Waits until no request is in flight (use after [`Disk::quiesce`]);
-    /// `ERESTARTSYS` if a signal arrived first.
-    pub(crate) fn wait_idle(&self) -> Result {
-        // SAFETY: `raw` is a live disk; control ioctls run in process context.
-        to_result(unsafe { bindings::vblk_shim_disk_wait_idle(self.raw.as_ptr()) })
-    }
-
-    /// Applies new limits. Only while quiesced and idle.
-    pub(crate) fn set_limits(&self, limits: &QueueLimits) -> Result {
-        // SAFETY: both are live; the shim copies the limits.
-        to_result(unsafe { bindings::vblk_shim_disk_set_limits(self.raw.as_ptr(), limits.raw()) })
-    }
-
-    /// The disk's logical block size in bytes.
-    pub(crate) fn logical_block_size(&self) -> u32 {
-        // SAFETY: `raw` is a live disk.
-        unsafe { bindings::vblk_shim_disk_logical_block_size(self.raw.as_ptr()) }
-    }
-
-    /// Sets the size, telling userspace (uevent) if it changed.
-    pub(crate) fn set_capacity(&self, sectors: u64) {
-        // SAFETY: `raw` is a live disk.
-        unsafe { bindings::vblk_shim_disk_set_capacity(self.raw.as_ptr(), sectors) }
-    }
-}
-
-impl<T: QueueHandler> Drop for Disk<T> {
-    fn drop(&mut self) {
-        // SAFETY: `raw` is a live disk, destroyed exactly once here.
-        unsafe { bindings::vblk_shim_disk_destroy(self.raw.as_ptr()) }
-    }
-}
-
-/// The shim's queue_rq callback: hands the request to the handler.
-///
-/// # Safety
-///
-/// `ctx` must be the pointer [`Disk::create`] passed for this `T`, with the
-/// disk alive; `rq` a started request of that disk.
-unsafe extern "C" fn queue_rq_trampoline<T: QueueHandler>(
-    ctx: *const c_void,
-    rq: *mut bindings::request,
-    in_worker: bool,
-) {
-    // SAFETY: by the contract `ctx` points to a live `T`.
-    let handler = unsafe { &*ctx.cast::<T>() };
-    if let Some(raw) = NonNull::new(rq) {
-        handler.queue_rq(Request {
-            raw,
-            in_worker,
-            _handler: PhantomData,
-        });
-    }
-}
-
-/// The shim's lower-bio completion: lets the handler judge the status,
-/// then drops the bio's count on the request.
+/// A lower bio of `rq` completed: lets the handler judge the status, then
+/// drops the bio's count on the request.
 ///
 /// # Safety
 ///
 /// `rq` must be a pending request of a disk with handler `T`, and the
 /// completed bio must have held one of its counts.
-unsafe extern "C" fn lower_done_trampoline<T: QueueHandler>(
-    rq: *mut bindings::request,
+pub(super) unsafe fn lower_done<T: QueueHandler>(
+    rq: NonNull<bindings::request>,
     tag: u64,
     status: u8,
 ) {
-    let Some(rq) = NonNull::new(rq) else { return };
     // SAFETY: the bio's count keeps the state initialised.
     let state = unsafe { &*state_ptr::<T>(rq) };
-    // SAFETY: as above, for the data.
+    // SAFETY: `dispatch` initialised the data, dropped only when the
+    // request ends, which the bio's count prevents.
     let data = unsafe { state.data.assume_init_ref() };
     let mut status = T::lower_done(data, tag, Status(status));
     if status == Status::RETRY {
@@ -714,38 +664,579 @@ fn retry_bit(group: u32) -> u64 {
     1 << (group % 64)
 }
 
-/// The shim's deferred completion: hands the request to the handler.
+/// What every vblk disk has whatever its handler, for code that finds a
+/// disk through the block layer without knowing `T` (its open callback,
+/// [`BlockDevice::vblk_index`]).
+#[repr(C)]
+pub(super) struct DiskCommon {
+    /// The N of vblkN: what the control plane knows the device by.
+    pub(super) index: u32,
+    /// Set under the gendisk's `open_mutex` once removal is decided: opens
+    /// fail from then on.
+    dying: AtomicBool,
+}
+
+/// A disk's kernel objects, pinned: the block layer points back into it.
+///
+/// # Invariants
+///
+/// Once `Disk::create` returned it: `set` is an allocated tag set whose
+/// `driver_data` is this value, `disk` an added gendisk of it whose
+/// `queuedata` and `private_data` are this value, `bs` an initialised
+/// bio_set, `done_wq`/`map_wq` live workqueues and `fq_key` a registered
+/// lockdep key; all are torn down only in `Disk::drop`. `common` is the
+/// first field (a `*DiskCommon` is a `*DiskInner<T>`).
+#[repr(C)]
+pub(super) struct DiskInner<T: QueueHandler> {
+    pub(super) common: DiskCommon,
+    set: Opaque<bindings::blk_mq_tag_set>,
+    disk: *mut bindings::gendisk,
+    /// Lower bios: clones of request bios, bounce writes, empty flushes.
+    pub(super) bs: Opaque<bindings::bio_set>,
+    /// Deferred completion ([`QueueHandler::finish`]) and deferred mapping
+    /// ([`Request::defer`]), both usable under reclaim. Two queues: a
+    /// mapping that waits (a mirror write behind a region copy) must never
+    /// hold up the completions that end the wait, which under memory
+    /// pressure one queue's single rescuer would.
+    done_wq: *mut bindings::workqueue_struct,
+    map_wq: *mut bindings::workqueue_struct,
+    /// The lock class of this disk's flush queue lock. A lower device
+    /// (null_blk, another vblk disk, ...) completes our requests from inside
+    /// its own flush completion, holding its own `mq_flush_lock`, and ending
+    /// a request of our flush sequence takes ours: one class per disk keeps
+    /// lockdep from taking that for recursion (a class that dies with its
+    /// disk leaves no stale ordering behind).
+    fq_key: Opaque<bindings::lock_class_key>,
+    handler: Arc<T>,
+}
+
+/// The block device operations of every vblk disk.
+/// A table the C side requires to be static: `gendisk::fops` must outlive
+/// every opener of the disk and is compared by address
+/// ([`BlockDevice::vblk_index`]); it names the module as owner, so opening
+/// a vblk disk pins the module.
+static DISK_FOPS: StaticTable<bindings::block_device_operations> =
+    StaticTable(bindings::block_device_operations {
+        owner: &raw const bindings::__this_module as *mut bindings::module,
+        open: Some(disk_open_cb),
+        // SAFETY: all-zero is a valid value for the other fields (null
+        // pointers, `None` callbacks).
+        ..unsafe { core::mem::zeroed() }
+    });
+
+/// Whether `disk` is a vblk disk; its [`DiskCommon`] if so.
 ///
 /// # Safety
 ///
-/// `ctx` must be the pointer [`Disk::create`] passed for this `T`, with the
-/// disk alive; `rq` a request of that disk whose last count went with its
-/// state asking for `finish` (so it is dispatched and not ended).
-unsafe extern "C" fn finish_trampoline<T: QueueHandler>(
-    ctx: *const c_void,
-    rq: *mut bindings::request,
-) {
-    // SAFETY: by the contract `ctx` points to a live `T`.
-    let handler = unsafe { &*ctx.cast::<T>() };
-    if let Some(raw) = NonNull::new(rq) {
-        handler.finish(Finished {
-            raw,
-            _handler: PhantomData,
-        });
+/// `disk` must be a live gendisk.
+pub(super) unsafe fn vblk_disk_common<'a>(disk: *mut bindings::gendisk) -> Option<&'a DiskCommon> {
+    // SAFETY: `disk` is live; `fops` is set before the disk is added.
+    let ours = unsafe { (*disk).fops } == &raw const DISK_FOPS.0;
+    // SAFETY: a vblk gendisk's `private_data` is its `DiskInner`, whose
+    // first field is the `DiskCommon` (type invariant), alive as long as
+    // the gendisk.
+    ours.then(|| unsafe { &*(*disk).private_data.cast::<DiskCommon>() })
+}
+
+/// A registered blk-mq disk whose requests go to a `T`. Dropping it
+/// deletes the disk (waiting for its I/O to finish).
+///
+/// # Invariants
+///
+/// `inner` satisfies [`DiskInner`]'s invariants until `drop`.
+pub(crate) struct Disk<T: QueueHandler> {
+    inner: NonNull<DiskInner<T>>,
+}
+
+// SAFETY: the disk's kernel objects may be used from any thread; the
+// handler is `Send + Sync`.
+unsafe impl<T: QueueHandler> Send for Disk<T> {}
+// SAFETY: `&Disk` only allows operations the block layer serialises itself.
+unsafe impl<T: QueueHandler> Sync for Disk<T> {}
+
+impl<T: QueueHandler> DiskInner<T> {
+    /// The block layer's ops for `T`'s disks (promoted to a static: the
+    /// tag set keeps a pointer to it).
+    const MQ_OPS: bindings::blk_mq_ops = bindings::blk_mq_ops {
+        queue_rq: Some(queue_rq_cb::<T>),
+        queue_rqs: Some(queue_rqs_cb::<T>),
+        init_hctx: Some(init_hctx_cb::<T>),
+        // SAFETY: all-zero is a valid value for the other fields (`None`
+        // callbacks).
+        ..unsafe { core::mem::zeroed() }
+    };
+}
+
+/// Which parts of a [`DiskInner`] exist, for unwinding a failed create.
+#[derive(PartialEq, PartialOrd)]
+enum Made {
+    Key,
+    BioSet,
+    DoneQueue,
+    MapQueue,
+    TagSet,
+    Disk,
+}
+
+/// Tears down the parts of `inner` up to and including `made`, in reverse,
+/// and frees it.
+///
+/// # Safety
+///
+/// `inner` must come from `KBox::into_raw` in `Disk::create`, its parts up
+/// to `made` made and nothing else using them (no request in flight).
+unsafe fn teardown<T: QueueHandler>(inner: *mut DiskInner<T>, made: Made) {
+    // SAFETY: by the contract each part below exists when `made` says so,
+    // and no request is left: `del_gendisk` (first) waits for every request
+    // and so for every lower bio; deferred work ended its requests, so the
+    // queues are idle when destroyed.
+    unsafe {
+        let d = &mut *inner;
+        if made >= Made::Disk {
+            bindings::del_gendisk(d.disk);
+            bindings::put_disk(d.disk);
+        }
+        if made >= Made::TagSet {
+            bindings::blk_mq_free_tag_set(d.set.get());
+        }
+        if made >= Made::MapQueue {
+            bindings::destroy_workqueue(d.map_wq);
+        }
+        if made >= Made::DoneQueue {
+            bindings::destroy_workqueue(d.done_wq);
+        }
+        if made >= Made::BioSet {
+            bindings::bioset_exit(d.bs.get());
+        }
+        // No request is left to take the flush lock of this class.
+        bindings::vblk_shim_lockdep_unregister_key(d.fq_key.get());
+        drop(kernel::alloc::KBox::from_raw(inner));
     }
 }
 
-/// The shim's bounce-page callback: lets the caller's closure change the
-/// copy of the request's data before it is written.
+/// The limits a table computed, as the disk gets them: blk-mq's own
+/// features added, and no zoned-device limits (vblk disks are not zoned; a
+/// table without lower devices would otherwise keep the stacking default,
+/// which the block layer refuses).
+///
+/// Request size and shape limits (sectors, segments, segment size, gaps)
+/// are not taken from below: vblk hands its lower devices bios, which each
+/// lower device splits to its own limits on submission, as it does for
+/// device-mapper's bios. Keeping, say, brd's 255-sector default here would
+/// cut every 128 KiB request in two before it reached vblk.
+fn disk_limits(lim: &QueueLimits) -> bindings::queue_limits {
+    let mut l = *lim.get();
+    l.max_hw_sectors = u32::MAX;
+    l.max_sectors = 0;
+    l.max_user_sectors = 0;
+    l.max_segments = u16::MAX;
+    l.max_segment_size = u32::MAX;
+    l.virt_boundary_mask = 0;
+    l.seg_boundary_mask = bindings::VBLK_CONST_BLK_SEG_BOUNDARY_MASK;
+    l.features |= bindings::VBLK_CONST_BLK_FEAT_IO_STAT | bindings::VBLK_CONST_BLK_FEAT_NOWAIT;
+    l.features &= !(bindings::VBLK_CONST_BLK_FEAT_ZONED | bindings::VBLK_CONST_BLK_FEAT_POLL);
+    l.max_zone_append_sectors = 0;
+    l.max_open_zones = 0;
+    l.max_active_zones = 0;
+    l.zone_write_granularity = 0;
+    l
+}
+
+impl<T: QueueHandler> Disk<T> {
+    /// Creates and registers disk `vblk<index>` of `sectors` sectors.
+    pub(crate) fn create(
+        handler: Arc<T>,
+        index: u32,
+        sectors: u64,
+        limits: &QueueLimits,
+    ) -> Result<Self> {
+        // The PDU follows `struct request`, which is 8-byte aligned.
+        const { assert!(core::mem::align_of::<Pdu<T::RqData>>() <= 8) };
+        const { assert!(size_of::<bindings::request>() % 8 == 0) };
+        let boxed = kernel::alloc::KBox::new(
+            DiskInner {
+                common: DiskCommon {
+                    index,
+                    dying: AtomicBool::new(false),
+                },
+                set: Opaque::new(bindings::blk_mq_tag_set::default()),
+                disk: core::ptr::null_mut(),
+                bs: Opaque::new(bindings::bio_set::default()),
+                done_wq: core::ptr::null_mut(),
+                map_wq: core::ptr::null_mut(),
+                fq_key: Opaque::new(bindings::lock_class_key::default()),
+                handler,
+            },
+            kernel::alloc::flags::GFP_KERNEL,
+        )?;
+        let inner = kernel::alloc::KBox::into_raw(boxed);
+        let mut l = disk_limits(limits);
+        // SAFETY: `inner` is a fresh allocation we own, never moved again
+        // (freed only by `teardown`); each kernel object is initialised in
+        // place below, in order, and on failure `teardown` undoes exactly
+        // the parts made so far.
+        unsafe {
+            let d = &mut *inner;
+            bindings::vblk_shim_lockdep_register_key(d.fq_key.get());
+            // The per-cpu cache serves clones of bios that ask for it
+            // (REQ_ALLOC_CACHE, e.g. io_uring's) without the mempool.
+            let rc = bindings::bioset_init(
+                d.bs.get(),
+                64,
+                offset_of!(lower::LowerBio, bio) as u32,
+                (bindings::BIOSET_NEED_BVECS
+                    | bindings::BIOSET_NEED_RESCUER
+                    | bindings::BIOSET_PERCPU_CACHE) as i32,
+            );
+            if rc != 0 {
+                teardown(inner, Made::Key);
+                return Err(Error::from_errno(rc));
+            }
+            d.done_wq = bindings::alloc_workqueue(
+                c"vblk%u".as_ptr(),
+                bindings::VBLK_CONST_WQ_RECLAIM_UNBOUND,
+                0,
+                index,
+            );
+            if d.done_wq.is_null() {
+                teardown(inner, Made::BioSet);
+                return Err(ENOMEM);
+            }
+            d.map_wq = bindings::alloc_workqueue(
+                c"vblk%u_map".as_ptr(),
+                bindings::VBLK_CONST_WQ_RECLAIM_UNBOUND,
+                0,
+                index,
+            );
+            if d.map_wq.is_null() {
+                teardown(inner, Made::DoneQueue);
+                return Err(ENOMEM);
+            }
+            let set = &mut *d.set.get();
+            set.ops = &DiskInner::<T>::MQ_OPS;
+            set.driver_data = inner.cast();
+            set.nr_hw_queues = 1;
+            set.queue_depth = QUEUE_DEPTH;
+            set.numa_node = bindings::VBLK_CONST_NUMA_NO_NODE;
+            set.cmd_size = size_of::<Pdu<T::RqData>>() as u32;
+            // queue_rq sleeps: it allocates and submits lower bios. No I/O
+            // scheduler by default: the devices below schedule their own
+            // I/O (a stacked elevator only adds latency, and takes plugged
+            // requests off the direct-issue path).
+            set.flags = bindings::BLK_MQ_F_BLOCKING
+                | bindings::BLK_MQ_F_STACKING
+                | bindings::BLK_MQ_F_NO_SCHED_BY_DEFAULT;
+            let rc = bindings::blk_mq_alloc_tag_set(set);
+            if rc != 0 {
+                teardown(inner, Made::MapQueue);
+                return Err(Error::from_errno(rc));
+            }
+            let key: *const kernel::sync::LockClassKey = kernel::static_lock_class!();
+            // `LockClassKey` is a transparent wrapper of the C key.
+            let disk =
+                bindings::__blk_mq_alloc_disk(set, &mut l, inner.cast(), key.cast_mut().cast());
+            if let Some(rc) = err_ptr(disk) {
+                teardown(inner, Made::TagSet);
+                return Err(Error::from_errno(rc));
+            }
+            d.disk = disk;
+            (*disk).fops = &raw const DISK_FOPS.0;
+            (*disk).private_data = inner.cast();
+            (*disk).flags |= bindings::GENHD_FL_NO_PART as i32;
+            bindings::snprintf(
+                (*disk).disk_name.as_mut_ptr(),
+                (*disk).disk_name.len(),
+                c"vblk%u".as_ptr(),
+                index,
+            );
+            bindings::set_capacity(disk, sectors);
+            let rc = bindings::device_add_disk(core::ptr::null_mut(), disk, core::ptr::null_mut());
+            if rc != 0 {
+                bindings::put_disk(disk);
+                teardown(inner, Made::TagSet);
+                return Err(Error::from_errno(rc));
+            }
+        }
+        // INVARIANT: every part is made (see `DiskInner`).
+        Ok(Disk {
+            // SAFETY: from `KBox::into_raw`, not null.
+            inner: unsafe { NonNull::new_unchecked(inner) },
+        })
+    }
+
+    fn inner(&self) -> &DiskInner<T> {
+        // SAFETY: `inner` is live until `drop` (type invariant).
+        unsafe { self.inner.as_ref() }
+    }
+
+    fn gendisk(&self) -> *mut bindings::gendisk {
+        self.inner().disk
+    }
+
+    fn queue(&self) -> *mut bindings::request_queue {
+        // SAFETY: the gendisk is live (invariant) and its queue with it.
+        unsafe { (*self.gendisk()).queue }
+    }
+
+    /// The disk's dev_t (`major << 20 | minor`).
+    pub(crate) fn devt(&self) -> u32 {
+        // SAFETY: the gendisk is live (invariant); its numbers are fixed.
+        let (major, minor) = unsafe { ((*self.gendisk()).major, (*self.gendisk()).first_minor) };
+        ((major as u32) << bindings::VBLK_CONST_MINORBITS) | minor as u32
+    }
+
+    /// Commits to removing the disk unless it is open (`EBUSY`): from a
+    /// successful return on, every open of the disk fails, so nobody can
+    /// open it between this check and the drop that deletes it.
+    pub(crate) fn claim_for_removal(&self) -> Result {
+        let disk = self.gendisk();
+        // SAFETY: the gendisk is live (invariant). Opens run under its
+        // `open_mutex` and check `dying` there (`disk_open_cb`), so deciding
+        // under the same mutex is atomic with respect to them.
+        unsafe {
+            let lock = &raw mut (*disk).open_mutex;
+            bindings::vblk_shim_mutex_lock(lock);
+            let open = bindings::vblk_shim_disk_openers(disk) != 0;
+            if !open {
+                self.inner().common.dying.store(true, Ordering::Release);
+            }
+            bindings::mutex_unlock(lock);
+            if open {
+                return Err(EBUSY);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many times the disk is open.
+    pub(crate) fn openers(&self) -> i32 {
+        // SAFETY: the gendisk is live (invariant).
+        unsafe { bindings::vblk_shim_disk_openers(self.gendisk()) as i32 }
+    }
+
+    /// Stops dispatching: returns once no `queue_rq` runs; requests that
+    /// arrive meanwhile wait in blk-mq (they do not fail) until
+    /// [`Disk::unquiesce`]. Requests already pending go on completing.
+    pub(crate) fn quiesce(&self) {
+        // SAFETY: the queue is live (invariant).
+        unsafe { bindings::blk_mq_quiesce_queue(self.queue()) }
+    }
+
+    /// Resumes dispatching after [`Disk::quiesce`].
+    pub(crate) fn unquiesce(&self) {
+        // SAFETY: the queue is live; the caller pairs this with a quiesce.
+        unsafe { bindings::blk_mq_unquiesce_queue(self.queue()) }
+    }
+
+    /// Waits until no request is in flight (use after [`Disk::quiesce`]);
+    /// `ERESTARTSYS` if a signal arrived first. Looks every millisecond:
+    /// the completion path stays free of wake-ups for this rare wait.
+    pub(crate) fn wait_idle(&self) -> Result {
+        loop {
+            // SAFETY: the queue is live (invariant).
+            if !unsafe { bindings::blk_mq_queue_inflight(self.queue()) } {
+                return Ok(());
+            }
+            if kernel::current!().signal_pending() {
+                return Err(ERESTARTSYS);
+            }
+            // SAFETY: process context (control ioctls); returns early on a
+            // signal, seen above on the next round.
+            unsafe { bindings::msleep_interruptible(1) };
+        }
+    }
+
+    /// Applies new limits. Only while quiesced and idle.
+    pub(crate) fn set_limits(&self, limits: &QueueLimits) -> Result {
+        let mut l = disk_limits(limits);
+        // SAFETY: the queue is live; `l` is a valid limits value the call
+        // copies.
+        to_result(unsafe { bindings::queue_limits_set(self.queue(), &mut l) })
+    }
+
+    /// The disk's logical block size in bytes.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        // SAFETY: the queue is live; its limits are read as a whole.
+        unsafe { (*self.queue()).limits.logical_block_size }
+    }
+
+    /// Sets the size, telling userspace (uevent) if it changed.
+    pub(crate) fn set_capacity(&self, sectors: u64) {
+        // SAFETY: the gendisk is live (invariant).
+        unsafe { bindings::set_capacity_and_notify(self.gendisk(), sectors) };
+    }
+}
+
+impl<T: QueueHandler> Drop for Disk<T> {
+    fn drop(&mut self) {
+        // SAFETY: every part is made (invariant); `del_gendisk` in
+        // `teardown` waits for every request before anything is freed.
+        unsafe { teardown(self.inner.as_ptr(), Made::Disk) }
+    }
+}
+
+/// `ERR_PTR` decoding: the errno a pointer carries, if it carries one.
+fn err_ptr<P>(p: *mut P) -> Option<i32> {
+    let v = p as isize;
+    (-4095..0).contains(&v).then_some(v as i32)
+}
+
+/// `block_device_operations::open`: refuses opens once removal is decided.
 ///
 /// # Safety
 ///
-/// `ctx` must point to a live `&mut dyn FnMut(u64, &mut [u8])` not used
-/// elsewhere during the call, and `buf` to `len` writable bytes.
-unsafe extern "C" fn fill_trampoline(ctx: *mut c_void, offset: u64, buf: *mut u8, len: u32) {
-    // SAFETY: by the contract.
-    let fill = unsafe { &mut *ctx.cast::<&mut dyn FnMut(u64, &mut [u8])>() };
-    // SAFETY: by the contract, `buf` holds `len` bytes only we use now.
-    let bytes = unsafe { core::slice::from_raw_parts_mut(buf, len as usize) };
-    fill(offset, bytes);
+/// Called by the block layer with a live vblk gendisk, under its
+/// `open_mutex`.
+unsafe extern "C" fn disk_open_cb(
+    disk: *mut bindings::gendisk,
+    _mode: bindings::blk_mode_t,
+) -> i32 {
+    // SAFETY: `disk` is a live vblk gendisk (this is its fops).
+    match unsafe { vblk_disk_common(disk) } {
+        Some(c) if !c.dying.load(Ordering::Acquire) => 0,
+        _ => ENXIO.to_errno(),
+    }
+}
+
+/// `blk_mq_ops::init_hctx`: gives the hardware context's flush lock the
+/// disk's own lock class.
+///
+/// # Safety
+///
+/// Called by blk-mq with a hardware context of a disk with handler `T`
+/// and the tag set's `driver_data`.
+unsafe extern "C" fn init_hctx_cb<T: QueueHandler>(
+    hctx: *mut bindings::blk_mq_hw_ctx,
+    data: *mut core::ffi::c_void,
+    _index: u32,
+) -> i32 {
+    // SAFETY: `data` is the `DiskInner<T>` (the tag set's `driver_data`),
+    // whose key is registered and outlives the hardware context.
+    unsafe {
+        let d = &*data.cast::<DiskInner<T>>();
+        bindings::blk_mq_hctx_set_fq_lock_class(hctx, d.fq_key.get());
+    }
+    0
+}
+
+/// Runs `f` with the current task's plug set aside: lower bios submitted
+/// inside are issued as they come (or into a plug `f` starts itself).
+fn without_plug(f: impl FnOnce()) {
+    // SAFETY: reads the running task's own plug pointer.
+    let outer = unsafe { bindings::vblk_shim_current_plug() };
+    // SAFETY: only the running task uses its `plug` field; the outer plug
+    // (if any) stays where it is and is put back before returning.
+    unsafe { bindings::vblk_shim_set_current_plug(core::ptr::null_mut()) };
+    f();
+    // SAFETY: as above; `f` left no plug of its own set (it finishes any
+    // plug it starts).
+    unsafe { bindings::vblk_shim_set_current_plug(outer) };
+}
+
+/// Hands a started request to the handler.
+///
+/// # Safety
+///
+/// `rq` must be a request of a live disk with handler `T` that the caller
+/// owns (dispatched to us by blk-mq, or handed back by a work item).
+unsafe fn handle<T: QueueHandler>(rq: *mut bindings::request, in_worker: bool) {
+    let Some(raw) = NonNull::new(rq) else { return };
+    // SAFETY: by the contract the disk is live.
+    let d = unsafe { disk_of::<T>(raw) };
+    // INVARIANT: started, owned, neither ended nor dispatched.
+    d.handler.queue_rq(Request {
+        raw,
+        in_worker,
+        _handler: PhantomData,
+    });
+}
+
+/// `blk_mq_ops::queue_rq`.
+///
+/// # Safety
+///
+/// Called by blk-mq for a disk with handler `T`; `bd` holds a request
+/// that is now ours.
+unsafe extern "C" fn queue_rq_cb<T: QueueHandler>(
+    _hctx: *mut bindings::blk_mq_hw_ctx,
+    bd: *const bindings::blk_mq_queue_data,
+) -> bindings::blk_status_t {
+    // SAFETY: `bd` is valid for the call; its request is ours to start.
+    let rq = unsafe { (*bd).rq };
+    // SAFETY: blk-mq dispatched `rq` to us and has not started it; we
+    // start it exactly once.
+    unsafe { bindings::blk_mq_start_request(rq) };
+    // queue_rq is often reached from the flush of the submitter's plug.
+    // Lower bios submitted now must not join that plug while blk-mq is
+    // walking it: set it aside, so they are issued as they come (a plug
+    // of our own per request batched nothing and cost a flush each time).
+    // SAFETY: the started request is ours, of a disk with handler `T`.
+    without_plug(|| unsafe { handle::<T>(rq, false) });
+    Status::OK.0
+}
+
+/// `blk_mq_ops::queue_rqs`: a batch from the submitter's plug (io_uring
+/// and the page cache submit many at once). The lower bios of the whole
+/// batch go into a plug of our own, flushed once at the end, so the
+/// devices below get them as a batch too (dm's clones join the
+/// submitter's plug the same way). Sleeping here (allocation) flushes that
+/// plug first, as any plugged submitter's does.
+///
+/// # Safety
+///
+/// Called by blk-mq with a list of requests of disks with handler `T`.
+unsafe extern "C" fn queue_rqs_cb<T: QueueHandler>(list: *mut bindings::rq_list) {
+    without_plug(|| {
+        let mut plug = MaybeUninit::<bindings::blk_plug>::uninit();
+        // SAFETY: `plug` is ours, on this stack frame, started here and
+        // finished below before the frame ends.
+        unsafe { bindings::blk_start_plug(plug.as_mut_ptr()) };
+        loop {
+            // SAFETY: `list` is the batch blk-mq handed us, ours to take
+            // requests from.
+            let rq = unsafe { bindings::vblk_shim_rq_list_pop(list) };
+            if rq.is_null() {
+                break;
+            }
+            // SAFETY: a request of the batch is ours to start and handle.
+            unsafe {
+                bindings::blk_mq_start_request(rq);
+                handle::<T>(rq, false);
+            }
+        }
+        // SAFETY: the plug started above, on this task.
+        unsafe { bindings::blk_finish_plug(plug.as_mut_ptr()) };
+    });
+}
+
+/// The work item of [`Request::defer`]: hands the request back.
+///
+/// # Safety
+///
+/// `work` must be the `map_work` of the PDU of a request of a disk with
+/// handler `T`, queued by [`Request::defer`] (which gave the request up).
+unsafe extern "C" fn map_work_cb<T: QueueHandler>(work: *mut bindings::work_struct) {
+    // SAFETY: by the contract the work item sits at `map_work` in the PDU.
+    let rq = unsafe { rq_of_work(work, offset_of!(Pdu<T::RqData>, map_work)) };
+    // SAFETY: the request was given up to this work item, now ours.
+    unsafe { handle::<T>(rq.as_ptr(), true) };
+}
+
+/// The work item of a finish: hands the request to the handler.
+///
+/// # Safety
+///
+/// `work` must be the `done_work` of the PDU of a request of a disk with
+/// handler `T`, queued by `put` after its last count went with `finish`
+/// asked for (so it is dispatched, not ended, and ours alone).
+unsafe extern "C" fn done_work_cb<T: QueueHandler>(work: *mut bindings::work_struct) {
+    // SAFETY: by the contract the work item sits at `done_work` in the PDU.
+    let raw = unsafe { rq_of_work(work, offset_of!(Pdu<T::RqData>, done_work)) };
+    // SAFETY: as above, the disk is live while it has requests.
+    let d = unsafe { disk_of::<T>(raw) };
+    // INVARIANT: dispatched, not ended, no count left.
+    d.handler.finish(Finished {
+        raw,
+        _handler: PhantomData,
+    });
 }

@@ -29,7 +29,7 @@ impl EventCounter {
         self.count.fetch_add(1, Ordering::AcqRel);
         // SAFETY: the pointer is to our own counter, alive for the call;
         // wake_up_var only uses it as a hash key and may run in any context.
-        unsafe { bindings::vblk_shim_event_wake(self.count.as_ptr()) }
+        unsafe { bindings::wake_up_var(self.count.as_ptr().cast()) }
     }
 
     /// Sleeps until the counter differs from `seen`; returns the new value,

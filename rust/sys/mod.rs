@@ -13,6 +13,8 @@ pub(crate) mod crypto;
 pub(crate) mod disk;
 pub(crate) mod event;
 pub(crate) mod limits;
+mod lower;
+mod rqdata;
 pub(crate) mod vec;
 pub(crate) mod workqueue;
 
@@ -21,7 +23,7 @@ pub(crate) mod workqueue;
 pub(crate) fn caller_has_sys_admin() -> bool {
     // SAFETY: `capable()` only inspects the current task's credentials and
     // may be called from any process context, which an ioctl handler is.
-    unsafe { bindings::vblk_shim_capable_sys_admin() }
+    unsafe { bindings::capable(bindings::VBLK_CONST_CAP_SYS_ADMIN) }
 }
 
 /// A reference on the vblk module: while one exists, `rmmod vblk` is
@@ -43,8 +45,9 @@ impl ModuleRef {
 
 impl Drop for ModuleRef {
     fn drop(&mut self) {
-        // SAFETY: drops the reference `get` took, exactly once.
-        unsafe { bindings::vblk_shim_module_put() }
+        // SAFETY: drops the reference `get` took on this module, exactly
+        // once.
+        unsafe { bindings::module_put(&raw mut bindings::__this_module) }
     }
 }
 
@@ -65,5 +68,24 @@ pub(crate) fn uptime_ms() -> u64 {
 /// A random number from the kernel's CRNG (any context).
 pub(crate) fn random_u64() -> u64 {
     // SAFETY: no preconditions.
-    unsafe { bindings::vblk_shim_random_u64() }
+    unsafe { bindings::get_random_u64() }
+}
+
+/// A kernel ops table kept in a `static` (the kernel keeps pointers to it
+/// for as long as the module is loaded).
+pub(crate) struct StaticTable<T>(pub(crate) T);
+
+// SAFETY: the tables are never written after initialisation; the kernel
+// only reads the pointers in them (the module, callbacks).
+unsafe impl<T> Sync for StaticTable<T> {}
+
+/// Bytes per page.
+pub(crate) const PAGE_SIZE: usize = bindings::VBLK_CONST_PAGE_SIZE as usize;
+
+/// Overwrites `bytes` with zeros in a way the compiler cannot drop as a
+/// dead store (`memzero_explicit`): for keys and other secrets about to
+/// be freed or reused.
+pub(crate) fn wipe(bytes: &mut [u8]) {
+    // SAFETY: `bytes` is writable for its length, borrowed for the call.
+    unsafe { bindings::vblk_shim_memzero_explicit(bytes.as_mut_ptr().cast(), bytes.len()) }
 }

@@ -21,9 +21,11 @@ use kernel::str::CStr;
 ///
 /// Dropping it from one of its own work items would wait for that item
 /// forever: its owner stops and [`Self::flush`]es the jobs first.
+///
+/// # Invariants
+///
+/// `raw` is a workqueue from `alloc_workqueue`, destroyed only in `drop`.
 pub(crate) struct OwnedQueue {
-    /// INVARIANT: a workqueue from `alloc_workqueue`, destroyed only in
-    /// `drop`.
     raw: NonNull<bindings::workqueue_struct>,
 }
 
@@ -37,7 +39,15 @@ impl OwnedQueue {
     pub(crate) fn new(name: &CStr) -> Result<Self> {
         // SAFETY: `name` is NUL-terminated and only read during the call
         // (the workqueue copies it).
-        let raw = unsafe { bindings::vblk_shim_wq_alloc(name.as_char_ptr().cast()) };
+        let raw = unsafe {
+            bindings::alloc_workqueue(
+                c"%s".as_ptr(),
+                bindings::VBLK_CONST_WQ_RECLAIM_UNBOUND,
+                0,
+                name.as_char_ptr(),
+            )
+        };
+        // INVARIANT: a new workqueue, owned by the returned value.
         NonNull::new(raw)
             .map(|raw| OwnedQueue { raw })
             .ok_or(ENOMEM)
@@ -55,7 +65,7 @@ impl OwnedQueue {
     /// Waits until every job queued so far has returned (process context).
     pub(crate) fn flush(&self) {
         // SAFETY: `raw` is a live workqueue (type invariant).
-        unsafe { bindings::vblk_shim_wq_flush(self.raw.as_ptr()) }
+        unsafe { bindings::__flush_workqueue(self.raw.as_ptr()) }
     }
 }
 
@@ -63,7 +73,7 @@ impl Drop for OwnedQueue {
     fn drop(&mut self) {
         // SAFETY: `raw` is live and destroyed exactly once, here; pending
         // work is drained first by `destroy_workqueue` itself.
-        unsafe { bindings::vblk_shim_wq_destroy(self.raw.as_ptr()) }
+        unsafe { bindings::destroy_workqueue(self.raw.as_ptr()) }
     }
 }
 

@@ -15,7 +15,6 @@
 //! it is decoded into a caller's [`Key`], which zeroes itself on drop.
 
 use core::fmt;
-use core::sync::atomic::{compiler_fence, Ordering};
 
 /// Longest key: 512 bits (AES-256-XTS).
 pub const MAX_KEY_BYTES: usize = 64;
@@ -312,15 +311,11 @@ impl Key {
         self.len == 0
     }
 
-    /// Zeroes the key. No `unsafe` (so no volatile writes): a plain loop,
-    /// then `black_box` and a fence so that the stores are not dropped
-    /// as dead.
+    /// Zeroes the key with the one wiping helper (`sys::wipe` in the
+    /// kernel, `memzero_explicit`; the host crate's stand-in for tests),
+    /// which the compiler cannot drop as a dead store.
     pub fn wipe(&mut self) {
-        for b in self.bytes.iter_mut() {
-            *b = 0;
-        }
-        core::hint::black_box(&mut self.bytes);
-        compiler_fence(Ordering::SeqCst);
+        super::wipe(&mut self.bytes);
         self.len = 0;
     }
 }

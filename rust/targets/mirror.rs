@@ -43,7 +43,7 @@ use super::mirror_args::{
 };
 use super::mirror_log::{self, SyncMode};
 use super::{Ctor, Done, Io, Target};
-use crate::sys::bdev::{BlockDevice, WriteFlags};
+use crate::sys::bdev::{BlockDevice, IoBuffer, WriteFlags};
 use crate::sys::disk::{Op, Status};
 use crate::sys::event::EventCounter;
 use crate::sys::workqueue::{NoIoScope, OwnedQueue};
@@ -91,9 +91,14 @@ impl Leg {
     }
 }
 
+// A region's write counter is a `u8`: every request in flight may hold
+// one count on it, so the disk's queue depth must fit.
+const _: () = assert!(crate::sys::disk::QUEUE_DEPTH <= u8::MAX as u32);
+
 /// Region state, under [`Core::state`].
 struct State {
-    /// Writes in flight per region (at most the queue depth, 128).
+    /// Writes in flight per region (at most one per request, so at most
+    /// the queue depth, which must fit: checked above).
     pending: KVVec<u8>,
     /// Bit per region: the live legs hold the same data.
     sync: KVVec<u8>,
@@ -133,7 +138,7 @@ struct State {
 
 /// What writes the disk log (serialised; writers share one write).
 struct LogIo {
-    buf: KVVec<u8>,
+    buf: IoBuffer,
 }
 
 #[pin_data]
@@ -258,7 +263,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         KVVec::from_elem(0u8, bits, GFP_KERNEL),
         KVVec::from_elem(0u8, bits, GFP_KERNEL),
         KVVec::from_elem(0u8, log_bytes, GFP_KERNEL),
-        KVVec::from_elem(0u8, log_bytes, GFP_KERNEL),
+        IoBuffer::new(log_bytes),
     ) else {
         return fail!(
             ctor.reply,
@@ -444,14 +449,14 @@ impl Core {
         }
         let gen = {
             let st = self.state.lock();
-            io.buf.as_mut_slice().copy_from_slice(&st.log);
+            io.buf.copy_from_slice(&st.log);
             st.log_gen
         };
         let flags = WriteFlags {
             preflush: false,
             fua: true,
         };
-        let ok = dev.write_at(0, &io.buf, flags).is_ok();
+        let ok = dev.write_at(0, &io.buf, 0..io.buf.len(), flags).is_ok();
         // A failed write counts as written: the log is failed (status
         // shows it) and writes go on without it, as in dm.
         self.log_written.fetch_max(gen, Ordering::AcqRel);
@@ -560,13 +565,15 @@ impl Core {
     /// The resync job: copies out-of-sync regions until none is left or
     /// it is told to stop.
     fn resync(self: Arc<Self>) {
-        let mut buf = KVVec::new();
         let noio = NoIoScope::enter();
-        let have_buf = buf.extend_with(COPY_BYTES, 0u8, GFP_KERNEL).is_ok();
+        let mut buf = IoBuffer::new(COPY_BYTES).ok();
         drop(noio);
+        let have_buf = buf.is_some();
         loop {
             while let Some((region, src)) = self.next_region(have_buf) {
-                let ok = self.copy_region(region, src, &mut buf);
+                let ok = buf
+                    .as_mut()
+                    .is_some_and(|buf| self.copy_region(region, src, buf));
                 let mut st = self.state.lock();
                 st.recovering = None;
                 st.cursor = region + 1;
@@ -631,7 +638,7 @@ impl Core {
     }
 
     /// Copies `region` from leg `src` to the other live legs.
-    fn copy_region(&self, region: u64, src: usize, buf: &mut KVVec<u8>) -> bool {
+    fn copy_region(&self, region: u64, src: usize, buf: &mut IoBuffer) -> bool {
         let start = mirror_log::region_start(region, self.region_size());
         let len = mirror_log::region_len(region, self.region_size(), self.length);
         let step = (COPY_BYTES / 512) as u64;
@@ -639,9 +646,13 @@ impl Core {
         let mut seen = self.io_seq.load(Ordering::Relaxed);
         while done < len {
             let n = (len - done).min(step);
-            let bytes = &mut buf.as_mut_slice()[..(n * 512) as usize];
+            let bytes = 0..(n * 512) as usize;
             let from = &self.legs[src];
-            if from.dev.read_at(from.offset + start + done, bytes).is_err() {
+            if from
+                .dev
+                .read_at(from.offset + start + done, buf, bytes.clone())
+                .is_err()
+            {
                 self.fail_leg(src, READ_ERROR);
                 return false;
             }
@@ -650,7 +661,11 @@ impl Core {
                     continue;
                 }
                 let at = leg.offset + start + done;
-                if leg.dev.write_at(at, bytes, WriteFlags::default()).is_err() {
+                if leg
+                    .dev
+                    .write_at(at, buf, bytes.clone(), WriteFlags::default())
+                    .is_err()
+                {
                     self.fail_leg(i, SYNC_ERROR);
                 }
             }
@@ -841,13 +856,12 @@ impl Core {
         }
         // GFP_NOIO: a completion, maybe of the very writeback reclaim
         // would wait for.
-        let mut buf = KVVec::new();
         let noio = NoIoScope::enter();
-        let allocated = buf.extend_with(COPY_BYTES, 0u8, GFP_KERNEL);
+        let allocated = IoBuffer::new(COPY_BYTES);
         drop(noio);
-        if allocated.is_err() {
+        let Ok(mut buf) = allocated else {
             return done.fail(Status::IO_ERROR);
-        }
+        };
         let step = (COPY_BYTES / 512) as u64;
         while let Some(leg) = self.pick_leg(tried) {
             let l = &self.legs[leg];
@@ -856,12 +870,15 @@ impl Core {
             let mut ok = true;
             while at < len {
                 let n = (len - at).min(step);
-                let bytes = &mut buf.as_mut_slice()[..(n * 512) as usize];
-                if l.dev.read_at(l.offset + offset + at, bytes).is_err() {
+                let bytes = (n * 512) as usize;
+                if l.dev
+                    .read_at(l.offset + offset + at, &mut buf, 0..bytes)
+                    .is_err()
+                {
                     ok = false;
                     break;
                 }
-                done.write(at * 512, bytes);
+                done.write(at * 512, &buf[..bytes]);
                 at += n;
             }
             if ok {
@@ -886,10 +903,13 @@ impl Core {
 }
 
 /// Reads a whole buffer from sector 0 of `dev`, in steps the shim takes.
-fn read_all(dev: &BlockDevice, buf: &mut [u8]) -> Result {
+fn read_all(dev: &BlockDevice, buf: &mut IoBuffer) -> Result {
     let step = crate::sys::bdev::MAX_RW_BYTES;
-    for (i, chunk) in buf.chunks_mut(step).enumerate() {
-        dev.read_at((i * step / 512) as u64, chunk)?;
+    let mut at = 0;
+    while at < buf.len() {
+        let end = buf.len().min(at + step);
+        dev.read_at((at / 512) as u64, buf, at..end)?;
+        at = end;
     }
     Ok(())
 }

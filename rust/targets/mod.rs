@@ -9,6 +9,9 @@
 //! types.
 
 mod crypt;
+/// The key wiping helper, for the argument parsers (which the host crate
+/// also compiles, with its own stand-in).
+use crate::sys::wipe;
 // Pure argument parsing and IVs, shared with vblkctl's host tests (which
 // use a few accessors the module does not).
 #[allow(unreachable_pub, dead_code)]

@@ -333,6 +333,151 @@ pub const fn iowr(ty: u8, nr: u8, size: usize) -> u32 {
         | ((size as u32) << IOC_SIZESHIFT)
 }
 
+/// Builds the native-endian byte image of an ABI struct field by field
+/// (the ioctl ABI is the machine's own), so neither side reinterprets
+/// memory: the kernel copies these bytes to and from user space.
+struct Put<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl Put<'_> {
+    fn bytes(&mut self, b: &[u8]) {
+        self.out[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+    fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_ne_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_ne_bytes());
+    }
+}
+
+/// Reads fields back from a byte image (see [`Put`]).
+struct Get<'a> {
+    from: &'a [u8],
+    at: usize,
+}
+
+impl Get<'_> {
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0; N];
+        a.copy_from_slice(&self.from[self.at..self.at + N]);
+        self.at += N;
+        a
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_ne_bytes(self.array())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_ne_bytes(self.array())
+    }
+}
+
+impl Header {
+    /// Bytes of a header in an ioctl buffer.
+    pub const SIZE: usize = core::mem::size_of::<Header>();
+
+    /// The header's bytes as the ioctl buffer holds them.
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut out = [0; Self::SIZE];
+        let mut p = Put {
+            out: &mut out,
+            at: 0,
+        };
+        for v in [
+            self.abi_major,
+            self.abi_minor,
+            self.abi_patch,
+            self.data_size,
+            self.data_offset,
+            self.flags,
+            self.errno,
+            self.event_nr,
+            self.open_count,
+            self.target_count,
+        ] {
+            p.u32(v);
+        }
+        p.u64(self.dev);
+        p.u64(self.reserved);
+        p.bytes(&self.name);
+        p.bytes(&self.uuid);
+        p.bytes(&self.message);
+        out
+    }
+
+    /// A header from the bytes of an ioctl buffer.
+    pub fn decode(b: &[u8; Self::SIZE]) -> Self {
+        let mut g = Get { from: b, at: 0 };
+        Header {
+            abi_major: g.u32(),
+            abi_minor: g.u32(),
+            abi_patch: g.u32(),
+            data_size: g.u32(),
+            data_offset: g.u32(),
+            flags: g.u32(),
+            errno: g.u32(),
+            event_nr: g.u32(),
+            open_count: g.u32(),
+            target_count: g.u32(),
+            dev: g.u64(),
+            reserved: g.u64(),
+            name: g.array(),
+            uuid: g.array(),
+            message: g.array(),
+        }
+    }
+}
+
+impl ListReply {
+    /// The reply head's bytes as the ioctl buffer holds them.
+    pub fn encode(&self) -> [u8; 8] {
+        let mut out = [0; 8];
+        let mut p = Put {
+            out: &mut out,
+            at: 0,
+        };
+        p.u32(self.count);
+        p.u32(self.reserved);
+        out
+    }
+}
+
+impl DepsReply {
+    /// The reply head's bytes as the ioctl buffer holds them.
+    pub fn encode(&self) -> [u8; 8] {
+        let mut out = [0; 8];
+        let mut p = Put {
+            out: &mut out,
+            at: 0,
+        };
+        p.u32(self.count);
+        p.u32(self.reserved);
+        out
+    }
+}
+
+impl DeviceRecord {
+    /// Bytes of a record in a LIST reply.
+    pub const SIZE: usize = core::mem::size_of::<DeviceRecord>();
+
+    /// The record's bytes as the ioctl buffer holds them.
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut out = [0; Self::SIZE];
+        let mut p = Put {
+            out: &mut out,
+            at: 0,
+        };
+        p.u64(self.dev);
+        p.u32(self.event_nr);
+        p.u32(self.flags);
+        p.bytes(&self.name);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,5 +570,65 @@ mod tests {
         assert_eq!(c_str(b"abc"), "abc");
         assert_eq!(c_str(b"ab\xffcd\0"), "ab");
         assert_eq!(c_str(b""), "");
+    }
+
+    /// The byte images put every field where the `#[repr(C)]` layout has
+    /// it (vblkctl reads and writes the structs as memory), and a header
+    /// survives the round trip.
+    #[test]
+    fn byte_images_follow_the_layout() {
+        use core::mem::offset_of;
+        let mut h = Header::new();
+        h.flags = 0x0102_0304;
+        h.errno = 22;
+        h.event_nr = 7;
+        h.target_count = 3;
+        h.dev = 0x1122_3344_5566_7788;
+        h.name[0] = b'a';
+        h.uuid[1] = b'u';
+        h.message[MESSAGE_LEN - 2] = b'm';
+        let b = h.encode();
+        let at = |o: usize, n: usize| &b[o..o + n];
+        assert_eq!(at(offset_of!(Header, flags), 4), &h.flags.to_ne_bytes());
+        assert_eq!(at(offset_of!(Header, errno), 4), &22u32.to_ne_bytes());
+        assert_eq!(at(offset_of!(Header, event_nr), 4), &7u32.to_ne_bytes());
+        assert_eq!(at(offset_of!(Header, target_count), 4), &3u32.to_ne_bytes());
+        assert_eq!(at(offset_of!(Header, dev), 8), &h.dev.to_ne_bytes());
+        assert_eq!(b[offset_of!(Header, name)], b'a');
+        assert_eq!(b[offset_of!(Header, uuid) + 1], b'u');
+        assert_eq!(b[offset_of!(Header, message) + MESSAGE_LEN - 2], b'm');
+        let back = Header::decode(&b);
+        assert_eq!(back.encode(), b);
+        assert_eq!(back.dev, h.dev);
+        assert_eq!(back.message_str(), h.message_str());
+
+        let r = DeviceRecord {
+            dev: 0xabcd,
+            event_nr: 5,
+            flags: 9,
+            name: name_field(b"vol"),
+        };
+        let rb = r.encode();
+        assert_eq!(
+            &rb[offset_of!(DeviceRecord, event_nr)..][..4],
+            &5u32.to_ne_bytes()
+        );
+        assert_eq!(
+            &rb[offset_of!(DeviceRecord, flags)..][..4],
+            &9u32.to_ne_bytes()
+        );
+        assert_eq!(&rb[offset_of!(DeviceRecord, name)..][..3], b"vol");
+        let l = ListReply {
+            count: 4,
+            reserved: 0,
+        }
+        .encode();
+        assert_eq!(&l[offset_of!(ListReply, count)..][..4], &4u32.to_ne_bytes());
+        let d = DepsReply {
+            count: 2,
+            reserved: 0,
+        }
+        .encode();
+        assert_eq!(&d[offset_of!(DepsReply, count)..][..4], &2u32.to_ne_bytes());
     }
 }

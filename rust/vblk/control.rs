@@ -18,14 +18,13 @@ use super::message::{fail, Reply};
 use super::table;
 use crate::sys::event::EventCounter;
 use crate::sys::workqueue::NoIoScope;
-use crate::sys::{self, control::ControlHandler};
+use crate::sys::{self, control::ControlHandler, wipe};
 use core::fmt::Write;
 use core::mem::size_of;
 use kernel::error::code::{EACCES, EBUSY, EEXIST, EINVAL, ENODEV, ENOMEM, ENOTTY, ENXIO};
 use kernel::error::Result;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
-use kernel::types::AsBytes;
 use kernel::uaccess::{UserPtr, UserSlice, UserSliceWriter};
 
 const HEADER_SIZE: usize = size_of::<Header>();
@@ -109,7 +108,9 @@ impl ControlHandler for Control {
         };
         let (mut reader, mut writer) = UserSlice::new(arg, HEADER_SIZE).reader_writer();
         // An unreadable header is EFAULT; there is nowhere to put a message.
-        let mut header: Header = reader.read()?;
+        let mut raw = [0u8; Header::SIZE];
+        reader.read_slice(&mut raw)?;
+        let mut header = Header::decode(&raw);
 
         let mut reply = Reply::new();
         // Like dm's control ioctls: no allocation in a command waits for
@@ -127,7 +128,7 @@ impl ControlHandler for Control {
             Err(e) => e.to_errno().unsigned_abs(),
         };
         header.message = *reply.message();
-        writer.write(&header)?;
+        writer.write_slice(&header.encode())?;
         outcome
     }
 }
@@ -318,9 +319,9 @@ impl Control {
             count: records.len() as u32,
             reserved: 0,
         };
-        write_out(&mut out, &head, "device list", reply)?;
+        write_out(&mut out, &head.encode(), "device list", reply)?;
         for record in records.iter() {
-            write_out(&mut out, record, "device list", reply)?;
+            write_out(&mut out, &record.encode(), "device list", reply)?;
         }
         Ok(())
     }
@@ -464,9 +465,14 @@ impl Control {
             count: count as u32,
             reserved: 0,
         };
-        write_out(&mut out, &head, "dependency list", reply)?;
+        write_out(&mut out, &head.encode(), "dependency list", reply)?;
         for devt in table.iter().flat_map(|t| t.devts()) {
-            write_out(&mut out, &u64::from(devt), "dependency list", reply)?;
+            write_out(
+                &mut out,
+                &u64::from(devt).to_ne_bytes(),
+                "dependency list",
+                reply,
+            )?;
         }
         Ok(())
     }
@@ -589,14 +595,6 @@ impl Drop for WipeOnDrop {
     }
 }
 
-/// Zeroes a buffer that is about to be freed (it may hold a key).
-fn wipe(bytes: &mut [u8]) {
-    bytes.fill(0);
-    // Keep the stores: the buffer is freed right after.
-    core::hint::black_box(&mut *bytes);
-    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-}
-
 /// Longest MESSAGE text.
 const MAX_MESSAGE: usize = 4096;
 
@@ -644,13 +642,8 @@ impl Write for TextBuf {
 }
 
 /// Writes one record of a binary reply (`what` names the reply).
-fn write_out<T: AsBytes>(
-    out: &mut UserSliceWriter,
-    value: &T,
-    what: &str,
-    reply: &mut Reply,
-) -> Result {
-    out.write(value)
+fn write_out(out: &mut UserSliceWriter, bytes: &[u8], what: &str, reply: &mut Reply) -> Result {
+    out.write_slice(bytes)
         .map_err(|e| reply.fail(e, format_args!("cannot write the {what}")))
 }
 

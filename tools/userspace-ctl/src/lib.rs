@@ -30,6 +30,17 @@ pub mod message;
 #[path = "../../../rust/targets/flakey_args.rs"]
 pub mod flakey_args;
 
+/// Zeroes `bytes` so the compiler cannot drop the stores as dead: the
+/// host stand-in for the kernel's `sys::wipe` (`memzero_explicit`), which
+/// `crypt_args` calls as `super::wipe`.
+pub fn wipe(bytes: &mut [u8]) {
+    for b in bytes.iter_mut() {
+        // SAFETY: `b` is a valid, exclusively borrowed byte.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
 /// The crypt target's arguments and IV generation (host tests of the
 /// kernel's parser).
 #[path = "../../../rust/targets/crypt_args.rs"]
