@@ -36,14 +36,8 @@ unsafe impl Send for BlockDevice {}
 // block layer allows concurrently.
 unsafe impl Sync for BlockDevice {}
 
-/// `ERR_PTR` decoding: the errno a pointer carries, if it carries one.
-fn err_ptr<P>(p: *mut P) -> Option<i32> {
-    let v = p as isize;
-    (-4095..0).contains(&v).then_some(v as i32)
-}
-
 fn opened(file: *mut bindings::file) -> Result<BlockDevice> {
-    if let Some(e) = err_ptr(file) {
+    if let Some(e) = super::err_ptr(file) {
         return Err(Error::from_errno(e));
     }
     // INVARIANT: not an error pointer: an open block device file.

@@ -46,12 +46,6 @@ unsafe impl Send for Cipher {}
 // only read.
 unsafe impl Sync for Cipher {}
 
-/// `ERR_PTR` decoding: the errno a pointer carries, if it carries one.
-fn err_ptr<P>(p: *mut P) -> Option<i32> {
-    let v = p as isize;
-    (-4095..0).contains(&v).then_some(v as i32)
-}
-
 impl Cipher {
     /// Allocates transform `name` (crypto API name) and sets `key`.
     /// `ENOENT` if the kernel has no such cipher that runs without
@@ -70,7 +64,7 @@ impl Cipher {
                 bindings::VBLK_CONST_CRYPTO_ALG_ALLOCATES_MEMORY,
             )
         };
-        if let Some(e) = err_ptr(raw) {
+        if let Some(e) = super::err_ptr(raw) {
             return Err(Error::from_errno(e));
         }
         let tfm = NonNull::new(raw).ok_or(ENOMEM)?;
@@ -241,7 +235,10 @@ impl Drop for CipherOp<'_> {
             // (`skcipher_request_zero`: it may hold key-derived state) and
             // returned exactly once.
             unsafe {
-                bindings::vblk_shim_memzero_explicit(req.as_ptr().cast(), self.cipher.req_bytes);
+                super::wipe(core::slice::from_raw_parts_mut(
+                    req.as_ptr().cast::<u8>(),
+                    self.cipher.req_bytes,
+                ));
                 bindings::mempool_free(req.as_ptr().cast(), self.cipher.reqs.as_ptr());
             }
         }

@@ -544,13 +544,8 @@ impl<T: QueueHandler> Finished<T> {
         // SAFETY: we own the request (invariant) and its lower I/O is over;
         // nothing else uses its data during this call.
         let mut c = unsafe { Cursor::seek(self.raw, offset) };
-        let mut at = 0;
-        while let Some(seg) = c.next((buf.len() - at) as u64) {
-            let n = seg.len as usize;
-            // SAFETY: as above, one segment at a time.
-            unsafe { with_mapped(&seg, |bytes| bytes.copy_from_slice(&buf[at..at + n])) };
-            at += n;
-        }
+        // SAFETY: as above: the data is ours to write.
+        unsafe { c.copy_in(buf) };
     }
 }
 
@@ -892,22 +887,12 @@ impl<T: QueueHandler> Disk<T> {
                 teardown(inner, Made::Key);
                 return Err(Error::from_errno(rc));
             }
-            d.done_wq = bindings::alloc_workqueue(
-                c"vblk%u".as_ptr(),
-                bindings::VBLK_CONST_WQ_RECLAIM_UNBOUND,
-                0,
-                index,
-            );
+            d.done_wq = reclaim_queue(c"vblk%u", index);
             if d.done_wq.is_null() {
                 teardown(inner, Made::BioSet);
                 return Err(ENOMEM);
             }
-            d.map_wq = bindings::alloc_workqueue(
-                c"vblk%u_map".as_ptr(),
-                bindings::VBLK_CONST_WQ_RECLAIM_UNBOUND,
-                0,
-                index,
-            );
+            d.map_wq = reclaim_queue(c"vblk%u_map", index);
             if d.map_wq.is_null() {
                 teardown(inner, Made::DoneQueue);
                 return Err(ENOMEM);
@@ -935,7 +920,7 @@ impl<T: QueueHandler> Disk<T> {
             // `LockClassKey` is a transparent wrapper of the C key.
             let disk =
                 bindings::__blk_mq_alloc_disk(set, &mut l, inner.cast(), key.cast_mut().cast());
-            if let Some(rc) = err_ptr(disk) {
+            if let Some(rc) = super::err_ptr(disk) {
                 teardown(inner, Made::TagSet);
                 return Err(Error::from_errno(rc));
             }
@@ -1075,10 +1060,19 @@ impl<T: QueueHandler> Drop for Disk<T> {
     }
 }
 
-/// `ERR_PTR` decoding: the errno a pointer carries, if it carries one.
-fn err_ptr<P>(p: *mut P) -> Option<i32> {
-    let v = p as isize;
-    (-4095..0).contains(&v).then_some(v as i32)
+/// An unbound `WQ_MEM_RECLAIM` workqueue named `fmt` with the disk index;
+/// null when out of memory.
+fn reclaim_queue(fmt: &core::ffi::CStr, index: u32) -> *mut bindings::workqueue_struct {
+    // SAFETY: `fmt` is a NUL-terminated format taking one unsigned int,
+    // which is passed; the name is copied. Process context.
+    unsafe {
+        bindings::alloc_workqueue(
+            fmt.as_ptr(),
+            bindings::VBLK_CONST_WQ_RECLAIM_UNBOUND,
+            0,
+            index,
+        )
+    }
 }
 
 /// `block_device_operations::open`: refuses opens once removal is decided.

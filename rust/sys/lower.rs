@@ -223,10 +223,12 @@ impl<'a, T: QueueHandler> Submitter<'a, T> {
                     offset: 0,
                     len: n,
                 };
-                // SAFETY: the page is ours alone (just taken from the pool).
+                // SAFETY: the page is ours alone (just taken from the pool);
+                // the request is pending, so its data may be read (copied
+                // out at the cursor) until it ends.
                 unsafe {
                     with_mapped(&seg, |buf| {
-                        copy_out(&mut cursor, buf);
+                        cursor.copy_out(buf);
                         fill(done, buf);
                     })
                 };
@@ -240,18 +242,6 @@ impl<'a, T: QueueHandler> Submitter<'a, T> {
             // request holds the table).
             unsafe { self.submit(bio, tag, pool.mempool()) };
         }
-    }
-}
-
-/// Copies the request's data at the cursor into `buf` (less at the end of
-/// the data).
-fn copy_out(cursor: &mut Cursor, buf: &mut [u8]) {
-    let mut at = 0;
-    while let Some(seg) = cursor.next((buf.len() - at) as u64) {
-        let n = seg.len as usize;
-        // SAFETY: a segment of a pending request's data, read only.
-        unsafe { with_mapped(&seg, |src| buf[at..at + n].copy_from_slice(src)) };
-        at += n;
     }
 }
 

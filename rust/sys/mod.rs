@@ -79,6 +79,13 @@ pub(crate) struct StaticTable<T>(pub(crate) T);
 // only reads the pointers in them (the module, callbacks).
 unsafe impl<T> Sync for StaticTable<T> {}
 
+/// `ERR_PTR` decoding: the errno a pointer returned by the kernel carries,
+/// if it carries one (`IS_ERR`/`PTR_ERR`).
+fn err_ptr<P>(p: *mut P) -> Option<i32> {
+    let v = p as isize;
+    (-4095..0).contains(&v).then_some(v as i32)
+}
+
 /// Bytes per page.
 pub(crate) const PAGE_SIZE: usize = bindings::VBLK_CONST_PAGE_SIZE as usize;
 

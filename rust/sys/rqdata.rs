@@ -154,6 +154,42 @@ impl Cursor {
     }
 }
 
+impl Cursor {
+    /// Copies the data at the cursor into `buf` and moves past it (less at
+    /// the end of the data).
+    ///
+    /// # Safety
+    ///
+    /// The caller may read the request's data (it owns the request).
+    pub(super) unsafe fn copy_out(&mut self, buf: &mut [u8]) {
+        let mut at = 0;
+        while let Some(seg) = self.next((buf.len() - at) as u64) {
+            let n = seg.len as usize;
+            // SAFETY: a segment of the request's data, which the caller may
+            // read; only read here.
+            unsafe { with_mapped(&seg, |src| buf[at..at + n].copy_from_slice(src)) };
+            at += n;
+        }
+    }
+
+    /// Copies `buf` into the data at the cursor and moves past it (less at
+    /// the end of the data).
+    ///
+    /// # Safety
+    ///
+    /// The caller may write the request's data (it owns the request and
+    /// nothing else uses its data meanwhile).
+    pub(super) unsafe fn copy_in(&mut self, buf: &[u8]) {
+        let mut at = 0;
+        while let Some(seg) = self.next((buf.len() - at) as u64) {
+            let n = seg.len as usize;
+            // SAFETY: a segment the caller may write, one at a time.
+            unsafe { with_mapped(&seg, |dst| dst.copy_from_slice(&buf[at..at + n])) };
+            at += n;
+        }
+    }
+}
+
 /// Runs `f` on the bytes of `seg`, mapped for the call.
 ///
 /// # Safety

@@ -431,31 +431,29 @@ impl Header {
     }
 }
 
+/// The bytes of a reply head (`count`, then `reserved`).
+fn encode_head(count: u32, reserved: u32) -> [u8; 8] {
+    let mut out = [0; 8];
+    let mut p = Put {
+        out: &mut out,
+        at: 0,
+    };
+    p.u32(count);
+    p.u32(reserved);
+    out
+}
+
 impl ListReply {
     /// The reply head's bytes as the ioctl buffer holds them.
     pub fn encode(&self) -> [u8; 8] {
-        let mut out = [0; 8];
-        let mut p = Put {
-            out: &mut out,
-            at: 0,
-        };
-        p.u32(self.count);
-        p.u32(self.reserved);
-        out
+        encode_head(self.count, self.reserved)
     }
 }
 
 impl DepsReply {
     /// The reply head's bytes as the ioctl buffer holds them.
     pub fn encode(&self) -> [u8; 8] {
-        let mut out = [0; 8];
-        let mut p = Put {
-            out: &mut out,
-            at: 0,
-        };
-        p.u32(self.count);
-        p.u32(self.reserved);
-        out
+        encode_head(self.count, self.reserved)
     }
 }
 
