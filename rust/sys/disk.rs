@@ -786,7 +786,7 @@ unsafe fn teardown<T: QueueHandler>(inner: *mut DiskInner<T>, made: Made) {
     // and so for every lower bio; deferred work ended its requests, so the
     // queues are idle when destroyed.
     unsafe {
-        let d = &mut *inner;
+        let d = &*inner;
         if made >= Made::Disk {
             bindings::del_gendisk(d.disk);
             bindings::put_disk(d.disk);
@@ -869,14 +869,16 @@ impl<T: QueueHandler> Disk<T> {
         // SAFETY: `inner` is a fresh allocation we own, never moved again
         // (freed only by `teardown`); each kernel object is initialised in
         // place below, in order, and on failure `teardown` undoes exactly
-        // the parts made so far.
+        // the parts made so far. Fields are written through the raw
+        // pointer, never through a reference held across a call: blk-mq
+        // calls `init_hctx_cb`, which reads the struct, from inside
+        // `__blk_mq_alloc_disk`.
         unsafe {
-            let d = &mut *inner;
-            bindings::vblk_shim_lockdep_register_key(d.fq_key.get());
+            bindings::vblk_shim_lockdep_register_key((*inner).fq_key.get());
             // The per-cpu cache serves clones of bios that ask for it
             // (REQ_ALLOC_CACHE, e.g. io_uring's) without the mempool.
             let rc = bindings::bioset_init(
-                d.bs.get(),
+                (*inner).bs.get(),
                 64,
                 offset_of!(lower::LowerBio, bio) as u32,
                 (bindings::BIOSET_NEED_BVECS
@@ -887,17 +889,17 @@ impl<T: QueueHandler> Disk<T> {
                 teardown(inner, Made::Key);
                 return Err(Error::from_errno(rc));
             }
-            d.done_wq = reclaim_queue(c"vblk%u", index);
-            if d.done_wq.is_null() {
+            (*inner).done_wq = reclaim_queue(c"vblk%u", index);
+            if (*inner).done_wq.is_null() {
                 teardown(inner, Made::BioSet);
                 return Err(ENOMEM);
             }
-            d.map_wq = reclaim_queue(c"vblk%u_map", index);
-            if d.map_wq.is_null() {
+            (*inner).map_wq = reclaim_queue(c"vblk%u_map", index);
+            if (*inner).map_wq.is_null() {
                 teardown(inner, Made::DoneQueue);
                 return Err(ENOMEM);
             }
-            let set = &mut *d.set.get();
+            let set = &mut *(*inner).set.get();
             set.ops = &DiskInner::<T>::MQ_OPS;
             set.driver_data = inner.cast();
             set.nr_hw_queues = 1;
@@ -924,7 +926,7 @@ impl<T: QueueHandler> Disk<T> {
                 teardown(inner, Made::TagSet);
                 return Err(Error::from_errno(rc));
             }
-            d.disk = disk;
+            (*inner).disk = disk;
             (*disk).fops = &raw const DISK_FOPS.0;
             (*disk).private_data = inner.cast();
             (*disk).flags |= bindings::GENHD_FL_NO_PART as i32;
