@@ -9,7 +9,7 @@
 tmp=$(mktemp -d)
 n=65536 # sectors used on each ram disk (32 MiB)
 one() { vblkctl create f --table "0 $n flakey /dev/ram1 0 $1"; }
-gone() { vblkctl remove f; }
+gone() { remove_retry f; }
 # byte_at DEV OFFSET: the byte at OFFSET of DEV, read with O_DIRECT.
 byte_at() {
 	dd if="$1" bs=4096 skip=$(($2 / 4096)) count=1 iflag=direct status=none |

@@ -138,7 +138,8 @@ struct State {
 
 /// What writes the disk log (serialised; writers share one write).
 struct LogIo {
-    buf: IoBuffer,
+    /// `None` for a core log (nothing to write).
+    buf: Option<IoBuffer>,
 }
 
 #[pin_data]
@@ -263,7 +264,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         KVVec::from_elem(0u8, bits, GFP_KERNEL),
         KVVec::from_elem(0u8, bits, GFP_KERNEL),
         KVVec::from_elem(0u8, log_bytes, GFP_KERNEL),
-        IoBuffer::new(log_bytes),
+        log_buffer(log_bytes),
     ) else {
         return fail!(
             ctor.reply,
@@ -449,14 +450,19 @@ impl Core {
         }
         let gen = {
             let st = self.state.lock();
-            io.buf.copy_from_slice(&st.log);
+            if let Some(buf) = io.buf.as_mut() {
+                buf.copy_from_slice(&st.log);
+            }
             st.log_gen
         };
         let flags = WriteFlags {
             preflush: false,
             fua: true,
         };
-        let ok = dev.write_at(0, &io.buf, 0..io.buf.len(), flags).is_ok();
+        let ok = io
+            .buf
+            .as_ref()
+            .is_some_and(|buf| dev.write_at(0, buf, 0..buf.len(), flags).is_ok());
         // A failed write counts as written: the log is failed (status
         // shows it) and writes go on without it, as in dm.
         self.log_written.fetch_max(gen, Ordering::AcqRel);
@@ -499,8 +505,10 @@ impl Core {
         };
         // Read into the log writer's buffer (its lock comes first).
         let mut io = self.log_io.lock();
-        let read_ok = read_all(dev, &mut io.buf).is_ok();
-        let resumed = mirror_log::resume(&mut io.buf, nr, self.args.sync, read_ok);
+        let read_ok = io.buf.as_mut().is_some_and(|b| read_all(dev, b).is_ok());
+        // A disk log always has its buffer (`log_buffer`).
+        let buf: &mut [u8] = io.buf.as_deref_mut().unwrap_or_default();
+        let resumed = mirror_log::resume(buf, nr, self.args.sync, read_ok);
         let mut st = self.state.lock();
         let (in_sync, failed, from_disk) = match resumed {
             Ok(r) => (r.in_sync, r.failed, r.from_disk),
@@ -508,7 +516,7 @@ impl Core {
         };
         // The leg that holds the good copy, if an earlier table recorded
         // one (only in a log whose regions were kept).
-        let rec = mirror_log::read_source(&io.buf).filter(|_| from_disk > 0);
+        let rec = mirror_log::read_source(buf).filter(|_| from_disk > 0);
         let mut legs = [(0u32, 0u64); mirror_args::MAX_MIRRORS];
         for (slot, leg) in legs.iter_mut().zip(self.legs.iter()) {
             *slot = (leg.dev.devt(), leg.offset);
@@ -519,14 +527,14 @@ impl Core {
         if failed {
             self.fail_log(LOG_WRITE_FAILED);
         }
-        if let Ok(bits) = mirror_log::bitset(&io.buf, nr) {
+        if let Ok(bits) = mirror_log::bitset(buf, nr) {
             let n = st.sync.len().min(bits.len());
             st.sync[..n].copy_from_slice(&bits[..n]);
         }
         // From the bits themselves: reads trust the flag over them.
         let all = st.in_sync >= u64::from(nr) && (0..u64::from(nr)).all(|r| bit(&st.sync, r));
         self.fully_synced.store(all, Ordering::Release);
-        st.log.as_mut_slice().copy_from_slice(&io.buf);
+        st.log.as_mut_slice().copy_from_slice(buf);
         st.log_source = u32::MAX;
         self.note_source(&mut st);
         st.log_gen += 1;
@@ -900,6 +908,14 @@ impl Core {
             None => Ok(()),
         }
     }
+}
+
+/// The disk log's I/O buffer (`None` for a core log: no bytes).
+fn log_buffer(bytes: usize) -> Result<Option<IoBuffer>> {
+    if bytes == 0 {
+        return Ok(None);
+    }
+    IoBuffer::new(bytes).map(Some)
 }
 
 /// Reads a whole buffer from sector 0 of `dev`, in steps the shim takes.
