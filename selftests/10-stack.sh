@@ -101,6 +101,22 @@ check_output "dm cannot remove its device while vblk holds it" "busy" dmsetup re
 vblkctl remove ondm
 check "dm can once vblk let go" dmsetup remove dmbot
 
+# --- a split request ends with its worst error (review W2) ---
+# A discard over two lines: the first goes to nd, which no longer takes
+# discards (EOPNOTSUPP from the block layer), the second to an error line
+# (EIO). It must end EIO: blkdev_issue_discard treats EOPNOTSUPP as success.
+nullb nodisc 16
+check "nd: linear on ram2 (takes discards)" vblkctl create nd --table "0 8 linear /dev/ram2 0"
+check "up: nd, then an error line" vblkctl create up --table $'0 8 linear /dev/vblk/nd 0\n8 8 error'
+check "nd reloaded onto a null_blk without discard" \
+	bash -c 'vblkctl load nd --table "0 8 linear /dev/nodisc 0" && vblkctl resume nd'
+check_eq "nd advertises no discard now" 0 "$(cat /sys/block/$(disk_of nd)/queue/discard_max_bytes)"
+# -f: no probe for signatures (reading the error line would fail first)
+check_output "a discard over both lines of up fails with EIO, not EOPNOTSUPP" "Input/output error" blkdiscard -f -o 0 -l 8192 /dev/vblk/up
+vblkctl remove up
+vblkctl remove nd
+nullb_rm nodisc
+
 check "remove c, b, a (top down)" bash -c 'vblkctl remove c && vblkctl remove b && vblkctl remove a'
 check_output "no devices at the end" '^No devices found$' vblkctl ls
 rm -rf "$tmp"
