@@ -4,7 +4,8 @@
 //! Crate root of `vblk.ko`. The crate has three layers:
 //! - `sys`: the abstraction layer over the C kernel, the only `unsafe` code;
 //! - `vblk`: the framework (control ioctls, devices, tables, I/O path);
-//! - `targets`: one file per target, behind one trait.
+//! - `targets`: one file per target, behind the framework's one trait;
+//!   the module hands the framework their list.
 
 // `pin_init!` of a state struct with many fields (mirror's) nests deeper
 // than the default 128.
@@ -32,7 +33,7 @@ struct VblkModule {
 
 impl kernel::Module for VblkModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let control = Arc::pin_init(vblk::control::Control::new(), GFP_KERNEL)?;
+        let control = Arc::pin_init(vblk::control::Control::new(&targets::TYPES), GFP_KERNEL)?;
         let control = sys::control::ControlDevice::register(control)?;
         pr_info!(
             "loaded, control ABI {}.{}.{}\n",

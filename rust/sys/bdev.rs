@@ -171,7 +171,7 @@ pub(crate) const MAX_RW_BYTES: usize = bindings::VBLK_CONST_BIO_MAX_VECS as usiz
 /// `bytes` is a vmalloc allocation whose first byte is page-aligned, its
 /// length a non-zero multiple of 512.
 pub(crate) struct IoBuffer {
-    bytes: VVec<u8>,
+    pub(super) bytes: VVec<u8>,
 }
 
 impl IoBuffer {
@@ -247,19 +247,45 @@ impl BlockDevice {
         range: Range<usize>,
         opf: u32,
     ) -> Result {
-        let len = range.end.checked_sub(range.start).ok_or(EINVAL)?;
-        if range.start % PAGE_SIZE != 0
-            || len == 0
-            || len % 512 != 0
-            || len > MAX_RW_BYTES
-            || range.end > buf_len
-        {
-            return Err(EINVAL);
-        }
+        let (base, len) = buffer_range(buf, buf_len, range)?;
+        // SAFETY: `base..base + len` is a checked range of the caller's
+        // `IoBuffer`, borrowed (mutably for a read) for this call, which
+        // waits for the bio.
+        let bio = unsafe { self.page_bio(sector, base, len, opf) }?;
+        // SAFETY: the bio is ours, filled above; `submit_bio_wait` returns
+        // once it is over. The vmap range is invalidated after a read, for
+        // caches that alias (a no-op on x86).
+        let rc = unsafe {
+            let rc = bindings::submit_bio_wait(bio);
+            if opf & bindings::VBLK_CONST_REQ_OP_MASK == bindings::req_op_REQ_OP_READ {
+                bindings::vblk_shim_invalidate_kernel_vmap_range(base.cast(), len as i32);
+            }
+            bindings::bio_put(bio);
+            rc
+        };
+        to_result(rc)
+    }
+
+    /// A bio of operation `opf` for the `len` bytes of an [`IoBuffer`] at
+    /// `base` (from [`buffer_range`]), to `sector`, not submitted. The
+    /// buffer's vmap range is flushed for caches that alias.
+    ///
+    /// # Safety
+    ///
+    /// `base..base + len` must be a range [`buffer_range`] returned for a
+    /// live `IoBuffer`, which stays alive and untouched by anything else
+    /// (read-only for a write) until the bio is over.
+    pub(super) unsafe fn page_bio(
+        &self,
+        sector: u64,
+        base: *mut u8,
+        len: usize,
+        opf: u32,
+    ) -> Result<*mut bindings::bio> {
         let pages = len.div_ceil(PAGE_SIZE);
-        let base = buf.wrapping_add(range.start);
         // SAFETY: `fs_bio_set` is the kernel's general bio_set; GFP_NOIO
-        // from a mempool waits and never fails; `pages <= BIO_MAX_VECS`.
+        // from a mempool waits and never fails; `pages <= BIO_MAX_VECS`
+        // (`buffer_range` checks the length).
         let bio = unsafe {
             bindings::bio_alloc_bioset(
                 self.bdev(),
@@ -273,13 +299,9 @@ impl BlockDevice {
             return Err(kernel::error::code::ENOMEM);
         }
         // SAFETY: the bio is ours with room for `pages` vectors. Each page
-        // is a vmalloc page of `buf` (page-aligned range inside it, by the
-        // checks above and the buffer's invariant), kept alive and
-        // otherwise untouched by the borrow of `buf` until the bio is over,
-        // which `submit_bio_wait` waits for. The vmap range is flushed
-        // before the I/O and invalidated after a read, for caches that
-        // alias (no-ops on x86).
-        let rc = unsafe {
+        // is a vmalloc page of the buffer (a page-aligned range inside it,
+        // by the contract), kept alive by the caller until the bio is over.
+        unsafe {
             (*bio).bi_iter.bi_sector = sector;
             for i in 0..pages {
                 let at = base.add(i * PAGE_SIZE);
@@ -288,15 +310,30 @@ impl BlockDevice {
                 bindings::__bio_add_page(bio, page, n, 0);
             }
             bindings::vblk_shim_flush_kernel_vmap_range(base.cast(), len as i32);
-            let rc = bindings::submit_bio_wait(bio);
-            if opf & bindings::VBLK_CONST_REQ_OP_MASK == bindings::req_op_REQ_OP_READ {
-                bindings::vblk_shim_invalidate_kernel_vmap_range(base.cast(), len as i32);
-            }
-            bindings::bio_put(bio);
-            rc
-        };
-        to_result(rc)
+        }
+        Ok(bio)
     }
+}
+
+/// The start and length of bytes `range` of a buffer at `buf` of `buf_len`
+/// bytes, if one bio can carry them: starting on a page boundary, a
+/// non-zero multiple of 512 bytes, at most [`MAX_RW_BYTES`] (`EINVAL`
+/// otherwise).
+pub(super) fn buffer_range(
+    buf: *mut u8,
+    buf_len: usize,
+    range: Range<usize>,
+) -> Result<(*mut u8, usize)> {
+    let len = range.end.checked_sub(range.start).ok_or(EINVAL)?;
+    if range.start % PAGE_SIZE != 0
+        || len == 0
+        || len % 512 != 0
+        || len > MAX_RW_BYTES
+        || range.end > buf_len
+    {
+        return Err(EINVAL);
+    }
+    Ok((buf.wrapping_add(range.start), len))
 }
 
 impl Drop for BlockDevice {

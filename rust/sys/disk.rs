@@ -60,12 +60,6 @@ impl Status {
     pub(crate) const NOT_SUPPORTED: Status = Status(bindings::VBLK_CONST_BLK_STS_NOTSUPP);
     /// A generic I/O error (`EIO`).
     pub(crate) const IO_ERROR: Status = Status(bindings::VBLK_CONST_BLK_STS_IOERR);
-    /// Not a block layer status: what [`QueueHandler::lower_done`] returns
-    /// for a lower bio that failed but may be retried. The request does not
-    /// fail; it goes to [`QueueHandler::finish`], where
-    /// [`Finished::retry_requested`] says so, and the handler retries (or
-    /// fails it).
-    pub(crate) const RETRY: Status = Status(0xff);
 
     pub(crate) fn is_ok(self) -> bool {
         self.0 == Self::OK.0
@@ -86,9 +80,9 @@ pub(crate) trait QueueHandler: Send + Sync + 'static {
     fn queue_rq(&self, rq: Request<Self>);
 
     /// A lower bio submitted with `tag` completed with `status`. Runs in
-    /// any context (hard irq included) and must not sleep; returns the
-    /// status to record for the request.
-    fn lower_done(data: &Self::RqData, tag: u64, status: Status) -> Status;
+    /// any context (hard irq included) and must not sleep; says what that
+    /// means for the request.
+    fn lower_done(data: &Self::RqData, tag: u64, status: Status) -> EndIo;
 
     /// A request that asked for it ([`Pending::finish_later`]), once all
     /// its lower bios completed: runs on the disk's workqueue (process
@@ -149,6 +143,22 @@ fn op_from(opf: u32) -> Op {
     }
 }
 
+/// What a completed lower bio means for its request
+/// ([`QueueHandler::lower_done`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EndIo {
+    /// Record this status for the request (OK records nothing).
+    Done(Status),
+    /// The bio failed, but the handler retries its part: the request does
+    /// not fail; it goes to [`QueueHandler::finish`], where
+    /// [`Finished::retry_requested`] says so (the handler retries, or
+    /// fails it).
+    Retry,
+}
+
+/// How long a requeued request waits before blk-mq dispatches it again.
+const REQUEUE_DELAY_MS: u64 = 10;
+
 /// The handler's part of a request's PDU.
 #[repr(C)]
 pub(super) struct RqState<D> {
@@ -158,7 +168,9 @@ pub(super) struct RqState<D> {
     status: AtomicU8,
     /// [`QueueHandler::finish`] must run before the request ends.
     finish: AtomicBool,
-    /// Retry groups with a lower bio that failed with [`Status::RETRY`]: bit
+    /// The request goes back to blk-mq's requeue list instead of ending.
+    requeue: AtomicBool,
+    /// Retry groups with a lower bio that failed with [`EndIo::Retry`]: bit
     /// `(tag >> 32) % 64` (the handler's group of the bio, e.g. its table
     /// line), so one group's retry does not make another's look failed.
     retry: AtomicU64,
@@ -301,6 +313,7 @@ impl<T: QueueHandler> Request<T> {
                 pending: AtomicU32::new(1),
                 status: AtomicU8::new(0),
                 finish: AtomicBool::new(false),
+                requeue: AtomicBool::new(false),
                 retry: AtomicU64::new(0),
                 data: MaybeUninit::new(data),
             })
@@ -403,6 +416,16 @@ impl<T: QueueHandler> Pending<T> {
         record(self.state(), status);
     }
 
+    /// Retries the whole request later instead of ending it: once every
+    /// count is gone (lower bios already submitted complete first) it goes
+    /// back to blk-mq's requeue list, its status and data forgotten, and
+    /// reaches [`QueueHandler::queue_rq`] again after a short delay (or
+    /// after the queue is unquiesced). A requeued request is not in flight:
+    /// waiting for the queue to drain does not wait for it.
+    pub(crate) fn requeue(&self) {
+        self.state().requeue.store(true, Ordering::Release);
+    }
+
     /// The lower-bio submitter for this request.
     fn lower(&self) -> lower::Submitter<'_, T> {
         // SAFETY: the request is pending with handler `T` (invariant), and
@@ -474,6 +497,26 @@ impl<T: QueueHandler> Pending<T> {
     }
 }
 
+impl<T: QueueHandler> Clone for Pending<T> {
+    /// Another count on the request (a part of it the handler holds to
+    /// submit later, from another context).
+    fn clone(&self) -> Self {
+        self.state().pending.fetch_add(1, Ordering::AcqRel);
+        // INVARIANT: the count taken just now is the new value's.
+        Pending {
+            raw: self.raw,
+            _handler: PhantomData,
+        }
+    }
+}
+
+// SAFETY: a count on a request may be dropped on any thread (lower bios
+// drop theirs wherever they complete), and the request's state is atomic.
+unsafe impl<T: QueueHandler> Send for Pending<T> {}
+// SAFETY: every method takes `&self` and touches only atomics, or submits
+// lower bios (thread-safe), or reads the handler's `Sync` data.
+unsafe impl<T: QueueHandler> Sync for Pending<T> {}
+
 impl<T: QueueHandler> Drop for Pending<T> {
     fn drop(&mut self) {
         // SAFETY: the request is pending and `self` holds one count.
@@ -509,7 +552,7 @@ impl<T: QueueHandler> Finished<T> {
     }
 
     /// Whether a lower bio of retry group `group` (its tag's upper 32
-    /// bits) failed with [`Status::RETRY`] (the handler retries that I/O
+    /// bits) failed with [`EndIo::Retry`] (the handler retries that I/O
     /// or fails the request).
     pub(crate) fn retry_requested(&self, group: u32) -> bool {
         self.state().retry.load(Ordering::Acquire) & retry_bit(group) != 0
@@ -586,6 +629,10 @@ pub(super) unsafe fn put<T: QueueHandler>(rq: NonNull<bindings::request>, status
     if st.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
         return;
     }
+    if st.requeue.load(Ordering::Acquire) {
+        // SAFETY: that was the last count: we own the dispatched request.
+        return unsafe { requeue_dispatched::<T>(rq) };
+    }
     if st.finish.load(Ordering::Acquire) {
         // SAFETY: that was the last count: we own the dispatched request,
         // of a live disk with handler `T`; its done work item is idle (it
@@ -624,6 +671,30 @@ unsafe fn end_dispatched<T: QueueHandler>(rq: NonNull<bindings::request>) {
     unsafe { end_request(rq, status) }
 }
 
+/// Hands a dispatched request back to blk-mq to be dispatched again after
+/// [`REQUEUE_DELAY_MS`], dropping its data (the next dispatch attaches new
+/// data).
+///
+/// # Safety
+///
+/// As for [`end_dispatched`]: `rq` is dispatched with handler `T`, not
+/// ended, and the caller its only user.
+unsafe fn requeue_dispatched<T: QueueHandler>(rq: NonNull<bindings::request>) {
+    // SAFETY: the state is initialised (dispatched) and nobody else uses it.
+    let state = unsafe { &mut *state_ptr::<T>(rq) };
+    // SAFETY: `dispatch` initialised the data; it is dropped exactly once,
+    // here, by the only user (the next dispatch writes a new state).
+    unsafe { state.data.assume_init_drop() };
+    // SAFETY: we own the started request; requeueing returns it to blk-mq
+    // (which owns it until the next `queue_rq`); its queue is live while
+    // the request is.
+    unsafe {
+        let q = (*rq.as_ptr()).q;
+        bindings::blk_mq_requeue_request(rq.as_ptr(), false);
+        bindings::blk_mq_delay_kick_requeue_list(q, REQUEUE_DELAY_MS as _);
+    }
+}
+
 /// A lower bio of `rq` completed: lets the handler judge the status, then
 /// drops the bio's count on the request.
 ///
@@ -641,15 +712,18 @@ pub(super) unsafe fn lower_done<T: QueueHandler>(
     // SAFETY: `dispatch` initialised the data, dropped only when the
     // request ends, which the bio's count prevents.
     let data = unsafe { state.data.assume_init_ref() };
-    let mut status = T::lower_done(data, tag, Status(status));
-    if status == Status::RETRY {
-        // Seen by `put` (after the count drops, with AcqRel ordering).
-        state
-            .retry
-            .fetch_or(retry_bit((tag >> 32) as u32), Ordering::Release);
-        state.finish.store(true, Ordering::Release);
-        status = Status::OK;
-    }
+    // Flags set here are seen by `put` (after the count drops, with
+    // AcqRel ordering).
+    let status = match T::lower_done(data, tag, Status(status)) {
+        EndIo::Done(status) => status,
+        EndIo::Retry => {
+            state
+                .retry
+                .fetch_or(retry_bit((tag >> 32) as u32), Ordering::Release);
+            state.finish.store(true, Ordering::Release);
+            Status::OK
+        }
+    };
     // SAFETY: the completed bio's count is handed over to `put`.
     unsafe { put::<T>(rq, status) }
 }

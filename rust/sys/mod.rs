@@ -5,6 +5,7 @@
 //! wrapped here in safe types whose invariants are documented where they
 //! are established. Above this layer no code touches a raw pointer.
 
+pub(crate) mod aio;
 pub(crate) mod bdev;
 mod bindings;
 pub(crate) mod bounce;

@@ -1,20 +1,74 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Workqueues a target owns, and allocation scopes that must not start I/O.
+//! Workqueues a target owns, the work items it kicks on them, and
+//! allocation scopes that must not start I/O.
 //!
-//! A target's background jobs (mirror resync and log cleaning) run on a
-//! queue of the target's own rather than a system queue: stopping the
-//! target can then wait until every job has returned and let go of the
-//! target's state, so the lower devices are closed when REMOVE returns and
-//! no job runs module code after `rmmod`. The queue is `WQ_MEM_RECLAIM`:
-//! writes can wait for a job (a region being copied), so the job must run
-//! under memory pressure too.
+//! A target's background and deferred work (a mirror's log writes,
+//! resync, cleaning; the copy service) runs on a queue of the target's own
+//! rather than a system queue or the disk's: stopping the target can then
+//! wait until every job has returned and let go of the target's state, so
+//! the lower devices are closed when REMOVE returns and no job runs module
+//! code after `rmmod`. The queue is `WQ_MEM_RECLAIM` (a rescuer thread):
+//! held writes wait for its jobs, so they must run under memory pressure
+//! too. Work that must never fail to start is a [`Job`]: a work item
+//! embedded in the target's state, queued without allocating.
 
 use super::bindings;
+use core::ops::Deref;
 use core::ptr::NonNull;
-use kernel::alloc::Flags;
 use kernel::error::code::ENOMEM;
 use kernel::error::Result;
+use kernel::prelude::*;
 use kernel::str::CStr;
+use kernel::sync::Arc;
+use kernel::workqueue::{impl_has_work, new_work, Work, WorkItem};
+
+/// What a [`Job`] runs, on the queue it was kicked on (process context,
+/// may sleep; allocations that writeback may wait for use GFP_NOIO or a
+/// reserve).
+pub(crate) trait Deferred: Send + Sync + Sized + 'static {
+    /// Does the pending work. A kick while it runs queues it once more.
+    fn run(job: &Arc<Job<Self>>);
+}
+
+/// State `T` with one embedded work item: [`OwnedQueue::kick`] queues it
+/// unless it is queued already, allocating nothing, so a kick cannot fail
+/// (from a completion, under memory pressure). Derefs to `T`.
+#[pin_data]
+pub(crate) struct Job<T> {
+    #[pin]
+    work: Work<Job<T>>,
+    #[pin]
+    inner: T,
+}
+
+impl_has_work! {
+    impl{T} HasWork<Self> for Job<T> { self.work }
+}
+
+impl<T: Deferred> WorkItem for Job<T> {
+    type Pointer = Arc<Job<T>>;
+
+    fn run(this: Arc<Job<T>>) {
+        T::run(&this);
+    }
+}
+
+impl<T: Deferred> Job<T> {
+    /// A job around the state `inner` initialises.
+    pub(crate) fn new(inner: impl PinInit<T>) -> impl PinInit<Self> {
+        pin_init!(Job {
+            work <- new_work!("vblk::Job"),
+            inner <- inner,
+        })
+    }
+}
+
+impl<T> Deref for Job<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
 
 /// An unbound `WQ_MEM_RECLAIM` workqueue, destroyed (after draining) on
 /// drop.
@@ -53,13 +107,16 @@ impl OwnedQueue {
             .ok_or(ENOMEM)
     }
 
-    /// Runs `job` on the queue; the closure is allocated with `flags`.
-    pub(crate) fn spawn(&self, flags: Flags, job: impl FnOnce() + Send + 'static) -> Result {
+    /// Queues `job` to run on this queue, unless it is queued already
+    /// (then it runs once for both kicks). Any context; never fails.
+    pub(crate) fn kick<T: Deferred>(&self, job: &Arc<Job<T>>) {
         // SAFETY: `raw` is a live workqueue (type invariant) until `self`
         // is dropped, which outlives the borrow returned here; the kernel
         // crate's `Queue` is a transparent wrapper of `workqueue_struct`.
         let queue = unsafe { kernel::workqueue::Queue::from_raw(self.raw.as_ptr().cast()) };
-        queue.try_spawn(flags, job).map_err(|_| ENOMEM)
+        // Already queued: the clone comes back and is dropped (the caller
+        // still holds its own, so this is never the last).
+        let _ = queue.enqueue(job.clone());
     }
 
     /// Waits until every job queued so far has returned (process context).

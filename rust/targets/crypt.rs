@@ -17,7 +17,7 @@
 //! refused (dm-crypt's rule) and any I/O fails.
 
 use super::crypt_args::{self, CryptArgs, Key, MAX_API_NAME};
-use super::{Ctor, Done, Io, Target};
+use super::{Ctor, Done, Io, Mapped, Target};
 use crate::sys::bdev::BlockDevice;
 use crate::sys::bounce::BouncePool;
 use crate::sys::crypto::{Cipher, CipherOp};
@@ -263,22 +263,22 @@ impl Target for Crypt {
         op == Op::Write
     }
 
-    fn map(&self, io: &mut Io<'_>) {
+    fn map(&self, mut io: Io<'_>) -> Mapped {
         let sector = self.args.offset + io.offset();
         match io.op() {
             Op::Read | Op::Write if !self.aligned(io.offset(), io.len()) => {
-                io.fail(Status::IO_ERROR)
+                io.kill(Status::IO_ERROR)
             }
             Op::Read => {
                 if self.keyed().is_none() {
-                    return io.fail(Status::IO_ERROR);
+                    return io.kill(Status::IO_ERROR);
                 }
                 io.finish_later();
-                io.remap(&self.dev, sector);
+                io.remap(&self.dev, sector)
             }
             Op::Write => {
                 let Some(keyed) = self.keyed() else {
-                    return io.fail(Status::IO_ERROR);
+                    return io.kill(Status::IO_ERROR);
                 };
                 let line_sector = io.offset();
                 let mut failed = false;
@@ -291,14 +291,16 @@ impl Target for Crypt {
                     }
                 });
                 if failed {
-                    io.fail(Status::IO_ERROR);
+                    io.kill(Status::IO_ERROR)
+                } else {
+                    io.remapped()
                 }
             }
             Op::Discard if self.args.allow_discards => io.remap(&self.dev, sector),
             // Zeros would have to be encrypted: refused, as dm-crypt.
-            Op::Discard | Op::WriteZeroes | Op::Other => io.fail(Status::NOT_SUPPORTED),
+            Op::Discard | Op::WriteZeroes | Op::Other => io.kill(Status::NOT_SUPPORTED),
             // Flushes go to every device from the framework, not here.
-            Op::Flush => {}
+            Op::Flush => io.complete(),
         }
     }
 

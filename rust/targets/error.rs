@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! `error`: every I/O fails (dm-error).
 
-use super::{Ctor, Io, Target};
+use super::{Ctor, Io, Mapped, Target};
 use crate::sys::disk::Status;
 use kernel::error::Result;
 use kernel::sync::Arc;
@@ -14,8 +14,8 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
 }
 
 impl Target for ErrorTarget {
-    fn map(&self, io: &mut Io<'_>) {
-        io.fail(Status::IO_ERROR);
+    fn map(&self, io: Io<'_>) -> Mapped {
+        io.kill(Status::IO_ERROR)
     }
 
     /// Like dm-error: discards reach the target and fail with EIO rather

@@ -9,7 +9,7 @@
 //! bounce pages ([`Io::write_copy`]), never touching the caller's pages.
 
 use super::flakey_args::{self, Direction, FlakeyArgs, PROBABILITY_BASE};
-use super::{write_device, Ctor, Done, Io, Target};
+use super::{write_device, Ctor, Done, Io, Mapped, Target};
 use crate::sys::bdev::BlockDevice;
 use crate::sys::bounce::BouncePool;
 use crate::sys::disk::{Op, RqInfo, Status};
@@ -94,7 +94,7 @@ impl Target for Flakey {
         op == Op::Write && self.pool.is_some()
     }
 
-    fn map(&self, io: &mut Io<'_>) {
+    fn map(&self, mut io: Io<'_>) -> Mapped {
         let sector = self.args.offset + io.offset();
         if !self.is_down() {
             return io.remap(&self.dev, sector);
@@ -103,22 +103,22 @@ impl Target for Flakey {
         match info.op {
             Op::Read => {
                 if self.args.error_reads {
-                    return io.fail(Status::IO_ERROR);
+                    return io.kill(Status::IO_ERROR);
                 }
                 if self.fixed_change(&info, Direction::Read).is_some()
                     || self.args.random_read_corrupt > 0
                 {
                     io.finish_later();
                 }
-                io.remap(&self.dev, sector);
+                io.remap(&self.dev, sector)
             }
             Op::Write | Op::Discard | Op::WriteZeroes => {
                 if self.args.drop_writes {
                     // Completes successfully without reaching the device.
-                    return;
+                    return io.complete();
                 }
                 if self.args.error_writes {
-                    return io.fail(Status::IO_ERROR);
+                    return io.kill(Status::IO_ERROR);
                 }
                 let changes = [
                     self.fixed_change(&info, Direction::Write),
@@ -129,13 +129,14 @@ impl Target for Flakey {
                         io.write_copy(pool, &self.dev, sector, 0, &mut |offset, bytes| {
                             apply(&changes, offset, bytes)
                         });
+                        io.remapped()
                     }
                     _ => io.remap(&self.dev, sector),
                 }
             }
             // Flushes go to every device from the framework, not here.
-            Op::Flush => {}
-            Op::Other => io.fail(Status::NOT_SUPPORTED),
+            Op::Flush => io.complete(),
+            Op::Other => io.kill(Status::NOT_SUPPORTED),
         }
     }
 

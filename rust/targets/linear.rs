@@ -2,7 +2,7 @@
 //! `linear <dev> <offset>`: the line's sectors map one to one onto `dev`
 //! from sector `offset` on (dm-linear).
 
-use super::{write_device, Ctor, Io, Target};
+use super::{write_device, Ctor, Io, Mapped, Target};
 use crate::sys::bdev::BlockDevice;
 use crate::vblk::args::{exact_args, parse_sector};
 use crate::vblk::message::fail;
@@ -43,9 +43,9 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
 }
 
 impl Target for Linear {
-    fn map(&self, io: &mut Io<'_>) {
+    fn map(&self, io: Io<'_>) -> Mapped {
         let sector = self.offset + io.offset();
-        io.remap(&self.dev, sector);
+        io.remap(&self.dev, sector)
     }
 
     fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {

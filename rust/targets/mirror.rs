@@ -12,15 +12,16 @@
 //! regions whose bit is still clear are exactly the ones to resync.
 //!
 //! Resync copies out-of-sync regions from the *source* leg to the other
-//! live legs in the background, one region at a time. The source is leg 0
+//! live legs in the background, one region at a time, with the
+//! framework's copy service. The source is leg 0
 //! (dm's default mirror) until it fails; then the first surviving leg
 //! takes over, and a disk log records which leg that is (after dm's
 //! header) before any write that skipped the failed leg completes, so a
 //! reload with the failed leg back never copies it over the good one. A
-//! region
-//! being copied holds back writes to it, and the copy waits for writes
-//! already in flight there, so copy and writes never interleave. It
-//! yields to user I/O between chunks (throttling).
+//! region being copied holds writes to it ([`HeldIo`]: parked, mapped
+//! again when the copy ends), and the copy starts only once the writes
+//! already in flight there drained, so copy and writes never interleave.
+//! It yields to user I/O between chunks (throttling).
 //!
 //! Reads of in-sync regions are balanced round-robin over the live legs
 //! (dm reads only its default leg); out-of-sync regions are read from
@@ -30,42 +31,43 @@
 //! Failed legs get no more I/O; regions written meanwhile stay dirty in
 //! the log, so a reloaded table resyncs them.
 //!
-//! The jobs (resync, cleaner) run on a workqueue of the mirror's own:
-//! stopping the mirror waits until they have returned, so nothing of the
-//! mirror outlives its table (REMOVE closes the legs, `rmmod` is safe).
-//!
-//! Writes and discards are mapped from the device's workqueue
-//! ([`Target::needs_worker`]): they may wait for the log write and for a
-//! region copy. Reads are mapped where blk-mq dispatches them.
+//! Nothing waits in `map`: a write whose dirty mark is not on disk yet is
+//! held, and the mirror's daemon (a [`Job`] on the mirror's own worker
+//! queue) writes the log once for every such write, then sends them to
+//! the legs. The daemon also cleans and starts the next region copy; the
+//! copies run on the same worker. Stopping the mirror waits until both
+//! have returned, so nothing of the mirror outlives its table (REMOVE
+//! closes the legs, `rmmod` is safe).
 
 use super::mirror_args::{
     self, Device, Log, LogHealth, MirrorArgs, READ_ERROR, SYNC_ERROR, WRITE_ERROR,
 };
 use super::mirror_log::{self, SyncMode};
-use super::{Ctor, Done, Io, Target};
+use super::{Ctor, Done, EndIo, Io, Mapped, Target};
 use crate::sys::bdev::{BlockDevice, IoBuffer, WriteFlags};
-use crate::sys::disk::{Op, Status};
+use crate::sys::disk::{Op, Status, QUEUE_DEPTH};
 use crate::sys::event::EventCounter;
-use crate::sys::workqueue::{NoIoScope, OwnedQueue};
+use crate::sys::workqueue::{Deferred, Job, NoIoScope, OwnedQueue};
+use crate::vblk::copy::{Copier, CopyClient, CopyJob, CopyResult};
+use crate::vblk::io::HeldIo;
 use crate::vblk::message::fail;
+use crate::vblk::slots::Slots;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use kernel::error::code::{EINTR, EINVAL, ENOMEM};
+use kernel::error::code::{EINVAL, ENOMEM};
 use kernel::error::Result;
 use kernel::prelude::*;
-use kernel::sync::{Arc, CondVar, Mutex};
+use kernel::sync::{Arc, Mutex};
 
 /// Most regions a line may have: the per-region state is 1 byte of
 /// pending count and 3 bits (sync, clean, touched) in memory.
 const MAX_REGIONS: u32 = 1 << 22;
-/// Bytes copied per resync step (a region is copied in steps).
+/// Bytes read per step when a failed read is retried on another leg.
 const COPY_BYTES: usize = 64 * 1024;
 /// Tag bit of a read (the low bits are the leg).
 const READ_TAG: u32 = 1 << 8;
 /// Tag bit of readahead: its failures are not the leg's (dm, md).
 const READAHEAD_TAG: u32 = 1 << 9;
-/// Pause of the resync between steps while user I/O is running.
-const THROTTLE_MS: u32 = 2;
 /// `Core::log_health` values: alive, a write failed (`D`), a flush
 /// failed (`F`).
 const LOG_ALIVE: u8 = 0;
@@ -120,20 +122,46 @@ struct State {
     log_source: u32,
     source_gen: u64,
     in_sync: u64,
-    /// The region the resync is copying, if any.
+    /// The region the resync copies next, or is copying: writes to it
+    /// are held until the copy ends; the copy starts once the writes in
+    /// flight there drained.
     recovering: Option<u64>,
+    /// The copy of `recovering` went to the copier, from leg `copy_src`
+    /// to the legs of `copy_legs` (a bit each, in the job's order).
+    copying: bool,
+    copy_src: usize,
+    copy_legs: u32,
     /// Next region the resync looks at.
     cursor: u64,
     /// The table went live once (the log was read).
     loaded: bool,
-    /// Background jobs must stop (suspend, removal).
+    /// The resync must stop (suspend, removal).
     stop: bool,
-    resync_running: bool,
-    cleaner_running: bool,
-    /// A clean should run again after the current one.
-    clean_again: bool,
+    /// The suspend stopping the mirror is `noflush`: writes held for a
+    /// copy are requeued rather than mapped again.
+    noflush: bool,
+    /// The daemon should clean (a region went idle, a copy ended).
+    clean_wanted: bool,
     /// An event was raised for the mirror being in sync.
     sync_reported: bool,
+    /// Writes held until their dirty marks are on disk or the copy of
+    /// their region ended (a slot per request the disk may have).
+    held: Slots<Held>,
+}
+
+/// A write piece the mirror holds, and what it waits for.
+struct Held {
+    io: HeldIo,
+    wait: Wait,
+}
+
+enum Wait {
+    /// The copy of `State::recovering` (nothing was counted yet: the
+    /// piece is mapped again).
+    Copy,
+    /// Log generation `.0` on disk (its regions are counted and dirty:
+    /// the piece goes to the legs as it is).
+    Log(u64),
 }
 
 /// What writes the disk log (serialised; writers share one write).
@@ -156,8 +184,10 @@ struct Core {
     /// Every region is in sync (sync bits are only ever set once loaded),
     /// so reads need not take the state lock to look at them.
     fully_synced: AtomicBool,
-    /// Requests mapped so far (the resync yields when it changes).
+    /// Requests mapped so far (the resync yields when it changes) and the
+    /// value the resync saw last.
     io_seq: AtomicU64,
+    seen_io: AtomicU64,
     /// Regions the resync copied since the table was loaded.
     copied: AtomicU64,
     /// The log's health: 0 alive, else the first failure (`LOG_*`).
@@ -168,20 +198,19 @@ struct Core {
     /// The leg out-of-sync regions are read and copied from: leg 0 until
     /// it fails, then a surviving leg.
     source: AtomicU32,
-    /// Where the resync and the cleaner run.
-    jobs: OwnedQueue,
+    /// Where the daemon ([`Core::run`]) and the copies run.
+    worker: Arc<OwnedQueue>,
+    /// Copies regions for the resync.
+    copier: Copier<Job<Core>>,
     #[pin]
     state: Mutex<State>,
-    /// Region waits: a copy ended, writes drained, a job stopped.
-    #[pin]
-    changed: CondVar,
     #[pin]
     log_io: Mutex<LogIo>,
 }
 
-/// The target: stops its background jobs when the table goes away.
+/// The target: stops its background work when the table goes away.
 pub(crate) struct Mirror {
-    core: Arc<Core>,
+    core: Arc<Job<Core>>,
 }
 
 /// Constructor listed in [`super::TYPES`].
@@ -273,14 +302,18 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         );
     };
     let (length, events) = (ctor.length, ctor.events.clone());
-    let Ok(jobs) = OwnedQueue::new(kernel::c_str!("vblk_mirror")) else {
+    let queue = OwnedQueue::new(kernel::c_str!("vblk_mirror"));
+    let Ok(worker) = queue.and_then(|q| Ok(Arc::new(q, GFP_KERNEL)?)) else {
         return fail!(
             ctor.reply,
             ENOMEM,
             "out of memory for the mirror's workqueue"
         );
     };
-    let core = pin_init!(Core {
+    let (Ok(copier), Ok(held)) = (Copier::new(&worker, 1), Slots::new(QUEUE_DEPTH as usize)) else {
+        return fail!(ctor.reply, ENOMEM, "out of memory for the mirror's resync");
+    };
+    let core = Job::new(pin_init!(Core {
         args: parsed.detached(),
         length,
         legs,
@@ -290,11 +323,13 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         next_read: AtomicU32::new(0),
         fully_synced: AtomicBool::new(false),
         io_seq: AtomicU64::new(0),
+        seen_io: AtomicU64::new(0),
         copied: AtomicU64::new(0),
         log_health: AtomicU8::new(LOG_ALIVE),
         log_written: AtomicU64::new(0),
         source: AtomicU32::new(0),
-        jobs,
+        worker,
+        copier,
         state <- kernel::new_mutex!(
             State {
                 pending,
@@ -307,19 +342,21 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
                 source_gen: 0,
                 in_sync: 0,
                 recovering: None,
+                copying: false,
+                copy_src: 0,
+                copy_legs: 0,
                 cursor: 0,
                 loaded: false,
                 stop: true,
-                resync_running: false,
-                cleaner_running: false,
-                clean_again: false,
+                noflush: false,
+                clean_wanted: false,
                 sync_reported: false,
+                held,
             },
             "vblk::Mirror::state"
         ),
-        changed <- kernel::new_condvar!("vblk::Mirror::changed"),
         log_io <- kernel::new_mutex!(LogIo { buf }, "vblk::Mirror::log_io"),
-    });
+    }));
     let Ok(core) = Arc::pin_init(core, GFP_KERNEL) else {
         return fail!(ctor.reply, ENOMEM, "out of memory constructing mirror");
     };
@@ -545,186 +582,189 @@ impl Core {
         self.commit_log(gen);
     }
 
-    /// Starts the resync job unless it runs or nothing is out of sync.
-    fn start_resync(self: &Arc<Self>) {
-        let mut st = self.state.lock();
-        if st.stop || st.resync_running || st.in_sync >= self.nr_regions() {
-            return;
-        }
-        st.resync_running = true;
-        drop(st);
-        self.spawn(Self::resync, |st| &mut st.resync_running);
-    }
-
-    /// Runs `job` on the mirror's queue; if that fails (out of memory:
-    /// this may run in a completion, so no I/O for reclaim), clears the
-    /// job's running flag again and tells a waiting [`Self::stop_jobs`].
-    fn spawn(self: &Arc<Self>, job: fn(Arc<Self>), running: fn(&mut State) -> &mut bool) {
-        let core = self.clone();
-        let noio = NoIoScope::enter();
-        let spawned = self.jobs.spawn(GFP_KERNEL, move || job(core));
-        drop(noio);
-        if spawned.is_err() {
-            *running(&mut self.state.lock()) = false;
-            self.changed.notify_all();
-        }
-    }
-
-    /// The resync job: copies out-of-sync regions until none is left or
-    /// it is told to stop.
-    fn resync(self: Arc<Self>) {
-        let noio = NoIoScope::enter();
-        let mut buf = IoBuffer::new(COPY_BYTES).ok();
-        drop(noio);
-        let have_buf = buf.is_some();
-        loop {
-            while let Some((region, src)) = self.next_region(have_buf) {
-                let ok = buf
-                    .as_mut()
-                    .is_some_and(|buf| self.copy_region(region, src, buf));
-                let mut st = self.state.lock();
-                st.recovering = None;
-                st.cursor = region + 1;
-                if ok && !bit(&st.sync, region) {
-                    mirror_log::set_bit(&mut st.sync, region);
-                    st.in_sync += 1;
-                }
-                // The event goes with the status that shows it.
-                if st.in_sync >= self.nr_regions() {
-                    self.fully_synced.store(true, Ordering::Release);
-                    if !st.sync_reported {
-                        st.sync_reported = true;
-                        self.events.bump();
-                    }
-                }
-                self.changed.notify_all();
-                drop(st);
-                if ok {
-                    self.copied.fetch_add(1, Ordering::Relaxed);
-                    self.want_clean();
+    /// Takes a pending count on each region of a write (the resync does
+    /// not copy a region with writes in flight) and clears the clean bits
+    /// of those that had one. Returns the log generation that must be on
+    /// disk before the write goes out (its regions' dirty marks, whoever
+    /// made them, and the current source), or 0.
+    fn begin_write(&self, st: &mut State, offset: u64, len: u64) -> u64 {
+        let nr = self.args.nr_regions;
+        let mut dirtied = false;
+        for r in mirror_log::regions(offset, len, self.region_size()) {
+            if let Some(p) = st.pending.get_mut(r as usize) {
+                *p = p.saturating_add(1);
+            }
+            if let Some(clean) = Self::clean_bits(&mut st.log, nr) {
+                if bit(clean, r) {
+                    mirror_log::clear_bit(clean, r);
+                    dirtied = true;
                 }
             }
-            let mut st = self.state.lock();
-            // Told to stop, and resumed again before this job saw it end
-            // (an interrupted suspend): the new resume did not start a
-            // job, as this one was still running, so go on.
-            let nr = self.nr_regions();
-            let more = mirror_log::find_next_zero_bit(&st.sync, nr, 0).is_some()
-                && self.live_source().is_some();
-            if !st.stop && have_buf && more {
+        }
+        if dirtied {
+            st.log_gen += 1;
+            st.dirty_gen = st.log_gen;
+        }
+        self.note_source(st);
+        st.dirty_gen
+    }
+
+    /// Drops the pending counts of a finished write. Returns whether a
+    /// region became idle (a clean may follow, or the copy waiting for it
+    /// may start) and the log generation that records the current source
+    /// (the write may have skipped a failed source: it completes once the
+    /// log says so).
+    fn end_write(&self, offset: u64, len: u64) -> (bool, u64) {
+        let mut idle = false;
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        for r in mirror_log::regions(offset, len, self.region_size()) {
+            mirror_log::set_bit(&mut st.touched, r);
+            if let Some(p) = st.pending.get_mut(r as usize) {
+                *p = p.saturating_sub(1);
+                idle |= *p == 0;
+            }
+        }
+        (idle, self.note_source(st))
+    }
+
+    /// Sends a write (or discard) piece to every live leg; its regions'
+    /// counts are taken ([`Core::begin_write`]) and dropped in `finish`.
+    fn issue_write(&self, mut io: Io<'_>) -> Mapped {
+        let (offset, len) = (io.offset(), io.len());
+        // First: `finish` must see the piece even if no leg is left.
+        io.finish_later();
+        if !self.legs.iter().any(Leg::alive) {
+            return io.kill(Status::IO_ERROR);
+        }
+        for (i, l) in self.legs.iter().enumerate() {
+            if !l.alive() {
                 continue;
             }
-            st.resync_running = false;
-            self.changed.notify_all();
-            return;
+            l.writes.fetch_add(1, Ordering::Relaxed);
+            if io.op() == Op::Discard {
+                io.remap_range(&l.dev, l.offset + offset, len, i as u32);
+            } else {
+                io.remap_part(0, len, &l.dev, l.offset + offset, i as u32);
+            }
+        }
+        io.remapped()
+    }
+
+    /// Parks a write piece until `wait` is over (under the state lock, so
+    /// the daemon or the copy's end cannot miss it). There is a slot for
+    /// every request the disk may have in flight, each with one piece of
+    /// this line: the requeue is a safety net (for a piece nothing was
+    /// counted for yet: a `Log` piece is counted, and held only in a free
+    /// slot, as `map` checks).
+    fn hold(&self, st: &mut State, io: Io<'_>, wait: Wait) -> Mapped {
+        if st.held.len() >= st.held.capacity() {
+            return io.requeue();
+        }
+        let (held, mapped) = io.hold();
+        if let Err(h) = st.held.put(Held { io: held, wait }) {
+            h.io.kill(Status::IO_ERROR);
+        }
+        mapped
+    }
+
+    /// Takes out the oldest held write `pick` selects.
+    fn take_held(&self, pick: impl Fn(&Wait) -> bool) -> Option<HeldIo> {
+        self.state
+            .lock()
+            .held
+            .take_oldest(|h| pick(&h.wait))
+            .map(|h| h.io)
+    }
+
+    /// The daemon's part for writes waiting for their dirty marks: writes
+    /// the log once for all of them, then sends them to the legs.
+    fn commit_held_writes(&self) {
+        loop {
+            let want = {
+                let st = self.state.lock();
+                if !st.held.any(|h| matches!(h.wait, Wait::Log(_))) {
+                    return;
+                }
+                st.dirty_gen
+            };
+            self.commit_log(want);
+            let written = self.log_written.load(Ordering::Acquire);
+            while let Some(io) = self.take_held(|w| matches!(*w, Wait::Log(g) if g <= written)) {
+                io.submit_with(|io| self.issue_write(io));
+            }
         }
     }
 
-    /// The next region to copy and the leg to copy it from, marked
-    /// recovering once no write to it is in flight; `None` when done, told
-    /// to stop, or no leg is left.
-    fn next_region(&self, have_buf: bool) -> Option<(u64, usize)> {
+    /// Lets the writes held for a region copy go (the copy ended or never
+    /// started): mapped again, or requeued during a `noflush` suspend.
+    fn release_copy_waiters(&self) {
+        while let Some(io) = self.take_held(|w| matches!(w, Wait::Copy)) {
+            if self.state.lock().noflush {
+                io.requeue();
+            } else {
+                io.redispatch();
+            }
+        }
+    }
+
+    /// Picks the next out-of-sync region to copy and, once no write to it
+    /// is in flight, the job that copies it from the source to the other
+    /// live legs (new writes to it are held meanwhile). `None` if there is
+    /// nothing to do now: done, stopped, a copy running, or writes to wait
+    /// for (the last of them kicks the daemon).
+    fn next_copy(&self) -> Option<CopyJob> {
         let nr = self.nr_regions();
         let mut st = self.state.lock();
-        if st.stop || !have_buf {
+        if st.stop || st.copying {
             return None;
         }
-        let src = self.live_source()?;
-        let from = st.cursor.min(nr);
-        let r = mirror_log::find_next_zero_bit(&st.sync, nr, from)
-            .or_else(|| mirror_log::find_next_zero_bit(&st.sync, from, 0))?;
-        st.recovering = Some(r);
-        while st.pending[r as usize] > 0 && !st.stop {
-            self.changed.wait(&mut st);
-        }
-        if st.stop {
+        let Some(src) = self.live_source() else {
+            // No leg left to copy from: the writes held for the copy go.
             st.recovering = None;
-            self.changed.notify_all();
+            return None;
+        };
+        let r = match st.recovering {
+            Some(r) => r,
+            None => {
+                let from = st.cursor.min(nr);
+                let r = mirror_log::find_next_zero_bit(&st.sync, nr, from)
+                    .or_else(|| mirror_log::find_next_zero_bit(&st.sync, from, 0))?;
+                st.recovering = Some(r);
+                r
+            }
+        };
+        if st.pending[r as usize] > 0 {
             return None;
         }
-        Some((r, src))
-    }
-
-    /// Copies `region` from leg `src` to the other live legs.
-    fn copy_region(&self, region: u64, src: usize, buf: &mut IoBuffer) -> bool {
-        let start = mirror_log::region_start(region, self.region_size());
-        let len = mirror_log::region_len(region, self.region_size(), self.length);
-        let step = (COPY_BYTES / 512) as u64;
-        let mut done = 0;
-        let mut seen = self.io_seq.load(Ordering::Relaxed);
-        while done < len {
-            let n = (len - done).min(step);
-            let bytes = 0..(n * 512) as usize;
-            let from = &self.legs[src];
-            if from
-                .dev
-                .read_at(from.offset + start + done, buf, bytes.clone())
-                .is_err()
-            {
-                self.fail_leg(src, READ_ERROR);
-                return false;
-            }
-            for (i, leg) in self.legs.iter().enumerate() {
-                if i == src || !leg.alive() {
-                    continue;
-                }
-                let at = leg.offset + start + done;
-                if leg
-                    .dev
-                    .write_at(at, buf, bytes.clone(), WriteFlags::default())
-                    .is_err()
-                {
-                    self.fail_leg(i, SYNC_ERROR);
-                }
-            }
-            done += n;
-            // Throttle: yield to user I/O that arrived during the step.
-            let now = self.io_seq.load(Ordering::Relaxed);
-            if now != seen {
-                seen = now;
-                let mut st = self.state.lock();
-                if !st.stop {
-                    let _ = self.changed.wait_interruptible_timeout(
-                        &mut st,
-                        kernel::time::msecs_to_jiffies(THROTTLE_MS),
-                    );
-                }
+        let start = mirror_log::region_start(r, self.region_size());
+        let len = mirror_log::region_len(r, self.region_size(), self.length);
+        let from = &self.legs[src];
+        let mut job = CopyJob::new(&from.dev, from.offset + start, len, r);
+        let mut legs = 0u32;
+        for (i, leg) in self.legs.iter().enumerate() {
+            if i != src && leg.alive() && job.to(&leg.dev, leg.offset + start).is_ok() {
+                legs |= 1 << i;
             }
         }
-        true
+        st.copying = true;
+        st.copy_src = src;
+        st.copy_legs = legs;
+        Some(job)
     }
 
-    /// Asks for the cleaner (disk log): regions idle and in sync get their
-    /// clean bit back, after the legs were flushed.
-    fn want_clean(self: &Arc<Self>) {
-        if self.log_dev.is_none() {
-            return;
-        }
+    /// Stops the resync (a copy running ends after its chunk) and lets the
+    /// writes it held go. With `interruptible`, a signal ends the wait
+    /// (`EINTR`; a resume restarts it): a copy can hang on a hung leg, and
+    /// SUSPEND must not hang with it.
+    fn stop_resync(&self, interruptible: bool) -> Result {
+        self.state.lock().stop = true;
+        self.copier.stop(interruptible)?;
         let mut st = self.state.lock();
-        if st.stop {
-            return;
-        }
-        if st.cleaner_running {
-            st.clean_again = true;
-            return;
-        }
-        st.cleaner_running = true;
+        st.recovering = None;
         drop(st);
-        self.spawn(Self::cleaner, |st| &mut st.cleaner_running);
-    }
-
-    fn cleaner(self: Arc<Self>) {
-        loop {
-            self.clean();
-            let mut st = self.state.lock();
-            if st.clean_again && !st.stop {
-                st.clean_again = false;
-                continue;
-            }
-            st.cleaner_running = false;
-            self.changed.notify_all();
-            return;
-        }
+        self.release_copy_waiters();
+        Ok(())
     }
 
     /// Sets the clean bit of every region in sync without writes in
@@ -781,79 +821,6 @@ impl Core {
             st.log_gen
         };
         self.commit_log(gen);
-    }
-
-    /// Stops the background jobs and waits until they have returned. With
-    /// `interruptible`, a signal ends the wait (`EINTR`; the jobs may run
-    /// on, and a resume restarts what stopped): a job can hang on a hung
-    /// leg, and SUSPEND must not hang with it.
-    fn stop_jobs(&self, interruptible: bool) -> Result {
-        let mut st = self.state.lock();
-        st.stop = true;
-        self.changed.notify_all();
-        while st.resync_running || st.cleaner_running {
-            if !interruptible {
-                self.changed.wait(&mut st);
-            } else if self.changed.wait_interruptible(&mut st) {
-                return Err(EINTR);
-            }
-        }
-        drop(st);
-        // The jobs cleared their flags; wait until they have also let go
-        // of the mirror (their `Arc`) and left module code.
-        self.jobs.flush();
-        Ok(())
-    }
-
-    /// Takes a pending count on each region of a write; waits while one
-    /// is being copied. Returns the log generation that must be on disk
-    /// before the write goes out (its regions' dirty marks, whoever made
-    /// them, and the current source), or 0.
-    fn begin_write(&self, offset: u64, len: u64) -> u64 {
-        let nr = self.args.nr_regions;
-        let regions = mirror_log::regions(offset, len, self.region_size());
-        let mut st = self.state.lock();
-        while st.recovering.is_some_and(|r| regions.contains(&r)) {
-            self.changed.wait(&mut st);
-        }
-        let st = &mut *st;
-        let mut dirtied = false;
-        for r in regions {
-            if let Some(p) = st.pending.get_mut(r as usize) {
-                *p = p.saturating_add(1);
-            }
-            if let Some(clean) = Self::clean_bits(&mut st.log, nr) {
-                if bit(clean, r) {
-                    mirror_log::clear_bit(clean, r);
-                    dirtied = true;
-                }
-            }
-        }
-        if dirtied {
-            st.log_gen += 1;
-            st.dirty_gen = st.log_gen;
-        }
-        self.note_source(st);
-        st.dirty_gen
-    }
-
-    /// Drops the pending counts of a finished write; returns whether a
-    /// region became idle (a clean may follow) and the log generation that
-    /// records the current source (the write may have skipped a failed
-    /// source: it completes once the log says so).
-    fn end_write(&self, offset: u64, len: u64) -> (bool, u64) {
-        let mut idle = false;
-        let mut st = self.state.lock();
-        let st = &mut *st;
-        for r in mirror_log::regions(offset, len, self.region_size()) {
-            mirror_log::set_bit(&mut st.touched, r);
-            if let Some(p) = st.pending.get_mut(r as usize) {
-                *p = p.saturating_sub(1);
-                idle |= *p == 0;
-            }
-        }
-        self.changed.notify_all();
-        (idle, self.note_source(st))
     }
 
     /// Re-reads a failed read piece from another live leg.
@@ -947,14 +914,105 @@ fn write_per_leg(
     Ok(())
 }
 
+/// The mirror's daemon, on its worker: writes held for their dirty marks,
+/// the cleaner, and the next region copy.
+impl Deferred for Core {
+    fn run(core: &Arc<Job<Core>>) {
+        core.commit_held_writes();
+        let clean = core.log_dev.is_some() && {
+            let mut st = core.state.lock();
+            !st.stop && core::mem::take(&mut st.clean_wanted)
+        };
+        if clean {
+            core.clean();
+        }
+        match core.next_copy() {
+            Some(job) => {
+                if core.copier.submit(core, job).is_err() {
+                    // Stopped meanwhile: the region stays out of sync.
+                    let mut st = core.state.lock();
+                    st.copying = false;
+                    st.recovering = None;
+                    drop(st);
+                    core.release_copy_waiters();
+                }
+            }
+            None => {
+                if core.state.lock().recovering.is_none() {
+                    core.release_copy_waiters();
+                }
+            }
+        }
+    }
+}
+
+/// Region copies report here (on the mirror's worker).
+impl CopyClient for Job<Core> {
+    fn copy_done(this: &Arc<Self>, region: u64, result: CopyResult) {
+        let mut st = this.state.lock();
+        let (src, legs) = (st.copy_src, st.copy_legs);
+        st.copying = false;
+        st.recovering = None;
+        if !result.aborted {
+            st.cursor = region + 1;
+        }
+        drop(st);
+        if result.read_failed {
+            this.fail_leg(src, READ_ERROR);
+        }
+        // Destination k of the job is the k-th leg of `legs`.
+        for (k, leg) in (0..this.legs.len())
+            .filter(|i| legs & (1 << i) != 0)
+            .enumerate()
+        {
+            if result.write_failed.failed(k) {
+                this.fail_leg(leg, SYNC_ERROR);
+            }
+        }
+        let mut st = this.state.lock();
+        if result.complete() && !bit(&st.sync, region) {
+            mirror_log::set_bit(&mut st.sync, region);
+            st.in_sync += 1;
+        }
+        // The event goes with the status that shows it.
+        if st.in_sync >= this.nr_regions() {
+            this.fully_synced.store(true, Ordering::Release);
+            if !st.sync_reported {
+                st.sync_reported = true;
+                this.events.bump();
+            }
+        }
+        if result.complete() {
+            st.clean_wanted = true;
+        }
+        drop(st);
+        if result.complete() {
+            this.copied.fetch_add(1, Ordering::Relaxed);
+        }
+        this.release_copy_waiters();
+        // The next region.
+        this.worker.kick(this);
+    }
+
+    fn busy(&self) -> bool {
+        // User I/O mapped since the last look: yield to it.
+        let now = self.io_seq.load(Ordering::Relaxed);
+        self.seen_io.swap(now, Ordering::Relaxed) != now
+    }
+}
+
 impl Drop for Mirror {
     fn drop(&mut self) {
-        let _ = self.core.stop_jobs(false);
+        let core = &self.core;
+        let _ = core.stop_resync(false);
+        // Nothing kicks the daemon any more (no I/O, the resync stopped):
+        // wait until it left, so the last reference is ours.
+        core.worker.flush();
     }
 }
 
 impl Target for Mirror {
-    fn map(&self, io: &mut Io<'_>) {
+    fn map(&self, mut io: Io<'_>) -> Mapped {
         let core = &*self.core;
         core.io_seq.fetch_add(1, Ordering::Relaxed);
         let (offset, len) = (io.offset(), io.len());
@@ -966,7 +1024,7 @@ impl Target for Mirror {
                     core.live_source()
                 };
                 let Some(leg) = leg else {
-                    return io.fail(Status::IO_ERROR);
+                    return io.kill(Status::IO_ERROR);
                 };
                 let l = &core.legs[leg];
                 l.reads.fetch_add(1, Ordering::Relaxed);
@@ -975,36 +1033,40 @@ impl Target for Mirror {
                     tag |= READAHEAD_TAG;
                 }
                 io.remap_part(0, len, &l.dev, l.offset + offset, tag);
+                io.remapped()
             }
             Op::Write | Op::Discard => {
                 if !core.legs.iter().any(Leg::alive) {
-                    return io.fail(Status::IO_ERROR);
+                    return io.kill(Status::IO_ERROR);
                 }
-                let gen = core.begin_write(offset, len);
-                if gen != 0 {
-                    core.commit_log(gen);
+                let mut regions = mirror_log::regions(offset, len, core.region_size());
+                let mut st = core.state.lock();
+                if st.recovering.is_some_and(|r| regions.any(|w| w == r))
+                    || st.held.len() >= st.held.capacity()
+                {
+                    // Being copied (or about to be): after the copy.
+                    return core.hold(&mut st, io, Wait::Copy);
                 }
-                io.finish_later();
-                for (i, l) in core.legs.iter().enumerate() {
-                    if !l.alive() {
-                        continue;
-                    }
-                    l.writes.fetch_add(1, Ordering::Relaxed);
-                    if io.op() == Op::Discard {
-                        io.remap_range(&l.dev, l.offset + offset, len, i as u32);
-                    } else {
-                        io.remap_part(0, len, &l.dev, l.offset + offset, i as u32);
-                    }
+                let gen = core.begin_write(&mut st, offset, len);
+                if gen > core.log_written.load(Ordering::Acquire) {
+                    // Its dirty mark is not on disk yet: the daemon writes
+                    // the log, then sends it.
+                    let mapped = core.hold(&mut st, io, Wait::Log(gen));
+                    drop(st);
+                    core.worker.kick(&self.core);
+                    return mapped;
                 }
+                drop(st);
+                core.issue_write(io)
             }
-            Op::WriteZeroes | Op::Other => io.fail(Status::NOT_SUPPORTED),
-            Op::Flush => {}
+            Op::WriteZeroes | Op::Other => io.kill(Status::NOT_SUPPORTED),
+            Op::Flush => io.complete(),
         }
     }
 
-    fn end_io(&self, tag: u32, status: Status) -> Status {
+    fn end_io(&self, tag: u32, status: Status) -> EndIo {
         if status.is_ok() {
-            return status;
+            return EndIo::Done(status);
         }
         let core = &*self.core;
         let leg = (tag & 0xff) as usize;
@@ -1012,21 +1074,21 @@ impl Target for Mirror {
             // Readahead may fail for reasons of its own (a zero target
             // fails it on purpose): the leg is not at fault, nothing is
             // retried.
-            return status;
+            return EndIo::Done(status);
         }
         if tag & READ_TAG != 0 {
             core.fail_leg(leg, READ_ERROR);
-            return Status::RETRY;
+            return EndIo::Retry;
         }
         if status == Status::NOT_SUPPORTED {
             // A discard a leg does not take: not a failed leg (dm).
-            return status;
+            return EndIo::Done(status);
         }
         core.fail_leg(leg, WRITE_ERROR);
         if core.legs.iter().any(Leg::alive) {
-            Status::OK
+            EndIo::Done(Status::OK)
         } else {
-            Status::IO_ERROR
+            EndIo::Done(Status::IO_ERROR)
         }
     }
 
@@ -1047,7 +1109,10 @@ impl Target for Mirror {
                 let (idle, source_gen) = core.end_write(done.offset(), done.len());
                 core.commit_log(source_gen);
                 if idle {
-                    core.want_clean();
+                    // A clean may follow, or the copy waiting for the
+                    // region start.
+                    core.state.lock().clean_wanted = true;
+                    core.worker.kick(core);
                 }
             }
             _ => {}
@@ -1077,23 +1142,24 @@ impl Target for Mirror {
         }
     }
 
-    fn needs_worker(&self, op: Op) -> bool {
-        matches!(op, Op::Write | Op::Discard)
-    }
-
     fn resume(&self) {
         let core = &self.core;
         let loaded = core.state.lock().loaded;
         if !loaded {
             core.load();
         }
-        core.state.lock().stop = false;
-        core.start_resync();
-        core.want_clean();
+        let mut st = core.state.lock();
+        st.stop = false;
+        st.noflush = false;
+        st.clean_wanted = true;
+        drop(st);
+        core.copier.start();
+        core.worker.kick(core);
     }
 
-    fn presuspend(&self) -> Result {
-        self.core.stop_jobs(true)
+    fn presuspend(&self, noflush: bool) -> Result {
+        self.core.state.lock().noflush = noflush;
+        self.core.stop_resync(true)
     }
 
     fn postsuspend(&self) {

@@ -9,7 +9,7 @@
 //! error count shows it as `D` in status and raises an event.
 
 use super::striped_layout::{self, StripeLayout};
-use super::{write_device, Ctor, Io, Target};
+use super::{write_device, Ctor, EndIo, Io, Mapped, Target};
 use crate::sys::bdev::BlockDevice;
 use crate::sys::disk::{Op, Status};
 use crate::sys::event::EventCounter;
@@ -112,7 +112,7 @@ fn check_overlaps(stripes: &[Stripe], texts: &[&str], width: u64, reply: &mut Re
 }
 
 impl Target for Striped {
-    fn map(&self, io: &mut Io<'_>) {
+    fn map(&self, mut io: Io<'_>) -> Mapped {
         match io.op() {
             Op::Read | Op::Write => {
                 let ra = if io.info().flags.readahead() {
@@ -124,6 +124,7 @@ impl Target for Striped {
                     let s = &self.stripes[p.stripe as usize];
                     io.remap_part(p.skip, p.len, &s.dev, s.offset + p.sector, p.stripe | ra);
                 }
+                io.remapped()
             }
             Op::Discard | Op::WriteZeroes => {
                 let (start, end) = (io.offset(), io.offset() + io.len());
@@ -132,23 +133,24 @@ impl Target for Striped {
                         io.remap_range(&s.dev, s.offset + b, e - b, i as u32);
                     }
                 }
+                io.remapped()
             }
             // Flushes go to every device from the framework, not here.
-            Op::Flush => {}
-            Op::Other => io.fail(Status::NOT_SUPPORTED),
+            Op::Flush => io.complete(),
+            Op::Other => io.kill(Status::NOT_SUPPORTED),
         }
     }
 
-    fn end_io(&self, tag: u32, status: Status) -> Status {
+    fn end_io(&self, tag: u32, status: Status) -> EndIo {
         if status.is_ok() || status == Status::NOT_SUPPORTED || tag & TAG_READAHEAD != 0 {
-            return status;
+            return EndIo::Done(status);
         }
         if let Some(s) = self.stripes.get((tag & !TAG_READAHEAD) as usize) {
             if s.errors.fetch_add(1, Ordering::Relaxed) + 1 < EVENT_THRESHOLD {
                 self.events.bump();
             }
         }
-        status
+        EndIo::Done(status)
     }
 
     fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! `zero`: reads return zeros, writes are swallowed (dm-zero).
 
-use super::{Ctor, Io, Target};
+use super::{Ctor, Io, Mapped, Target};
 use crate::sys::disk::{Op, Status};
 use kernel::error::Result;
 use kernel::sync::Arc;
@@ -14,15 +14,15 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
 }
 
 impl Target for Zero {
-    fn map(&self, io: &mut Io<'_>) {
+    fn map(&self, io: Io<'_>) -> Mapped {
         match io.op() {
             // Readahead of zeros only fills the page cache (dm-zero fails it).
-            Op::Read if io.info().flags.readahead() => io.fail(Status::IO_ERROR),
+            Op::Read if io.info().flags.readahead() => io.kill(Status::IO_ERROR),
             Op::Read => io.zero_fill(),
             // Writes, discards and write-zeroes are no-ops on a device that
             // is all zeros.
-            Op::Write | Op::Flush | Op::Discard | Op::WriteZeroes => {}
-            Op::Other => io.fail(Status::NOT_SUPPORTED),
+            Op::Write | Op::Flush | Op::Discard | Op::WriteZeroes => io.complete(),
+            Op::Other => io.kill(Status::NOT_SUPPORTED),
         }
     }
 

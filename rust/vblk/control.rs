@@ -16,6 +16,7 @@ use super::device::{Device, Resumed};
 use super::map::Table;
 use super::message::{fail, Reply};
 use super::table;
+use super::target::TargetType;
 use crate::sys::event::EventCounter;
 use crate::sys::workqueue::NoIoScope;
 use crate::sys::{self, control::ControlHandler, wipe};
@@ -58,15 +59,18 @@ impl Entry {
 /// The control plane: all devices, and the ioctls that manage them.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Control {
+    /// The target types LOAD may name (the module's list).
+    types: &'static [TargetType],
     /// Every device, in creation order.
     #[pin]
     registry: Mutex<KVec<Entry>>,
 }
 
 impl Control {
-    /// A control plane with no devices.
-    pub(crate) fn new() -> impl PinInit<Self> {
+    /// A control plane with no devices, constructing tables from `types`.
+    pub(crate) fn new(types: &'static [TargetType]) -> impl PinInit<Self> {
         pin_init!(Control {
+            types,
             registry <- kernel::new_mutex!(KVec::new(), "vblk::Control::registry"),
         })
     }
@@ -175,7 +179,7 @@ impl Control {
             Command::Message => self.message(h, payload(arg, h), reply),
             Command::Targets => {
                 let mut text = TextBuf::new();
-                for t in &crate::targets::TYPES {
+                for t in self.types {
                     let (name, [a, b, c]) = (t.name, t.version);
                     // A failure here is an allocation failure, caught below.
                     let _ = writeln!(text, "{name} {a}.{b}.{c}");
@@ -345,7 +349,7 @@ impl Control {
         let mut buf = WipeOnDrop(KVec::new());
         let text = read_text(payload, MAX_TABLE_TEXT, "table text", &mut buf.0, reply)?;
         // Opens the lower devices; no lock is held meanwhile.
-        let table = Table::build(text, &dev.events, reply)?;
+        let table = Table::build(self.types, text, &dev.events, reply)?;
         let mut deps = KVec::new();
         for index in table.devices.iter().filter_map(|d| d.vblk_index()) {
             if deps.push(index, GFP_KERNEL).is_err() {

@@ -198,7 +198,7 @@ impl State {
             return Ok(());
         }
         let table = live.queue.table();
-        stop_table(live, &table, reply)?;
+        stop_table(live, &table, noflush, reply)?;
         if !noflush {
             for (i, dev) in table.devices.iter().enumerate() {
                 // A mirror leg that fails its flush is marked failed; the
@@ -293,7 +293,7 @@ impl State {
             let table = live.queue.table();
             // Removal is decided: an interrupted stop is finished by the
             // targets' drop below.
-            let _ = table.presuspend();
+            let _ = table.presuspend(false);
             if self.suspended {
                 live.disk.unquiesce();
             }
@@ -338,11 +338,12 @@ fn quiesce_and_drain(live: &Live, reply: &mut Reply) -> Result {
     Ok(())
 }
 
-/// Stops the live device's active `table`: its targets' presuspend, the
-/// queue quiesced and drained, their postsuspend. On a signal while
-/// draining, the table resumes and the device runs again.
-fn stop_table(live: &Live, table: &Table, reply: &mut Reply) -> Result {
-    if table.presuspend().is_err() {
+/// Stops the live device's active `table`: its targets' presuspend (held
+/// pieces re-dispatched, or with `noflush` requeued), the queue quiesced
+/// and drained, their postsuspend. On a signal while draining, the table
+/// resumes and the device runs again.
+fn stop_table(live: &Live, table: &Table, noflush: bool, reply: &mut Reply) -> Result {
+    if table.presuspend(noflush).is_err() {
         table.resume();
         return fail!(
             reply,
@@ -362,7 +363,7 @@ fn stop_table(live: &Live, table: &Table, reply: &mut Reply) -> Result {
 fn swap(live: &Live, suspended: bool, table: &Arc<Table>, reply: &mut Reply) -> Result {
     let old = live.queue.table();
     if !suspended {
-        stop_table(live, &old, reply)?;
+        stop_table(live, &old, false, reply)?;
     }
     let (old_block, new_block) = (
         live.disk.logical_block_size(),
@@ -407,7 +408,7 @@ fn create(index: u32, table: &Arc<Table>, reply: &mut Reply) -> Result<Live> {
         .map_err(|e| reply.fail(e, format_args!("out of memory creating the disk")))?;
     table.resume();
     let disk = Disk::create(queue.clone(), index, table.size, &table.limits).map_err(|e| {
-        let _ = table.presuspend();
+        let _ = table.presuspend(false);
         table.postsuspend();
         reply.fail(
             e,

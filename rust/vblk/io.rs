@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 //! The I/O path: a request is split at line boundaries into pieces, and
-//! each piece goes to its line's target as an [`Io`].
+//! each piece goes to its line's target as an [`Io`], which the target
+//! consumes into a [`Mapped`] verdict: sent on to lower devices, taken
+//! over by the target (completed, or held as a [`HeldIo`] to be
+//! re-dispatched later from the target's own context), requeued, or
+//! killed with a status.
 //!
 //! The request keeps the table it was mapped with (an `Arc`) until it
 //! ends, so lower bios always complete against the targets that sent
@@ -10,12 +14,13 @@
 //! read, corrupt it on purpose) calls [`Io::finish_later`]: once every
 //! lower bio of the request completed, the request goes to the disk's
 //! workqueue and each of its pieces to its target's
-//! [`Target::finish`](crate::targets::Target::finish) as a [`Done`].
+//! [`Target::finish`](super::target::Target::finish) as a [`Done`].
 
 use super::layout;
 use super::map::Table;
 use crate::sys::bdev::BlockDevice;
 use crate::sys::bounce::BouncePool;
+pub(crate) use crate::sys::disk::EndIo;
 use crate::sys::disk::{Finished, Op, Pending, QueueHandler, Request, RqInfo, Status};
 use kernel::prelude::*;
 use kernel::sync::{Arc, SpinLock};
@@ -74,16 +79,16 @@ impl QueueHandler for Queue {
         }
     }
 
-    fn lower_done(table: &Arc<Table>, tag: u64, status: Status) -> Status {
+    fn lower_done(table: &Arc<Table>, tag: u64, status: Status) -> EndIo {
         if tag >> 32 == FLUSH_LINE {
             if status.is_ok() {
-                return status;
+                return EndIo::Done(status);
             }
-            return table.flush_failed(tag as u32 as usize, status);
+            return EndIo::Done(table.flush_failed(tag as u32 as usize, status));
         }
         match table.lines.get((tag >> 32) as usize) {
             Some(line) => line.target.end_io(tag as u32, status),
-            None => status,
+            None => EndIo::Done(status),
         }
     }
 
@@ -111,27 +116,66 @@ fn needs_worker(table: &Table, info: RqInfo) -> bool {
         .any(|piece| table.lines[piece.line].target.needs_worker(info.op))
 }
 
-/// Hands each piece of a data request to its line's target.
+/// Hands each piece of a data request to its line's target, until one
+/// kills or requeues the request.
 fn map_request(rq: Pending<Queue>, info: RqInfo) {
     let len = u64::from(info.sectors);
     let table = rq.data();
     let mut mapped = 0;
     for piece in layout::pieces(&table.starts, table.size, info.sector, len) {
-        let mut io = Io {
+        let io = Io {
             rq: &rq,
             info,
             skip: piece.skip,
             offset: piece.offset,
             len: piece.len,
             line: piece.line as u32,
+            sent: 0,
         };
-        table.lines[piece.line].target.map(&mut io);
+        if !apply(&rq, table.lines[piece.line].target.map(io)) {
+            return;
+        }
         mapped += piece.len;
     }
     // Past the end of the table (a request queued before it shrank).
     if mapped < len {
         rq.fail(Status::IO_ERROR);
     }
+}
+
+/// Carries out a piece's verdict on its request; `false` if the request
+/// needs no more pieces mapped (killed or requeued).
+fn apply(rq: &Pending<Queue>, mapped: Mapped) -> bool {
+    match mapped.0 {
+        Verdict::Remapped | Verdict::Submitted => true,
+        Verdict::Kill(status) => {
+            rq.fail(status);
+            false
+        }
+        Verdict::Requeue => {
+            rq.requeue();
+            false
+        }
+    }
+}
+
+/// What [`Target::map`](super::target::Target::map) did with a piece. Only
+/// the piece's own methods make one, so every piece is answered.
+#[must_use = "the verdict goes back to the framework"]
+pub(crate) struct Mapped(Verdict);
+
+/// The verdicts (as dm's `DM_MAPIO_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Sent on to lower devices ([`Io::remap`], [`Io::remapped`]).
+    Remapped,
+    /// Taken over by the target: completed here ([`Io::zero_fill`],
+    /// [`Io::complete`]) or held to be re-dispatched ([`Io::hold`]).
+    Submitted,
+    /// The whole request is retried later ([`Io::requeue`]).
+    Requeue,
+    /// The request fails with this status ([`Io::kill`]).
+    Kill(Status),
 }
 
 /// The part of a request that falls in one line, as its target sees it.
@@ -144,6 +188,9 @@ pub(crate) struct Io<'a> {
     offset: u64,
     len: u64,
     line: u32,
+    /// Sectors sent on so far (a read must be covered: see
+    /// [`Io::remapped`]).
+    sent: u64,
 }
 
 impl Io<'_> {
@@ -167,12 +214,63 @@ impl Io<'_> {
     }
 
     /// Sends the whole piece to `dev` at `sector`.
-    pub(crate) fn remap(&mut self, dev: &BlockDevice, sector: u64) {
+    pub(crate) fn remap(mut self, dev: &BlockDevice, sector: u64) -> Mapped {
         self.remap_part(0, self.len, dev, sector, 0);
+        self.remapped()
+    }
+
+    /// The piece was sent on with [`Io::remap_part`], [`Io::remap_range`]
+    /// or [`Io::write_copy`]. A piece of which fewer sectors were sent than
+    /// it has fails with an I/O error: a read would otherwise return
+    /// whatever its pages held before.
+    pub(crate) fn remapped(self) -> Mapped {
+        if self.sent < self.len {
+            return self.kill(Status::IO_ERROR);
+        }
+        Mapped(Verdict::Remapped)
+    }
+
+    /// Parks the piece: the target keeps the returned [`HeldIo`] (which
+    /// keeps the request in flight) and re-dispatches, requeues or kills it
+    /// later, from its own context. Nothing is sent now.
+    pub(crate) fn hold(self) -> (HeldIo, Mapped) {
+        let held = HeldIo {
+            rq: self.rq.clone(),
+            info: self.info,
+            skip: self.skip,
+            offset: self.offset,
+            len: self.len,
+            line: self.line,
+            answered: false,
+        };
+        (held, Mapped(Verdict::Submitted))
+    }
+
+    /// Retries the whole request later (after the lower I/O already sent
+    /// for it completed): it goes back to the queue and is mapped again,
+    /// by the table live then.
+    pub(crate) fn requeue(self) -> Mapped {
+        Mapped(Verdict::Requeue)
+    }
+
+    /// Fails the request with `status`.
+    pub(crate) fn kill(self, status: Status) -> Mapped {
+        Mapped(Verdict::Kill(status))
+    }
+
+    /// Completes the piece without lower I/O: a write, discard or
+    /// write-zeroes the target has nothing to do for (dm-zero), or one it
+    /// drops on purpose (flakey). A read cannot be completed so (its data
+    /// would be stale) and fails.
+    pub(crate) fn complete(self) -> Mapped {
+        if self.info.op == Op::Read {
+            return self.kill(Status::IO_ERROR);
+        }
+        Mapped(Verdict::Submitted)
     }
 
     /// Sends sectors `[skip, skip + len)` of the piece to `dev` at
-    /// `sector`; the completion reaches [`crate::targets::Target::end_io`]
+    /// `sector`; the completion reaches [`super::target::Target::end_io`]
     /// with `tag`. The range is clamped to the piece.
     pub(crate) fn remap_part(
         &mut self,
@@ -183,6 +281,7 @@ impl Io<'_> {
         tag: u32,
     ) {
         let len = len.min(self.len.saturating_sub(skip));
+        self.sent += len;
         if len > 0 {
             let tag = (u64::from(self.line) << 32) | u64::from(tag);
             self.rq.clone_to(self.skip + skip, len, dev, sector, tag);
@@ -198,6 +297,7 @@ impl Io<'_> {
             return self.rq.fail(Status::IO_ERROR);
         }
         let tag = (u64::from(self.line) << 32) | u64::from(tag);
+        self.sent += len;
         // A bio holds at most 4 GiB (its size is u32 bytes).
         let mut left = len;
         let mut at = sector;
@@ -213,10 +313,10 @@ impl Io<'_> {
     /// in pages of `pool` (the caller's pages are never changed): `fill`
     /// gets each page's bytes and their byte offset in the piece and may
     /// change them before they are written. Completions reach
-    /// [`crate::targets::Target::end_io`] with `tag`.
+    /// [`super::target::Target::end_io`] with `tag`.
     ///
     /// Only for writes mapped from the worker (the target's
-    /// [`crate::targets::Target::needs_worker`] says so for writes): the
+    /// [`super::target::Target::needs_worker`] says so for writes): the
     /// copy waits for pool pages, which come back only as earlier bounce
     /// bios complete; inside the submitter those bios may still be queued
     /// behind it (`current->bio_list`), and the wait would never end.
@@ -230,28 +330,88 @@ impl Io<'_> {
     ) {
         let tag = (u64::from(self.line) << 32) | u64::from(tag);
         let part = self.skip..self.skip + self.len;
+        self.sent += self.len;
         self.rq.bounce_write(part, pool, dev, sector, tag, fill);
     }
 
-    /// Asks for [`crate::targets::Target::finish`] to see this piece (and
+    /// Asks for [`super::target::Target::finish`] to see this piece (and
     /// the request's other pieces) after all the request's lower I/O
     /// completed, in process context.
     pub(crate) fn finish_later(&mut self) {
         self.rq.finish_later();
     }
 
-    /// Fills the piece's data with zeros (for reads).
-    pub(crate) fn zero_fill(&mut self) {
+    /// Completes a read piece with zeros.
+    pub(crate) fn zero_fill(self) -> Mapped {
         self.rq.zero_range(self.skip, self.len);
+        Mapped(Verdict::Submitted)
+    }
+}
+
+/// A piece a target parked ([`Io::hold`]): it keeps its request in flight
+/// (a suspend waits for it) until the target re-dispatches, requeues or
+/// kills it. One dropped unanswered fails its request with an I/O error
+/// (a target that lost it cannot return stale data).
+pub(crate) struct HeldIo {
+    rq: Pending<Queue>,
+    info: RqInfo,
+    skip: u64,
+    offset: u64,
+    len: u64,
+    line: u32,
+    answered: bool,
+}
+
+impl Drop for HeldIo {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.rq.fail(Status::IO_ERROR);
+        }
+    }
+}
+
+impl HeldIo {
+    /// Maps the piece again with its line's target, here (process context:
+    /// the target's worker; not under a lock the target's `map` takes).
+    pub(crate) fn redispatch(self) {
+        let table = self.rq.data().clone();
+        if let Some(line) = table.lines.get(self.line as usize) {
+            self.submit_with(|io| line.target.map(io));
+        }
     }
 
-    /// Fails the request (the first failure's status is reported).
-    pub(crate) fn fail(&mut self, status: Status) {
+    /// Hands the piece to `f` as an [`Io`] again, here, to be sent on as
+    /// the target decided when it held it (without mapping it anew);
+    /// process context, as [`HeldIo::redispatch`].
+    pub(crate) fn submit_with(mut self, f: impl FnOnce(Io<'_>) -> Mapped) {
+        self.answered = true;
+        let io = Io {
+            rq: &self.rq,
+            info: self.info,
+            skip: self.skip,
+            offset: self.offset,
+            len: self.len,
+            line: self.line,
+            sent: 0,
+        };
+        apply(&self.rq, f(io));
+    }
+
+    /// Retries the whole request later ([`Io::requeue`]): for a `noflush`
+    /// suspend, which must not wait for held pieces.
+    pub(crate) fn requeue(mut self) {
+        self.answered = true;
+        self.rq.requeue();
+    }
+
+    /// Fails the request with `status`.
+    pub(crate) fn kill(mut self, status: Status) {
+        self.answered = true;
         self.rq.fail(status);
     }
 }
 
-/// A piece of a finished request, as [`crate::targets::Target::finish`]
+/// A piece of a finished request, as [`super::target::Target::finish`]
 /// sees it: the lower I/O is over, the request has not ended yet.
 pub(crate) struct Done<'a> {
     rq: &'a mut Finished<Queue>,
@@ -297,8 +457,8 @@ impl Done<'_> {
         self.rq.status()
     }
 
-    /// Whether a lower bio of the request failed with [`Status::RETRY`]
-    /// (from [`crate::targets::Target::end_io`]): the target whose bio it
+    /// Whether a lower bio of the request failed with [`EndIo::Retry`]
+    /// (from [`super::target::Target::end_io`]): the target whose bio it
     /// was retries its piece here, or fails the request. (Every piece of
     /// the request's pieces of this line see this; a target that did not
     /// ask ignores it.)

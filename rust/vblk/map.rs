@@ -4,11 +4,11 @@
 
 use super::message::{fail, Reply};
 use super::table;
+use super::target::{self, Ctor, Target, TargetType};
 use crate::sys::bdev::BlockDevice;
 use crate::sys::disk::{Op, Status};
 use crate::sys::event::EventCounter;
 use crate::sys::limits::QueueLimits;
-use crate::targets::{self, Ctor, Target};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::error::code::{EINVAL, ENOMEM};
@@ -47,7 +47,7 @@ pub(crate) struct Table {
 
 /// Target state held by every table of every device (loaded or live):
 /// the module's memory is bounded by [`MAX_TARGET_STATE`] on top of the
-/// per-table [`crate::targets::MAX_TABLE_STATE`].
+/// per-table [`super::target::MAX_TABLE_STATE`].
 static TARGET_STATE: AtomicU64 = AtomicU64::new(0);
 /// Most target state all tables together may hold.
 pub(crate) const MAX_TARGET_STATE: u64 = 512 << 20;
@@ -67,6 +67,7 @@ impl Table {
     /// devices) and checks the result; nothing outside the new table
     /// changes, and a failure releases everything it opened.
     pub(crate) fn build(
+        types: &[TargetType],
         text: &str,
         events: &Arc<EventCounter>,
         reply: &mut Reply,
@@ -97,7 +98,7 @@ impl Table {
                 events,
                 state_bytes: &mut state_bytes,
             };
-            let (target_name, target) = targets::construct(line.target, &mut ctor)
+            let (target_name, target) = target::construct(types, line.target, &mut ctor)
                 .inspect_err(|_| reply.prefix(format_args!("line {}: ", line.number)))?;
             check_areas(&*target, line.number, reply)?;
             if lines
@@ -207,10 +208,10 @@ impl Table {
     /// The table stops serving I/O: every line's [`Target::presuspend`].
     /// Every line is asked even after one refused (`EINTR`); the caller
     /// then [`Self::resume`]s the table.
-    pub(crate) fn presuspend(&self) -> Result {
+    pub(crate) fn presuspend(&self, noflush: bool) -> Result {
         let mut result = Ok(());
         for line in self.lines.iter() {
-            if let Err(e) = line.target.presuspend() {
+            if let Err(e) = line.target.presuspend(noflush) {
                 result = Err(e);
             }
         }

@@ -8,12 +8,15 @@ pub(crate) mod abi;
 #[allow(unreachable_pub, dead_code)]
 pub(crate) mod args;
 pub(crate) mod control;
+pub(crate) mod copy;
 pub(crate) mod device;
 pub(crate) mod io;
 #[allow(unreachable_pub, dead_code)]
 pub(crate) mod layout;
 pub(crate) mod map;
 pub(crate) mod message;
+pub(crate) mod slots;
+pub(crate) mod target;
 // Shared with vblkctl, which uses items the module does not need.
 #[allow(unreachable_pub, dead_code)]
 pub(crate) mod table;

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A fixed number of slots, allocated up front: putting a value in never
+//! allocates, so I/O paths (a target parking a request piece, a copy job
+//! queued from a completion) work under memory pressure.
+
+use kernel::prelude::*;
+
+/// Up to `capacity` values, taken back oldest first.
+pub(crate) struct Slots<T> {
+    slots: KVec<Option<(u64, T)>>,
+    /// Sequence number of the next value put in.
+    next: u64,
+    used: usize,
+}
+
+impl<T> Slots<T> {
+    /// `capacity` empty slots.
+    pub(crate) fn new(capacity: usize) -> Result<Self> {
+        let mut slots = KVec::with_capacity(capacity, GFP_KERNEL)?;
+        for _ in 0..capacity {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        Ok(Slots {
+            slots,
+            next: 0,
+            used: 0,
+        })
+    }
+
+    /// Puts `value` in a free slot; gives it back if all are taken.
+    pub(crate) fn put(&mut self, value: T) -> core::result::Result<(), T> {
+        let Some(slot) = self.slots.iter_mut().find(|s| s.is_none()) else {
+            return Err(value);
+        };
+        *slot = Some((self.next, value));
+        self.next += 1;
+        self.used += 1;
+        Ok(())
+    }
+
+    /// Takes out the oldest value for which `pick` holds.
+    pub(crate) fn take_oldest(&mut self, mut pick: impl FnMut(&T) -> bool) -> Option<T> {
+        let oldest = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.as_ref()
+                    .filter(|(_, v)| pick(v))
+                    .map(|(seq, _)| (*seq, i))
+            })
+            .min()?;
+        self.used -= 1;
+        self.slots[oldest.1].take().map(|(_, v)| v)
+    }
+
+    /// Whether some value satisfies `test`.
+    pub(crate) fn any(&self, mut test: impl FnMut(&T) -> bool) -> bool {
+        self.slots.iter().flatten().any(|(_, v)| test(v))
+    }
+
+    /// How many values are in.
+    pub(crate) fn len(&self) -> usize {
+        self.used
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
+    /// How many values fit.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+}
