@@ -33,7 +33,18 @@ struct VblkModule {
 
 impl kernel::Module for VblkModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let control = Arc::pin_init(vblk::control::Control::new(&targets::TYPES), GFP_KERNEL)?;
+        // The metadata block checksum is the kernel's crc32c behind the
+        // format the host tests check: its standard check value, on every
+        // load, proves the binding in the test kernel too.
+        if vblk::metadata_block::checksum(sys::crc32c, b"123456789") != 0xE306_9283 {
+            pr_err!("the kernel's crc32c does not give CRC-32C's check value\n");
+            return Err(kernel::error::code::EINVAL);
+        }
+        let peers = Arc::pin_init(vblk::peers::Peers::new(), GFP_KERNEL)?;
+        let control = Arc::pin_init(
+            vblk::control::Control::new(&targets::TYPES, peers),
+            GFP_KERNEL,
+        )?;
         let control = sys::control::ControlDevice::register(control)?;
         pr_info!(
             "loaded, control ABI {}.{}.{}\n",

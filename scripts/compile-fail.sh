@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Compile-fail tests of the abstraction layer's signatures: misuse that
-# the types must refuse. Each case adds one function to a copy of the
+# Compile-fail tests of the abstraction layer's and the framework's
+# signatures: misuse that the types must refuse (I/O buffers, requests,
+# map verdicts). Each case adds one function to a copy of the
 # module's sources (rust/targets/linear.rs) and builds it against KDIR; a
 # "fail" case passes only if the build fails with the expected error, and
 # the "pass" case (the correct use, same harness) must build, so a broken
@@ -58,6 +59,23 @@ case_ "a request ended twice (Request::end consumes it)" fail 'use of moved valu
 fn end_twice(rq: crate::sys::disk::Request<crate::vblk::io::Queue>) {
     rq.end(crate::sys::disk::Status::OK);
     rq.end(crate::sys::disk::Status::OK);
+}'
+case_ "a map that answers its piece" pass "" '
+fn answers(io: crate::targets::Io<'"'"'_>) -> crate::targets::Mapped {
+    io.complete()
+}'
+case_ "a map that forgets its piece (no verdict)" fail 'expected `Mapped`, found `\(\)`' '
+fn forgets(io: crate::targets::Io<'"'"'_>) -> crate::targets::Mapped {
+    let _ = io.offset();
+}'
+case_ "a verdict made outside the framework" fail 'private' '
+fn forged() -> crate::targets::Mapped {
+    crate::targets::Mapped(crate::vblk::io::Verdict::Remapped)
+}'
+case_ "a piece answered twice (the verdict methods consume it)" fail 'use of moved value' '
+fn twice(io: crate::targets::Io<'"'"'_>) -> crate::targets::Mapped {
+    let _ = io.kill(crate::sys::disk::Status::IO_ERROR);
+    io.complete()
 }'
 
 echo "1..$n"

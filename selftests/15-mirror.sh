@@ -19,20 +19,6 @@ for d in ma mb mc ml; do nullb "$d" 64 discard=1; done
 A=/dev/ma B=/dev/mb C=/dev/mc L=/dev/ml
 devA=$(devno $A) devB=$(devno $B) devC=$(devno $C) devL=$(devno $L)
 
-# status_field NAME KEY: a counter from `vblkctl status --detail`.
-status_field() { vblkctl status --detail "$1" | sed -n "s/.*[ |]$2=\([^ ]*\).*/\1/p"; }
-# in_sync NAME: "synced/total" regions from the dm status fields.
-in_sync() { vblkctl status "$1" | awk '{ print $(4 + $4 + 1) }'; }
-# wait_sync NAME [SECONDS]: until every region is in sync.
-wait_sync() {
-	local i
-	for i in $(seq $((${2:-120} * 10))); do
-		[ "$(in_sync "$1")" = "$nr/$nr" ] && return 0
-		sleep 0.1
-	done
-	echo "not in sync after ${2:-120} s: $(vblkctl status "$1")"
-	return 1
-}
 event_nr() { vblkctl --json info "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["event_nr"])'; }
 fill() { dd if="$1" of="$2" bs=1M count=$((n / 2048)) oflag=direct status=none; }
 # legs_equal A B: the mirror's n sectors of A and B are identical (1 MiB
@@ -43,17 +29,7 @@ legs_equal() {
 }
 gone() { remove_retry "$1"; }
 # log_bits DEV: how many of the nr clean bits of a disk log are set.
-log_bits() {
-	dd if="$1" bs=4k count=1 iflag=direct status=none >"$tmp/log"
-	python3 - "$tmp/log" "$nr" <<-'EOF'
-	import sys
-	dev, nr = sys.argv[1], int(sys.argv[2])
-	with open(dev, "rb") as f:
-	    buf = f.read(1024 + (nr + 7) // 8)
-	bits = buf[1024:]
-	print(sum((bits[r // 8] >> (r % 8)) & 1 for r in range(nr)))
-	EOF
-}
+log_bits() { mirror_clean_bits "$1" "$nr"; }
 # log_header DEV: magic, version and region count of a disk log, in hex.
 log_header() { dd if="$1" bs=512 count=1 iflag=direct status=none | head -c 16 | od -An -tx1 | tr -s ' ' | sed 's/^ //'; }
 
@@ -67,7 +43,7 @@ check_eq "table is what dmsetup prints for the same line" "$dm_table" "$(vblkctl
 check_output "status in dm's form: legs, regions in sync, leg health, log" \
 	"^0 $n mirror 2 $devA $devB [0-9]+/$nr 1 AA 1 core$" vblkctl status m
 check_output "status --detail adds counters after ' | '" \
-	" \\| sync_sectors=[0-9]+/$n resync_copied=[0-9]+ reads=[0-9]+,[0-9]+ writes=[0-9]+,[0-9]+$" \
+	" \\| sync_sectors=[0-9]+/$n resync_copied=[0-9]+ held_for_copy=[0-9]+ held_for_log=[0-9]+ held_for_flush=[0-9]+ reads=[0-9]+,[0-9]+ writes=[0-9]+,[0-9]+$" \
 	vblkctl status --detail m
 check "targets lists mirror" sh -c 'vblkctl targets | grep -q "^mirror "'
 gone m
@@ -85,20 +61,20 @@ check "legs differ before the mirror exists" bash -c "! cmp -s <(head -c 1M $tmp
 dmsetup create db --table "0 $n delay $B 0 0 $B 0 50"
 vblkctl create m --table "0 $n mirror core 1 $rs 2 $A 0 /dev/mapper/db 0"
 ev0=$(event_nr m)
-synced=$(in_sync m)
+synced=$(mirror_in_sync m)
 check "just created: not all regions in sync ($synced)" test "${synced%/*}" -lt "$nr"
 check "fio verify while the resync runs" fio_verify /dev/vblk/m 8M
-diag "in sync when fio ended: $(in_sync m)"
-check "resync completes" wait_sync m
+diag "in sync when fio ended: $(mirror_in_sync m)"
+check "resync completes" mirror_wait_sync m
 check "an event was raised when the mirror came in sync" timeout 10 vblkctl wait m "$ev0"
 check "after sync the legs are byte-identical" legs_equal $A $B
-check_eq "every region was copied once (core log: a full resync)" "$nr" "$(status_field m resync_copied)"
+check_eq "every region was copied once (core log: a full resync)" "$nr" "$(mirror_counter m resync_copied)"
 check "the mirror reads back what fio left on leg A" legs_equal /dev/vblk/m $A
 
 # --- read balancing: both legs serve reads of in-sync regions ---
-r0=$(status_field m reads)
+r0=$(mirror_counter m reads)
 dd if=/dev/vblk/m of=/dev/null bs=64k count=256 iflag=direct status=none
-r1=$(status_field m reads)
+r1=$(mirror_counter m reads)
 ra=$(( ${r1%,*} - ${r0%,*} )) rb=$(( ${r1#*,} - ${r0#*,} ))
 check "256 reads balanced over both legs (A $ra, B $rb)" test "$ra" -ge 100 -a "$rb" -ge 100
 check_output "status --json has per-leg read counts" '"reads":[0-9]+' vblkctl --json status m
@@ -108,15 +84,15 @@ dmsetup remove db
 # --- nosync: in sync at once, nothing copied ---
 fill /dev/zero $B
 vblkctl create m --table "0 $n mirror core 2 $rs nosync 2 $A 0 $B 0"
-check_eq "nosync: every region in sync at once" "$nr/$nr" "$(in_sync m)"
-check_eq "nosync: nothing copied" 0 "$(status_field m resync_copied)"
+check_eq "nosync: every region in sync at once" "$nr/$nr" "$(mirror_in_sync m)"
+check_eq "nosync: nothing copied" 0 "$(mirror_counter m resync_copied)"
 check "nosync: legs left as they were" bash -c "! cmp -s <(dd if=$A bs=1M count=1 iflag=direct status=none) <(dd if=$B bs=1M count=1 iflag=direct status=none)"
 gone m
 
 # --- leg failure under load: dm below leg B switches to error ---
 dmsetup create lb --table "0 $n linear $B 0"
 vblkctl create m --table "0 $n mirror core 1 $rs 2 $A 0 /dev/mapper/lb 0"
-check "legs on dm: resync completes" wait_sync m
+check "legs on dm: resync completes" mirror_wait_sync m
 ev1=$(event_nr m)
 fio --name=load --filename=/dev/vblk/m --size=12M --direct=1 --ioengine=io_uring --iodepth=16 \
 	--rw=randwrite --bs=4k --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=0 \
@@ -137,7 +113,7 @@ check "... and resume" vblkctl resume m
 dmsetup suspend lb && dmsetup load lb --table "0 $n linear $C 0" && dmsetup resume lb
 fill /dev/zero $C
 check "reload with the replaced leg" sh -c "vblkctl load m --table '0 $n mirror core 1 $rs 2 $A 0 /dev/mapper/lb 0' && vblkctl resume m"
-check "the replaced leg is resynced" wait_sync m
+check "the replaced leg is resynced" mirror_wait_sync m
 check_output "both legs alive again" " 1 AA 1 core$" vblkctl status m
 check "legs identical after the resync" legs_equal $A $C
 gone m
@@ -194,7 +170,7 @@ check_output "... with EINTR and the reason" "Interrupted system call.*backgroun
 check_output "... and the mirror keeps running" '^State: +ACTIVE$' vblkctl info m
 dmsetup resume db
 wait "$s"
-check "the resync then completes" wait_sync m
+check "the resync then completes" mirror_wait_sync m
 # The resync is running again (new table): REMOVE waits for the job, so the
 # leg is closed when it returns and dm can remove it at once.
 fill /dev/zero $B
@@ -210,8 +186,8 @@ fill "$tmp/a" $A
 fill /dev/zero $B
 dlog="disk 2 $L $rs 2 $A 0 $B 0"
 vblkctl create m --table "0 $n mirror $dlog"
-check "disk log: a new log means a full resync" wait_sync m
-check_eq "... every region copied" "$nr" "$(status_field m resync_copied)"
+check "disk log: a new log means a full resync" mirror_wait_sync m
+check_eq "... every region copied" "$nr" "$(mirror_counter m resync_copied)"
 check "fs on the mirror (ext4, fsck clean)" fs_check ext4 /dev/vblk/m
 gone m
 check "legs identical after the clean shutdown" legs_equal $A $B
@@ -219,9 +195,9 @@ check_eq "log header: magic MiRr, version 2, $nr regions" \
 	"72 52 69 4d 02 00 00 00 $(printf '%02x' $nr) 00 00 00 00 00 00 00" "$(log_header $L)"
 check_eq "log: every region clean after the clean shutdown" "$nr" "$(log_bits $L)"
 vblkctl create m --table "0 $n mirror $dlog"
-check_eq "recreated on the clean log: in sync at once" "$nr/$nr" "$(in_sync m)"
+check_eq "recreated on the clean log: in sync at once" "$nr/$nr" "$(mirror_in_sync m)"
 sleep 1
-check_eq "... and nothing copied" 0 "$(status_field m resync_copied)"
+check_eq "... and nothing copied" 0 "$(mirror_counter m resync_copied)"
 check "writes before a FLUSH" dd if=/dev/urandom of=/dev/vblk/m bs=1M count=4 seek=8 oflag=direct status=none conv=fsync
 sleep 1
 check_eq "after the writes the regions are clean again in the log (lazily)" "$nr" "$(log_bits $L)"
@@ -237,9 +213,9 @@ dd if=/dev/urandom of=/dev/mapper/dmm bs=1M count=2 seek=20 oflag=direct status=
 dmsetup remove dmm
 check_eq "dm's clean shutdown leaves every region clean too" "$nr" "$(log_bits $L)"
 vblkctl create m --table "0 $n mirror $dlog"
-check_eq "vblk on dm's log: in sync at once" "$nr/$nr" "$(in_sync m)"
+check_eq "vblk on dm's log: in sync at once" "$nr/$nr" "$(mirror_in_sync m)"
 sleep 1
-check_eq "... nothing copied" 0 "$(status_field m resync_copied)"
+check_eq "... nothing copied" 0 "$(mirror_counter m resync_copied)"
 gone m
 
 # --- unclean shutdown: only the dirty regions are copied ---
@@ -248,7 +224,7 @@ dmsetup create lb --table "0 $n linear $B 0"
 dmsetup create ll --table "0 $(sectors $L) linear $L 0"
 ulog="disk 2 /dev/mapper/ll $rs 2 /dev/mapper/la 0 /dev/mapper/lb 0"
 vblkctl create m --table "0 $n mirror $ulog"
-check "unclean: starts in sync on the clean log" wait_sync m 10
+check "unclean: starts in sync on the clean log" mirror_wait_sync m 10
 
 # --- the dirty mark is on disk before the data reaches a leg ---
 # With the log's device suspended, a write to a clean region waits: its
@@ -317,10 +293,10 @@ clean=$(log_bits $L)
 dirty=$((nr - clean))
 check "the crash left dirty regions in the log ($dirty), all among the 8 written" test "$dirty" -ge 1 -a "$dirty" -le 8
 vblkctl create m --table "0 $n mirror $ulog"
-synced=$(in_sync m)
+synced=$(mirror_in_sync m)
 check "reassembled: the log's $clean clean regions are in sync at once (got $synced)" test "${synced%/*}" -ge "$clean"
-check "... resync completes" wait_sync m
-check_eq "... exactly the dirty regions were copied" "$dirty" "$(status_field m resync_copied)"
+check "... resync completes" mirror_wait_sync m
+check_eq "... exactly the dirty regions were copied" "$dirty" "$(mirror_counter m resync_copied)"
 gone m
 check "legs identical after the resync" legs_equal $A $B
 for d in la lb ll; do dmsetup remove $d; done
@@ -340,7 +316,7 @@ fio --name=load --filename=/dev/vblk/m --size=12M --direct=1 --ioengine=io_uring
 	--verify_state_save=0 --output-format=terse >"$tmp/fio" 2>&1 &
 fio=$!
 sleep 2
-diag "in sync when leg A fails: $(in_sync m)"
+diag "in sync when leg A fails: $(mirror_in_sync m)"
 dmsetup suspend la && dmsetup load la --table "0 $n error" && dmsetup resume la
 wait "$fio"
 check_eq "fio verify with leg 0 (A) failing under it: no errors" 0 "$?"
@@ -349,7 +325,7 @@ check_eq "fio verify with leg 0 (A) failing under it: no errors" 0 "$?"
 check_output "leg A shown failed, leg B alive" " 1 [DR]A 3 disk [0-9:]+ A$" vblkctl status m
 check "every sector reads (regions not yet in sync from leg B, the new source)" \
 	dd if=/dev/vblk/m of=/dev/null bs=1M iflag=direct status=none
-check "resync completes on leg B alone" wait_sync m
+check "resync completes on leg B alone" mirror_wait_sync m
 sectors_of /dev/vblk/m 0 $n >"$tmp/m.data"
 check "writes while leg A was failed left it stale" bash -c "! cmp -s $tmp/m.data <(sectors_of $A 0 $n)"
 check_eq "the log records leg 1 as the source (after dm's header)" "vbSR 1" \
@@ -358,7 +334,7 @@ gone m
 # Leg A's device comes back with its stale data; the same table reloaded.
 dmsetup suspend la && dmsetup load la --table "0 $n linear $A 0" && dmsetup resume la
 vblkctl create m --table "0 $n mirror $ulog"
-check "reassembled with stale leg A back: resync completes" wait_sync m
+check "reassembled with stale leg A back: resync completes" mirror_wait_sync m
 check "the resync copied leg B over leg A, not the reverse: the data is what was written" \
 	cmp "$tmp/m.data" <(sectors_of /dev/vblk/m 0 $n)
 check "legs identical" legs_equal $A $B

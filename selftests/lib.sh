@@ -153,3 +153,33 @@ remove_retry() {
 	done
 	vblkctl remove "$1"
 }
+
+# ---- mirror status (dm's fields, vblk's counters) ----
+
+# mirror_in_sync NAME: "synced/total" regions.
+mirror_in_sync() { vblkctl status "$1" | awk '{ print $(4 + $4 + 1) }'; }
+# mirror_health NAME: the legs' letters (A alive, D, R, S, F failed).
+mirror_health() { vblkctl status "$1" | awk '{ print $(4 + $4 + 3) }'; }
+# mirror_counter NAME KEY: a counter from `vblkctl status --detail`.
+mirror_counter() { vblkctl status --detail "$1" | sed -n "s/.*[ |]$2=\([^ ]*\).*/\1/p"; }
+# mirror_wait_sync NAME [SECONDS]: until every region is in sync.
+mirror_wait_sync() {
+	local i s
+	for i in $(seq $((${2:-120} * 10))); do
+		s=$(mirror_in_sync "$1")
+		[ -n "$s" ] && [ "${s%/*}" = "${s#*/}" ] && return 0
+		sleep 0.1
+	done
+	echo "not in sync after ${2:-120} s: $(vblkctl status "$1")"
+	return 1
+}
+# mirror_clean_bits DEV NR: how many of the NR clean bits of the mirror
+# disk log on DEV are set (dm's format: bits from byte 1024 on; NR up to
+# 24576, the first 4 KiB).
+mirror_clean_bits() {
+	dd if="$1" bs=4k count=1 iflag=direct status=none | python3 -c '
+import sys
+nr = int(sys.argv[1])
+bits = sys.stdin.buffer.read()[1024:]
+print(sum((bits[r // 8] >> (r % 8)) & 1 for r in range(nr)))' "$2"
+}

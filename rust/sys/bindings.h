@@ -12,6 +12,7 @@
 #include <linux/blkdev.h>
 #include <linux/capability.h>
 #include <linux/completion.h>
+#include <linux/crc32c.h>
 #include <linux/delay.h>
 #include <linux/fs.h>
 #include <linux/jiffies.h>

@@ -79,10 +79,10 @@ pub(crate) trait QueueHandler: Send + Sync + 'static {
     /// ends it with an I/O error.
     fn queue_rq(&self, rq: Request<Self>);
 
-    /// A lower bio submitted with `tag` completed with `status`. Runs in
-    /// any context (hard irq included) and must not sleep; says what that
-    /// means for the request.
-    fn lower_done(data: &Self::RqData, tag: u64, status: Status) -> EndIo;
+    /// A lower bio submitted with `tag` for a request asking `info`
+    /// completed with `status`. Runs in any context (hard irq included)
+    /// and must not sleep; says what that means for the request.
+    fn lower_done(data: &Self::RqData, info: &RqInfo, tag: u64, status: Status) -> EndIo;
 
     /// A request that asked for it ([`Pending::finish_later`]), once all
     /// its lower bios completed: runs on the disk's workqueue (process
@@ -166,8 +166,11 @@ pub(super) struct RqState<D> {
     /// live [`Pending`].
     pub(super) pending: AtomicU32,
     status: AtomicU8,
-    /// [`QueueHandler::finish`] must run before the request ends.
-    finish: AtomicBool,
+    /// Groups (bit `(tag >> 32) % 64`, the handler's group of a part of
+    /// the request, e.g. its table line) that asked for
+    /// [`QueueHandler::finish`]: it runs before the request ends if any
+    /// did, and [`Finished::finish_requested`] tells which.
+    finish: AtomicU64,
     /// The request goes back to blk-mq's requeue list instead of ending.
     requeue: AtomicBool,
     /// Retry groups with a lower bio that failed with [`EndIo::Retry`]: bit
@@ -312,7 +315,7 @@ impl<T: QueueHandler> Request<T> {
             state_ptr::<T>(raw).write(RqState {
                 pending: AtomicU32::new(1),
                 status: AtomicU8::new(0),
-                finish: AtomicBool::new(false),
+                finish: AtomicU64::new(0),
                 requeue: AtomicBool::new(false),
                 retry: AtomicU64::new(0),
                 data: MaybeUninit::new(data),
@@ -480,9 +483,12 @@ impl<T: QueueHandler> Pending<T> {
     }
 
     /// Asks for [`QueueHandler::finish`] to run (in process context) once
-    /// every lower bio of the request completed, before the request ends.
-    pub(crate) fn finish_later(&self) {
-        self.state().finish.store(true, Ordering::Release);
+    /// every lower bio of the request completed, before the request ends,
+    /// for group `group` (see [`Finished::finish_requested`]).
+    pub(crate) fn finish_later(&self, group: u32) {
+        self.state()
+            .finish
+            .fetch_or(group_bit(group), Ordering::Release);
     }
 
     /// For a discard or write-zeroes request: sends the same operation for
@@ -555,7 +561,15 @@ impl<T: QueueHandler> Finished<T> {
     /// bits) failed with [`EndIo::Retry`] (the handler retries that I/O
     /// or fails the request).
     pub(crate) fn retry_requested(&self, group: u32) -> bool {
-        self.state().retry.load(Ordering::Acquire) & retry_bit(group) != 0
+        self.state().retry.load(Ordering::Acquire) & group_bit(group) != 0
+    }
+
+    /// Whether group `group` asked for the finish
+    /// ([`Pending::finish_later`], or a retry). Groups are told apart
+    /// modulo 64: in a request with parts of more than 64 groups, a group
+    /// may see the finish another asked for.
+    pub(crate) fn finish_requested(&self, group: u32) -> bool {
+        self.state().finish.load(Ordering::Acquire) & group_bit(group) != 0
     }
 
     /// Records a failure for the request (the worst one wins, see `record`).
@@ -633,7 +647,7 @@ pub(super) unsafe fn put<T: QueueHandler>(rq: NonNull<bindings::request>, status
         // SAFETY: that was the last count: we own the dispatched request.
         return unsafe { requeue_dispatched::<T>(rq) };
     }
-    if st.finish.load(Ordering::Acquire) {
+    if st.finish.load(Ordering::Acquire) != 0 {
         // SAFETY: that was the last count: we own the dispatched request,
         // of a live disk with handler `T`; its done work item is idle (it
         // runs only after the last count, once per request). Queued, the
@@ -714,13 +728,12 @@ pub(super) unsafe fn lower_done<T: QueueHandler>(
     let data = unsafe { state.data.assume_init_ref() };
     // Flags set here are seen by `put` (after the count drops, with
     // AcqRel ordering).
-    let status = match T::lower_done(data, tag, Status(status)) {
+    let status = match T::lower_done(data, &info_of(rq), tag, Status(status)) {
         EndIo::Done(status) => status,
         EndIo::Retry => {
-            state
-                .retry
-                .fetch_or(retry_bit((tag >> 32) as u32), Ordering::Release);
-            state.finish.store(true, Ordering::Release);
+            let bit = group_bit((tag >> 32) as u32);
+            state.retry.fetch_or(bit, Ordering::Release);
+            state.finish.fetch_or(bit, Ordering::Release);
             Status::OK
         }
     };
@@ -728,8 +741,8 @@ pub(super) unsafe fn lower_done<T: QueueHandler>(
     unsafe { put::<T>(rq, status) }
 }
 
-/// The bit of retry group `group` in [`RqState::retry`].
-fn retry_bit(group: u32) -> u64 {
+/// The bit of group `group` in [`RqState::retry`] and [`RqState::finish`].
+fn group_bit(group: u32) -> u64 {
     1 << (group % 64)
 }
 

@@ -97,3 +97,17 @@ pub(crate) fn wipe(bytes: &mut [u8]) {
     // SAFETY: `bytes` is writable for its length, borrowed for the call.
     unsafe { bindings::vblk_shim_memzero_explicit(bytes.as_mut_ptr().cast(), bytes.len()) }
 }
+
+/// The kernel's CRC-32C update (`crc32c`: no final inversion; see
+/// `vblk::metadata_block::checksum`), hardware-accelerated where the CPU
+/// has it. Any context.
+pub(crate) fn crc32c(seed: u32, bytes: &[u8]) -> u32 {
+    // `crc32c` takes an `unsigned int` length: longer slices go in parts.
+    bytes
+        .chunks(u32::MAX as usize)
+        // SAFETY: the pointer and length describe a live byte slice, only
+        // read during the call.
+        .fold(seed, |crc, part| unsafe {
+            bindings::crc32c(crc, part.as_ptr().cast(), part.len() as u32)
+        })
+}

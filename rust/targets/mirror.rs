@@ -3,13 +3,16 @@
 //! RAID1 with dm-raid1's syntax, status and disk log format.
 //!
 //! Every write goes to every live leg; the request completes when all
-//! did. Regions (the log's unit) have a pending-write count, a *sync* bit
-//! (the live legs hold the same data) and, with a `disk` log, a *clean*
-//! bit on the log device: before the first write to a clean region its
-//! bit is cleared and the log written (FUA) — only then does the data
-//! go out — and once the region is idle again and the legs were flushed,
-//! the bit is set lazily by a cleaner job. After an unclean shutdown the
-//! regions whose bit is still clear are exactly the ones to resync.
+//! did. Regions (the log's unit, tracked by the framework's `RegionMap`)
+//! have a pending-write count, a *sync* bit (the live legs hold the same
+//! data) and, with a `disk` log (the framework's `DirtyLog` in dm's
+//! format, written through its block cache), a *clean* bit on the log
+//! device: before the first write to a clean region its bit is cleared
+//! and the log written (FUA) — only then does the data go out — and once
+//! the region is idle again and the legs were flushed, the bit is set
+//! lazily by the daemon (or before a FLUSH completes). After an unclean
+//! shutdown the regions whose bit is still clear are exactly the ones to
+//! resync.
 //!
 //! Resync copies out-of-sync regions from the *source* leg to the other
 //! live legs in the background, one region at a time, with the
@@ -44,17 +47,19 @@ use super::mirror_args::{
 };
 use super::mirror_log::{self, SyncMode};
 use super::{Ctor, Done, EndIo, Io, Mapped, Target};
-use crate::sys::bdev::{BlockDevice, IoBuffer, WriteFlags};
-use crate::sys::disk::{Op, Status, QUEUE_DEPTH};
+use crate::sys::bdev::{BlockDevice, IoBuffer};
+use crate::sys::disk::{Op, RqInfo, Status, QUEUE_DEPTH};
 use crate::sys::event::EventCounter;
 use crate::sys::workqueue::{Deferred, Job, NoIoScope, OwnedQueue};
 use crate::vblk::copy::{Copier, CopyClient, CopyJob, CopyResult};
 use crate::vblk::io::HeldIo;
 use crate::vblk::message::fail;
+use crate::vblk::peers::PeerRef;
+use crate::vblk::region::{DirtyLog, LogWriter, RegionMap};
 use crate::vblk::slots::Slots;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use kernel::error::code::{EINVAL, ENOMEM};
+use kernel::error::code::{EBUSY, EINVAL, ENOMEM};
 use kernel::error::Result;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
@@ -64,15 +69,19 @@ use kernel::sync::{Arc, Mutex};
 const MAX_REGIONS: u32 = 1 << 22;
 /// Bytes read per step when a failed read is retried on another leg.
 const COPY_BYTES: usize = 64 * 1024;
-/// Tag bit of a read (the low bits are the leg).
-const READ_TAG: u32 = 1 << 8;
-/// Tag bit of readahead: its failures are not the leg's (dm, md).
-const READAHEAD_TAG: u32 = 1 << 9;
 /// `Core::log_health` values: alive, a write failed (`D`), a flush
 /// failed (`F`).
 const LOG_ALIVE: u8 = 0;
 const LOG_WRITE_FAILED: u8 = 1;
 const LOG_FLUSH_FAILED: u8 = 2;
+
+/// Registry kind of disk log claims, keyed by the log device.
+const LOG_CLAIM: &str = "mirror-log";
+
+/// Which device's mirror a disk log belongs to.
+struct LogOwner {
+    device: u32,
+}
 
 /// One leg: a lower device area and its health.
 struct Leg {
@@ -93,46 +102,23 @@ impl Leg {
     }
 }
 
-// A region's write counter is a `u8`: every request in flight may hold
-// one count on it, so the disk's queue depth must fit.
-const _: () = assert!(crate::sys::disk::QUEUE_DEPTH <= u8::MAX as u32);
-
 /// Region state, under [`Core::state`].
 struct State {
-    /// Writes in flight per region (at most one per request, so at most
-    /// the queue depth, which must fit: checked above).
-    pending: KVVec<u8>,
-    /// Bit per region: the live legs hold the same data.
-    sync: KVVec<u8>,
-    /// Bit per region: a write to it completed since the cleaner took its
-    /// snapshot (the region may not be cleaned in that round).
-    touched: KVVec<u8>,
-    /// The disk log's buffer (header and clean bits); empty for `core`.
-    log: KVVec<u8>,
-    /// Bumped each time `log` changes; the log on disk holds
-    /// `Core::log_written` of them.
-    log_gen: u64,
-    /// The newest generation that a write may depend on: one that
-    /// cleared a clean bit or recorded a new source. A write goes to the
-    /// legs only once that generation is on disk, even if another writer
-    /// cleared its region's bit (and is still writing the log).
-    dirty_gen: u64,
+    /// Writes in flight, sync bits, the region being recovered.
+    regions: RegionMap,
+    /// The log's image (dm's disk log format; empty for `core`): clean
+    /// bits and the source record.
+    log: DirtyLog,
     /// The source leg `log` records, and the generation that recorded it
     /// (a write that skipped a failed source completes only after it).
     log_source: u32,
     source_gen: u64,
-    in_sync: u64,
-    /// The region the resync copies next, or is copying: writes to it
-    /// are held until the copy ends; the copy starts once the writes in
-    /// flight there drained.
-    recovering: Option<u64>,
-    /// The copy of `recovering` went to the copier, from leg `copy_src`
-    /// to the legs of `copy_legs` (a bit each, in the job's order).
+    /// The copy of the region being recovered went to the copier, from
+    /// leg `copy_src` to the legs of `copy_legs` (a bit each, in the
+    /// job's order).
     copying: bool,
     copy_src: usize,
     copy_legs: u32,
-    /// Next region the resync looks at.
-    cursor: u64,
     /// The table went live once (the log was read).
     loaded: bool,
     /// The resync must stop (suspend, removal).
@@ -156,18 +142,15 @@ struct Held {
 }
 
 enum Wait {
-    /// The copy of `State::recovering` (nothing was counted yet: the
-    /// piece is mapped again).
+    /// The copy of the region being recovered (nothing was counted yet:
+    /// the piece is mapped again).
     Copy,
     /// Log generation `.0` on disk (its regions are counted and dirty:
     /// the piece goes to the legs as it is).
     Log(u64),
-}
-
-/// What writes the disk log (serialised; writers share one write).
-struct LogIo {
-    /// `None` for a core log (nothing to write).
-    buf: Option<IoBuffer>,
+    /// An empty FLUSH: completes once the clean state of idle regions is
+    /// on disk.
+    Flush,
 }
 
 #[pin_data]
@@ -175,9 +158,11 @@ struct Core {
     args: MirrorArgs<'static>,
     length: u64,
     legs: KVec<Leg>,
-    log_dev: Option<Arc<BlockDevice>>,
-    /// Bytes of the disk log (header + bitset, whole logical blocks).
-    log_bytes: usize,
+    /// Writes the disk log (`None` for a core log).
+    log_writer: Option<Arc<LogWriter>>,
+    /// This device's claim on the log device (no other device's mirror
+    /// may use it while the claim lives).
+    _log_claim: Option<PeerRef<LogOwner>>,
     events: Arc<EventCounter>,
     /// Round-robin position of balanced reads.
     next_read: AtomicU32,
@@ -190,11 +175,14 @@ struct Core {
     seen_io: AtomicU64,
     /// Regions the resync copied since the table was loaded.
     copied: AtomicU64,
+    /// Write pieces held for a region copy, and for their dirty marks
+    /// (since the table was loaded).
+    held_for_copy: AtomicU64,
+    held_for_log: AtomicU64,
+    /// Empty FLUSHes held until the log's clean bits were committed.
+    held_for_flush: AtomicU64,
     /// The log's health: 0 alive, else the first failure (`LOG_*`).
     log_health: AtomicU8,
-    /// `State::log_gen` of the log last written (read without a lock by
-    /// writers whose generation is already on disk).
-    log_written: AtomicU64,
     /// The leg out-of-sync regions are read and copied from: leg 0 until
     /// it fails, then a surviving leg.
     source: AtomicU32,
@@ -204,8 +192,6 @@ struct Core {
     copier: Copier<Job<Core>>,
     #[pin]
     state: Mutex<State>,
-    #[pin]
-    log_io: Mutex<LogIo>,
 }
 
 /// The target: stops its background work when the table goes away.
@@ -282,18 +268,47 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
             (Some(dev), bytes as usize)
         }
     };
-    let regions = parsed.nr_regions as usize;
-    let bits = mirror_log::bitset_bytes(parsed.nr_regions) as usize;
+    // One disk log per device: a second vblk device's mirror writing the
+    // same log would corrupt both (dm does not notice). A reload of the
+    // same device shares the claim with the table it replaces.
+    let log_claim = match (&log_dev, parsed.log) {
+        (Some(dev), Log::Disk(text)) => {
+            let owner = ctor.device;
+            let claim = ctor.peers.acquire(LOG_CLAIM, u64::from(dev.devt()), || {
+                Ok(Arc::new(LogOwner { device: owner }, GFP_KERNEL)?)
+            });
+            match claim {
+                Ok(c) if c.get().is_some_and(|o| o.device == owner) => Some(c),
+                Ok(c) => {
+                    let other = c.get().map_or(0, |o| o.device);
+                    return fail!(
+                        ctor.reply,
+                        EBUSY,
+                        "mirror: log device '{text}' is the disk log of another device's mirror (vblk{other})"
+                    );
+                }
+                Err(e) => return fail!(ctor.reply, e, "mirror: cannot claim log device '{text}'"),
+            }
+        }
+        _ => None,
+    };
+    let nr = parsed.nr_regions;
+    let writer_bytes = log_dev
+        .as_ref()
+        .map_or(0, |dev| LogWriter::state_bytes(dev, log_bytes));
     ctor.charge(
-        (regions + 2 * bits + 2 * log_bytes) as u64,
+        RegionMap::state_bytes(nr) + log_bytes as u64 + writer_bytes,
         "mirror: the region state",
     )?;
-    let (Ok(pending), Ok(sync), Ok(touched), Ok(log), Ok(buf)) = (
-        KVVec::from_elem(0u8, regions, GFP_KERNEL),
-        KVVec::from_elem(0u8, bits, GFP_KERNEL),
-        KVVec::from_elem(0u8, bits, GFP_KERNEL),
-        KVVec::from_elem(0u8, log_bytes, GFP_KERNEL),
-        log_buffer(log_bytes),
+    // The clean bits sit after dm's header.
+    let bits = mirror_log::BITSET_OFFSET
+        ..mirror_log::BITSET_OFFSET + mirror_log::bitset_bytes(nr) as usize;
+    let writer = log_dev
+        .map(|dev| LogWriter::new(dev, log_bytes).and_then(|init| Arc::pin_init(init, GFP_KERNEL)));
+    let (Ok(regions), Ok(log), Ok(log_writer)) = (
+        RegionMap::new(parsed.region_size, nr, ctor.length),
+        DirtyLog::new(log_bytes, (log_bytes > 0).then_some(bits)),
+        writer.transpose(),
     ) else {
         return fail!(
             ctor.reply,
@@ -317,35 +332,30 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         args: parsed.detached(),
         length,
         legs,
-        log_dev,
-        log_bytes,
+        log_writer,
+        _log_claim: log_claim,
         events,
         next_read: AtomicU32::new(0),
         fully_synced: AtomicBool::new(false),
         io_seq: AtomicU64::new(0),
         seen_io: AtomicU64::new(0),
         copied: AtomicU64::new(0),
+        held_for_copy: AtomicU64::new(0),
+        held_for_log: AtomicU64::new(0),
+        held_for_flush: AtomicU64::new(0),
         log_health: AtomicU8::new(LOG_ALIVE),
-        log_written: AtomicU64::new(0),
         source: AtomicU32::new(0),
         worker,
         copier,
         state <- kernel::new_mutex!(
             State {
-                pending,
-                sync,
-                touched,
+                regions,
                 log,
-                log_gen: 0,
-                dirty_gen: 0,
                 log_source: 0,
                 source_gen: 0,
-                in_sync: 0,
-                recovering: None,
                 copying: false,
                 copy_src: 0,
                 copy_legs: 0,
-                cursor: 0,
                 loaded: false,
                 stop: true,
                 noflush: false,
@@ -355,7 +365,6 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
             },
             "vblk::Mirror::state"
         ),
-        log_io <- kernel::new_mutex!(LogIo { buf }, "vblk::Mirror::log_io"),
     }));
     let Ok(core) = Arc::pin_init(core, GFP_KERNEL) else {
         return fail!(ctor.reply, ENOMEM, "out of memory constructing mirror");
@@ -387,10 +396,6 @@ fn check_overlaps(legs: &[Leg], length: u64, args: &MirrorArgs<'_>, ctor: &mut C
     Ok(())
 }
 
-fn bit(bits: &[u8], r: u64) -> bool {
-    mirror_log::test_bit(bits, r)
-}
-
 impl Core {
     fn region_size(&self) -> u32 {
         self.args.region_size
@@ -400,9 +405,8 @@ impl Core {
         u64::from(self.args.nr_regions)
     }
 
-    /// The clean bits of a disk log buffer.
-    fn clean_bits(log: &mut [u8], nr: u32) -> Option<&mut [u8]> {
-        mirror_log::bitset_mut(log, nr).ok()
+    fn log_dev(&self) -> Option<&Arc<BlockDevice>> {
+        self.log_writer.as_ref().map(|w| w.dev())
     }
 
     fn any_leg_failed(&self) -> bool {
@@ -438,18 +442,16 @@ impl Core {
     /// generation that holds it.
     fn note_source(&self, st: &mut State) -> u64 {
         let src = self.source.load(Ordering::Acquire);
-        if self.log_dev.is_some() && st.log_source != src {
+        if self.log_writer.is_some() && st.log_source != src {
             let leg = &self.legs[src as usize];
             let rec = mirror_log::SourceRecord {
                 leg: src,
                 devt: leg.dev.devt(),
                 offset: leg.offset,
             };
-            if mirror_log::write_source(&rec, &mut st.log).is_ok() {
+            if mirror_log::write_source(&rec, st.log.image_mut()).is_ok() {
                 st.log_source = src;
-                st.log_gen += 1;
-                st.dirty_gen = st.log_gen;
-                st.source_gen = st.log_gen;
+                st.source_gen = st.log.changed_for_writes();
             }
         }
         st.source_gen
@@ -470,41 +472,24 @@ impl Core {
         if self.fully_synced.load(Ordering::Acquire) {
             return true;
         }
-        let st = self.state.lock();
-        mirror_log::regions(offset, len, self.region_size()).all(|r| bit(&st.sync, r))
+        self.state.lock().regions.all_in_sync(offset, len)
+    }
+
+    /// The log generation on disk (a core log has them all).
+    fn log_written(&self) -> u64 {
+        self.log_writer.as_ref().map_or(u64::MAX, |w| w.written())
     }
 
     /// Writes the disk log if its generation `want` is not on disk yet
-    /// (writers that dirtied regions together share one write).
+    /// (writers that dirtied regions together share one write). A failed
+    /// write counts as written: the log is failed (status shows it) and
+    /// writes go on without it, as in dm.
     fn commit_log(&self, want: u64) {
-        let Some(dev) = &self.log_dev else { return };
-        if self.log_written.load(Ordering::Acquire) >= want {
+        let Some(writer) = &self.log_writer else {
             return;
-        }
-        let mut io = self.log_io.lock();
-        if self.log_written.load(Ordering::Acquire) >= want {
-            return;
-        }
-        let gen = {
-            let st = self.state.lock();
-            if let Some(buf) = io.buf.as_mut() {
-                buf.copy_from_slice(&st.log);
-            }
-            st.log_gen
         };
-        let flags = WriteFlags {
-            preflush: false,
-            fua: true,
-        };
-        let ok = io
-            .buf
-            .as_ref()
-            .is_some_and(|buf| dev.write_at(0, buf, 0..buf.len(), flags).is_ok());
-        // A failed write counts as written: the log is failed (status
-        // shows it) and writes go on without it, as in dm.
-        self.log_written.fetch_max(gen, Ordering::AcqRel);
-        drop(io);
-        if !ok {
+        let result = writer.commit(want, |buf| self.state.lock().log.snapshot(buf));
+        if result.is_err() {
             self.fail_log(LOG_WRITE_FAILED);
         }
     }
@@ -531,22 +516,30 @@ impl Core {
     /// the table goes live.
     fn load(&self) {
         let nr = self.args.nr_regions;
-        let Some(dev) = &self.log_dev else {
+        let Some(writer) = &self.log_writer else {
             let all = self.args.sync == SyncMode::No;
             let mut st = self.state.lock();
-            mirror_log::fill_bits(&mut st.sync, 0..u64::from(nr), all);
-            st.in_sync = if all { u64::from(nr) } else { 0 };
+            let in_sync = if all { u64::from(nr) } else { 0 };
+            st.regions.load_sync(None, all, in_sync);
             self.fully_synced.store(all, Ordering::Release);
             st.loaded = true;
             return;
         };
-        // Read into the log writer's buffer (its lock comes first).
-        let mut io = self.log_io.lock();
-        let read_ok = io.buf.as_mut().is_some_and(|b| read_all(dev, b).is_ok());
-        // A disk log always has its buffer (`log_buffer`).
-        let buf: &mut [u8] = io.buf.as_deref_mut().unwrap_or_default();
-        let resumed = mirror_log::resume(buf, nr, self.args.sync, read_ok);
+        let mut gen = 0;
+        writer.read(|disk, read_ok| gen = self.load_image(disk, read_ok));
+        self.commit_log(gen);
+    }
+
+    /// Takes the disk log read at the first resume (`read_ok`: the read
+    /// worked): dm's resume rules, the recorded source, the sync bits.
+    /// Returns the generation to write back.
+    fn load_image(&self, disk: &[u8], read_ok: bool) -> u64 {
+        let nr = self.args.nr_regions;
         let mut st = self.state.lock();
+        let buf = st.log.image_mut();
+        let n = buf.len().min(disk.len());
+        buf[..n].copy_from_slice(&disk[..n]);
+        let resumed = mirror_log::resume(buf, nr, self.args.sync, read_ok);
         let (in_sync, failed, from_disk) = match resumed {
             Ok(r) => (r.in_sync, r.failed, r.from_disk),
             Err(_) => (0, true, 0),
@@ -560,26 +553,18 @@ impl Core {
         }
         let source = mirror_log::choose_source(rec, &legs[..self.legs.len()]);
         self.source.store(source as u32, Ordering::Release);
-        st.in_sync = in_sync;
         if failed {
             self.fail_log(LOG_WRITE_FAILED);
         }
-        if let Ok(bits) = mirror_log::bitset(buf, nr) {
-            let n = st.sync.len().min(bits.len());
-            st.sync[..n].copy_from_slice(&bits[..n]);
-        }
+        let st = &mut *st;
+        st.regions.load_sync(st.log.clean_bits(), false, in_sync);
         // From the bits themselves: reads trust the flag over them.
-        let all = st.in_sync >= u64::from(nr) && (0..u64::from(nr)).all(|r| bit(&st.sync, r));
-        self.fully_synced.store(all, Ordering::Release);
-        st.log.as_mut_slice().copy_from_slice(buf);
+        self.fully_synced
+            .store(st.regions.all_synced(), Ordering::Release);
         st.log_source = u32::MAX;
-        self.note_source(&mut st);
-        st.log_gen += 1;
-        let gen = st.log_gen;
+        self.note_source(st);
         st.loaded = true;
-        drop(st);
-        drop(io);
-        self.commit_log(gen);
+        st.log.changed()
     }
 
     /// Takes a pending count on each region of a write (the resync does
@@ -588,25 +573,10 @@ impl Core {
     /// disk before the write goes out (its regions' dirty marks, whoever
     /// made them, and the current source), or 0.
     fn begin_write(&self, st: &mut State, offset: u64, len: u64) -> u64 {
-        let nr = self.args.nr_regions;
-        let mut dirtied = false;
-        for r in mirror_log::regions(offset, len, self.region_size()) {
-            if let Some(p) = st.pending.get_mut(r as usize) {
-                *p = p.saturating_add(1);
-            }
-            if let Some(clean) = Self::clean_bits(&mut st.log, nr) {
-                if bit(clean, r) {
-                    mirror_log::clear_bit(clean, r);
-                    dirtied = true;
-                }
-            }
-        }
-        if dirtied {
-            st.log_gen += 1;
-            st.dirty_gen = st.log_gen;
-        }
+        st.regions.begin_write(offset, len);
+        st.log.mark_dirty(st.regions.regions(offset, len));
         self.note_source(st);
-        st.dirty_gen
+        st.log.dirty_gen()
     }
 
     /// Drops the pending counts of a finished write. Returns whether a
@@ -615,17 +585,9 @@ impl Core {
     /// (the write may have skipped a failed source: it completes once the
     /// log says so).
     fn end_write(&self, offset: u64, len: u64) -> (bool, u64) {
-        let mut idle = false;
         let mut st = self.state.lock();
-        let st = &mut *st;
-        for r in mirror_log::regions(offset, len, self.region_size()) {
-            mirror_log::set_bit(&mut st.touched, r);
-            if let Some(p) = st.pending.get_mut(r as usize) {
-                *p = p.saturating_sub(1);
-                idle |= *p == 0;
-            }
-        }
-        (idle, self.note_source(st))
+        let idle = st.regions.end_write(offset, len);
+        (idle, self.note_source(&mut st))
     }
 
     /// Sends a write (or discard) piece to every live leg; its regions'
@@ -661,6 +623,12 @@ impl Core {
         if st.held.len() >= st.held.capacity() {
             return io.requeue();
         }
+        let counter = match wait {
+            Wait::Copy => &self.held_for_copy,
+            Wait::Log(_) => &self.held_for_log,
+            Wait::Flush => &self.held_for_flush,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let (held, mapped) = io.hold();
         if let Err(h) = st.held.put(Held { io: held, wait }) {
             h.io.kill(Status::IO_ERROR);
@@ -686,13 +654,30 @@ impl Core {
                 if !st.held.any(|h| matches!(h.wait, Wait::Log(_))) {
                     return;
                 }
-                st.dirty_gen
+                st.log.dirty_gen()
             };
             self.commit_log(want);
-            let written = self.log_written.load(Ordering::Acquire);
+            let written = self.log_written();
             while let Some(io) = self.take_held(|w| matches!(*w, Wait::Log(g) if g <= written)) {
                 io.submit_with(|io| self.issue_write(io));
             }
+        }
+    }
+
+    /// The daemon's part for held FLUSHes: cleans (the legs flushed, the
+    /// clean bits of idle regions written), then completes them.
+    fn commit_flushes(&self) {
+        if !self
+            .state
+            .lock()
+            .held
+            .any(|h| matches!(h.wait, Wait::Flush))
+        {
+            return;
+        }
+        self.clean();
+        while let Some(io) = self.take_held(|w| matches!(w, Wait::Flush)) {
+            io.submit_with(|io| io.complete());
         }
     }
 
@@ -714,31 +699,20 @@ impl Core {
     /// nothing to do now: done, stopped, a copy running, or writes to wait
     /// for (the last of them kicks the daemon).
     fn next_copy(&self) -> Option<CopyJob> {
-        let nr = self.nr_regions();
         let mut st = self.state.lock();
         if st.stop || st.copying {
             return None;
         }
         let Some(src) = self.live_source() else {
             // No leg left to copy from: the writes held for the copy go.
-            st.recovering = None;
+            st.regions.abort_recovery();
             return None;
         };
-        let r = match st.recovering {
-            Some(r) => r,
-            None => {
-                let from = st.cursor.min(nr);
-                let r = mirror_log::find_next_zero_bit(&st.sync, nr, from)
-                    .or_else(|| mirror_log::find_next_zero_bit(&st.sync, from, 0))?;
-                st.recovering = Some(r);
-                r
-            }
-        };
-        if st.pending[r as usize] > 0 {
+        let r = st.regions.next_recovery()?;
+        if !st.regions.idle(r) {
             return None;
         }
-        let start = mirror_log::region_start(r, self.region_size());
-        let len = mirror_log::region_len(r, self.region_size(), self.length);
+        let (start, len) = st.regions.extent(r);
         let from = &self.legs[src];
         let mut job = CopyJob::new(&from.dev, from.offset + start, len, r);
         let mut legs = 0u32;
@@ -760,9 +734,7 @@ impl Core {
     fn stop_resync(&self, interruptible: bool) -> Result {
         self.state.lock().stop = true;
         self.copier.stop(interruptible)?;
-        let mut st = self.state.lock();
-        st.recovering = None;
-        drop(st);
+        self.state.lock().regions.abort_recovery();
         self.release_copy_waiters();
         Ok(())
     }
@@ -772,21 +744,15 @@ impl Core {
     /// Not while a leg is failed: its regions must stay dirty for the
     /// resync after it is replaced.
     fn clean(&self) {
-        if self.log_dev.is_none() || self.any_leg_failed() {
+        if self.log_writer.is_none() || self.any_leg_failed() {
             return;
         }
-        let nr = self.args.nr_regions;
         {
             let mut st = self.state.lock();
-            let st = &mut *st;
-            let any = match Self::clean_bits(&mut st.log, nr) {
-                Some(clean) => st.sync.iter().zip(clean.iter()).any(|(s, c)| s & !c != 0),
-                None => false,
-            };
-            if !any {
+            if !st.regions.any_to_clean(&st.log) {
                 return;
             }
-            st.touched.as_mut_slice().fill(0);
+            st.regions.untouch_all();
         }
         for (i, leg) in self.legs.iter().enumerate() {
             if leg.alive() && leg.dev.flush().is_err() {
@@ -799,28 +765,12 @@ impl Core {
         let gen = {
             let mut st = self.state.lock();
             let st = &mut *st;
-            let Some(clean) = Self::clean_bits(&mut st.log, nr) else {
-                return;
-            };
-            let mut changed = false;
-            for r in 0..u64::from(nr) {
-                if bit(&st.sync, r)
-                    && !bit(clean, r)
-                    && st.pending[r as usize] == 0
-                    && !bit(&st.touched, r)
-                    && st.recovering != Some(r)
-                {
-                    mirror_log::set_bit(clean, r);
-                    changed = true;
-                }
-            }
-            if !changed {
-                return;
-            }
-            st.log_gen += 1;
-            st.log_gen
+            let regions = &st.regions;
+            st.log.mark_clean(regions.nr(), |r| regions.cleanable(r))
         };
-        self.commit_log(gen);
+        if let Some(gen) = gen {
+            self.commit_log(gen);
+        }
     }
 
     /// Re-reads a failed read piece from another live leg.
@@ -867,7 +817,7 @@ impl Core {
 
     fn write_dev(&self, out: &mut dyn Write, d: Device) -> fmt::Result {
         let dev = match d {
-            Device::Log => self.log_dev.as_deref(),
+            Device::Log => self.log_dev().map(|d| &**d),
             Device::Leg(i) => self.legs.get(i).map(|l| &*l.dev),
         };
         match dev {
@@ -875,26 +825,6 @@ impl Core {
             None => Ok(()),
         }
     }
-}
-
-/// The disk log's I/O buffer (`None` for a core log: no bytes).
-fn log_buffer(bytes: usize) -> Result<Option<IoBuffer>> {
-    if bytes == 0 {
-        return Ok(None);
-    }
-    IoBuffer::new(bytes).map(Some)
-}
-
-/// Reads a whole buffer from sector 0 of `dev`, in steps the shim takes.
-fn read_all(dev: &BlockDevice, buf: &mut IoBuffer) -> Result {
-    let step = crate::sys::bdev::MAX_RW_BYTES;
-    let mut at = 0;
-    while at < buf.len() {
-        let end = buf.len().min(at + step);
-        dev.read_at((at / 512) as u64, buf, at..end)?;
-        at = end;
-    }
-    Ok(())
 }
 
 /// Writes `key` and one counter per leg, comma-separated.
@@ -919,26 +849,27 @@ fn write_per_leg(
 impl Deferred for Core {
     fn run(core: &Arc<Job<Core>>) {
         core.commit_held_writes();
-        let clean = core.log_dev.is_some() && {
+        let clean = core.log_writer.is_some() && {
             let mut st = core.state.lock();
             !st.stop && core::mem::take(&mut st.clean_wanted)
         };
         if clean {
             core.clean();
         }
+        core.commit_flushes();
         match core.next_copy() {
             Some(job) => {
                 if core.copier.submit(core, job).is_err() {
                     // Stopped meanwhile: the region stays out of sync.
                     let mut st = core.state.lock();
                     st.copying = false;
-                    st.recovering = None;
+                    st.regions.abort_recovery();
                     drop(st);
                     core.release_copy_waiters();
                 }
             }
             None => {
-                if core.state.lock().recovering.is_none() {
+                if core.state.lock().regions.recovering().is_none() {
                     core.release_copy_waiters();
                 }
             }
@@ -952,9 +883,8 @@ impl CopyClient for Job<Core> {
         let mut st = this.state.lock();
         let (src, legs) = (st.copy_src, st.copy_legs);
         st.copying = false;
-        st.recovering = None;
-        if !result.aborted {
-            st.cursor = region + 1;
+        if result.aborted {
+            st.regions.abort_recovery();
         }
         drop(st);
         if result.read_failed {
@@ -970,12 +900,11 @@ impl CopyClient for Job<Core> {
             }
         }
         let mut st = this.state.lock();
-        if result.complete() && !bit(&st.sync, region) {
-            mirror_log::set_bit(&mut st.sync, region);
-            st.in_sync += 1;
+        if !result.aborted {
+            st.regions.end_recovery(region, result.complete());
         }
         // The event goes with the status that shows it.
-        if st.in_sync >= this.nr_regions() {
+        if st.regions.in_sync() >= this.nr_regions() {
             this.fully_synced.store(true, Ordering::Release);
             if !st.sync_reported {
                 st.sync_reported = true;
@@ -1028,27 +957,20 @@ impl Target for Mirror {
                 };
                 let l = &core.legs[leg];
                 l.reads.fetch_add(1, Ordering::Relaxed);
-                let mut tag = READ_TAG | leg as u32;
-                if io.info().flags.readahead() {
-                    tag |= READAHEAD_TAG;
-                }
-                io.remap_part(0, len, &l.dev, l.offset + offset, tag);
+                io.remap_part(0, len, &l.dev, l.offset + offset, leg as u32);
                 io.remapped()
             }
             Op::Write | Op::Discard => {
                 if !core.legs.iter().any(Leg::alive) {
                     return io.kill(Status::IO_ERROR);
                 }
-                let mut regions = mirror_log::regions(offset, len, core.region_size());
                 let mut st = core.state.lock();
-                if st.recovering.is_some_and(|r| regions.any(|w| w == r))
-                    || st.held.len() >= st.held.capacity()
-                {
+                if st.regions.recovering_in(offset, len) || st.held.len() >= st.held.capacity() {
                     // Being copied (or about to be): after the copy.
                     return core.hold(&mut st, io, Wait::Copy);
                 }
                 let gen = core.begin_write(&mut st, offset, len);
-                if gen > core.log_written.load(Ordering::Acquire) {
+                if gen > core.log_written() {
                     // Its dirty mark is not on disk yet: the daemon writes
                     // the log, then sends it.
                     let mapped = core.hold(&mut st, io, Wait::Log(gen));
@@ -1060,23 +982,36 @@ impl Target for Mirror {
                 core.issue_write(io)
             }
             Op::WriteZeroes | Op::Other => io.kill(Status::NOT_SUPPORTED),
-            Op::Flush => io.complete(),
+            // With a disk log (`wants_flush`): the clean bits of idle
+            // regions go to disk before the FLUSH completes.
+            Op::Flush => {
+                let mut st = core.state.lock();
+                let mapped = core.hold(&mut st, io, Wait::Flush);
+                drop(st);
+                core.worker.kick(&self.core);
+                mapped
+            }
         }
     }
 
-    fn end_io(&self, tag: u32, status: Status) -> EndIo {
+    fn wants_flush(&self) -> bool {
+        self.core.log_writer.is_some()
+    }
+
+    /// The tag is the leg.
+    fn end_io(&self, info: &RqInfo, leg: u32, status: Status) -> EndIo {
         if status.is_ok() {
             return EndIo::Done(status);
         }
         let core = &*self.core;
-        let leg = (tag & 0xff) as usize;
-        if tag & READAHEAD_TAG != 0 {
+        let leg = leg as usize;
+        if info.flags.readahead() {
             // Readahead may fail for reasons of its own (a zero target
             // fails it on purpose): the leg is not at fault, nothing is
             // retried.
             return EndIo::Done(status);
         }
-        if tag & READ_TAG != 0 {
+        if info.op == Op::Read {
             core.fail_leg(leg, READ_ERROR);
             return EndIo::Retry;
         }
@@ -1121,11 +1056,7 @@ impl Target for Mirror {
 
     fn flush_failed(&self, dev: &BlockDevice, status: Status) -> Status {
         let core = &*self.core;
-        if core
-            .log_dev
-            .as_ref()
-            .is_some_and(|l| l.devt() == dev.devt())
-        {
+        if core.log_dev().is_some_and(|l| l.devt() == dev.devt()) {
             core.fail_log(LOG_FLUSH_FAILED);
         }
         for (i, leg) in core.legs.iter().enumerate() {
@@ -1187,7 +1118,7 @@ impl Target for Mirror {
         for (e, leg) in errors.iter_mut().zip(core.legs.iter()) {
             *e = leg.errors.load(Ordering::Acquire);
         }
-        let in_sync = core.state.lock().in_sync;
+        let in_sync = core.state.lock().regions.in_sync();
         let health = core.log_health();
         core.args.write_status_info(
             out,
@@ -1200,17 +1131,25 @@ impl Target for Mirror {
 
     fn status_detail(&self, out: &mut dyn Write) -> fmt::Result {
         let core = &*self.core;
-        let in_sync = core.state.lock().in_sync;
+        let in_sync = core.state.lock().regions.in_sync();
         let synced = in_sync
             .saturating_mul(u64::from(core.region_size()))
             .min(core.length);
         write!(
             out,
-            "sync_sectors={synced}/{} resync_copied={}",
+            "sync_sectors={synced}/{} resync_copied={} held_for_copy={} held_for_log={} held_for_flush={}",
             core.length,
-            core.copied.load(Ordering::Relaxed)
+            core.copied.load(Ordering::Relaxed),
+            core.held_for_copy.load(Ordering::Relaxed),
+            core.held_for_log.load(Ordering::Relaxed),
+            core.held_for_flush.load(Ordering::Relaxed)
         )?;
         write_per_leg(out, " reads=", &core.legs, |l| &l.reads)?;
-        write_per_leg(out, " writes=", &core.legs, |l| &l.writes)
+        write_per_leg(out, " writes=", &core.legs, |l| &l.writes)?;
+        if let Some(writer) = &core.log_writer {
+            let (read, written) = writer.io_counts();
+            write!(out, " log_blocks_read={read} log_blocks_written={written}")?;
+        }
+        Ok(())
     }
 }

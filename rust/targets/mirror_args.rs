@@ -384,7 +384,7 @@ pub fn parse(args: &str, length: u64) -> Result<MirrorArgs<'_>, MirrorError<'_>>
             length,
         });
     }
-    let regions = mirror_log::nr_regions(length, region_size).unwrap_or(u64::MAX);
+    let regions = crate::vblk::bitmap::nr_regions(length, region_size).unwrap_or(u64::MAX);
     let Ok(nr_regions) = u32::try_from(regions) else {
         return Err(MirrorError::TooManyRegions {
             regions,

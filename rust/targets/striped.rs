@@ -11,7 +11,7 @@
 use super::striped_layout::{self, StripeLayout};
 use super::{write_device, Ctor, EndIo, Io, Mapped, Target};
 use crate::sys::bdev::BlockDevice;
-use crate::sys::disk::{Op, Status};
+use crate::sys::disk::{Op, RqInfo, Status};
 use crate::sys::event::EventCounter;
 use crate::sys::limits::QueueLimits;
 use crate::vblk::message::{fail, Reply};
@@ -25,8 +25,6 @@ use kernel::sync::Arc;
 /// Errors after which a stripe stops raising events (dm's
 /// `DM_IO_ERROR_THRESHOLD`): a dead disk should not flood waiters.
 const EVENT_THRESHOLD: u32 = 15;
-/// Tag bit marking readahead: its failures are not the stripe's fault.
-const TAG_READAHEAD: u32 = 1 << 31;
 
 struct Stripe {
     dev: Arc<BlockDevice>,
@@ -115,14 +113,9 @@ impl Target for Striped {
     fn map(&self, mut io: Io<'_>) -> Mapped {
         match io.op() {
             Op::Read | Op::Write => {
-                let ra = if io.info().flags.readahead() {
-                    TAG_READAHEAD
-                } else {
-                    0
-                };
                 for p in self.layout.pieces(io.offset(), io.len()) {
                     let s = &self.stripes[p.stripe as usize];
-                    io.remap_part(p.skip, p.len, &s.dev, s.offset + p.sector, p.stripe | ra);
+                    io.remap_part(p.skip, p.len, &s.dev, s.offset + p.sector, p.stripe);
                 }
                 io.remapped()
             }
@@ -141,11 +134,13 @@ impl Target for Striped {
         }
     }
 
-    fn end_io(&self, tag: u32, status: Status) -> EndIo {
-        if status.is_ok() || status == Status::NOT_SUPPORTED || tag & TAG_READAHEAD != 0 {
+    /// The tag is the stripe. Readahead failures are not the stripe's
+    /// fault.
+    fn end_io(&self, info: &RqInfo, stripe: u32, status: Status) -> EndIo {
+        if status.is_ok() || status == Status::NOT_SUPPORTED || info.flags.readahead() {
             return EndIo::Done(status);
         }
-        if let Some(s) = self.stripes.get((tag & !TAG_READAHEAD) as usize) {
+        if let Some(s) = self.stripes.get(stripe as usize) {
             if s.errors.fetch_add(1, Ordering::Relaxed) + 1 < EVENT_THRESHOLD {
                 self.events.bump();
             }

@@ -13,8 +13,9 @@ use super::abi::{
     FLAG_BUFFER_FULL, FLAG_NOFLUSH, FLAG_QUERY_INACTIVE, FLAG_SHOW_SECRETS, FLAG_STATUS_DETAIL,
 };
 use super::device::{Device, Resumed};
-use super::map::Table;
+use super::map::{Table, TableEnv};
 use super::message::{fail, Reply};
+use super::peers::Peers;
 use super::table;
 use super::target::TargetType;
 use crate::sys::event::EventCounter;
@@ -61,16 +62,20 @@ impl Entry {
 pub(crate) struct Control {
     /// The target types LOAD may name (the module's list).
     types: &'static [TargetType],
+    /// State targets share across devices and tables.
+    peers: Arc<Peers>,
     /// Every device, in creation order.
     #[pin]
     registry: Mutex<KVec<Entry>>,
 }
 
 impl Control {
-    /// A control plane with no devices, constructing tables from `types`.
-    pub(crate) fn new(types: &'static [TargetType]) -> impl PinInit<Self> {
+    /// A control plane with no devices, constructing tables from `types`
+    /// whose targets share state through `peers`.
+    pub(crate) fn new(types: &'static [TargetType], peers: Arc<Peers>) -> impl PinInit<Self> {
         pin_init!(Control {
             types,
+            peers,
             registry <- kernel::new_mutex!(KVec::new(), "vblk::Control::registry"),
         })
     }
@@ -349,7 +354,13 @@ impl Control {
         let mut buf = WipeOnDrop(KVec::new());
         let text = read_text(payload, MAX_TABLE_TEXT, "table text", &mut buf.0, reply)?;
         // Opens the lower devices; no lock is held meanwhile.
-        let table = Table::build(self.types, text, &dev.events, reply)?;
+        let env = TableEnv {
+            types: self.types,
+            peers: &self.peers,
+            device: dev.index,
+            events: &dev.events,
+        };
+        let table = Table::build(&env, text, reply)?;
         let mut deps = KVec::new();
         for index in table.devices.iter().filter_map(|d| d.vblk_index()) {
             if deps.push(index, GFP_KERNEL).is_err() {

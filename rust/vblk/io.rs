@@ -63,10 +63,32 @@ impl QueueHandler for Queue {
         match info.op {
             Op::Other => rq.end(Status::NOT_SUPPORTED),
             Op::Flush => {
-                // An empty flush: every lower device's cache, once.
+                // An empty flush: every lower device's cache, once, and
+                // the lines that commit state of their own on a flush
+                // (`Target::wants_flush`) get it as an empty piece.
                 let rq = rq.dispatch(self.table());
-                for (i, dev) in rq.data().devices.iter().enumerate() {
+                let table = rq.data();
+                for (i, dev) in table.devices.iter().enumerate() {
                     rq.flush_to(dev, (FLUSH_LINE << 32) | i as u64);
+                }
+                if table.uses_flush {
+                    for (i, line) in table.lines.iter().enumerate() {
+                        if !line.target.wants_flush() {
+                            continue;
+                        }
+                        let io = Io {
+                            rq: &rq,
+                            info,
+                            skip: 0,
+                            offset: 0,
+                            len: 0,
+                            line: i as u32,
+                            sent: 0,
+                        };
+                        if !apply(&rq, line.target.map(io)) {
+                            return;
+                        }
+                    }
                 }
             }
             _ => {
@@ -79,7 +101,7 @@ impl QueueHandler for Queue {
         }
     }
 
-    fn lower_done(table: &Arc<Table>, tag: u64, status: Status) -> EndIo {
+    fn lower_done(table: &Arc<Table>, info: &RqInfo, tag: u64, status: Status) -> EndIo {
         if tag >> 32 == FLUSH_LINE {
             if status.is_ok() {
                 return EndIo::Done(status);
@@ -87,7 +109,7 @@ impl QueueHandler for Queue {
             return EndIo::Done(table.flush_failed(tag as u32 as usize, status));
         }
         match table.lines.get((tag >> 32) as usize) {
-            Some(line) => line.target.end_io(tag as u32, status),
+            Some(line) => line.target.end_io(info, tag as u32, status),
             None => EndIo::Done(status),
         }
     }
@@ -96,6 +118,9 @@ impl QueueHandler for Queue {
         let info = rq.info();
         let table = rq.data().clone();
         for piece in layout::pieces(&table.starts, table.size, info.sector, info.sectors.into()) {
+            if !rq.finish_requested(piece.line as u32) {
+                continue;
+            }
             let mut done = Done {
                 rq: &mut rq,
                 info,
@@ -338,7 +363,7 @@ impl Io<'_> {
     /// the request's other pieces) after all the request's lower I/O
     /// completed, in process context.
     pub(crate) fn finish_later(&mut self) {
-        self.rq.finish_later();
+        self.rq.finish_later(self.line);
     }
 
     /// Completes a read piece with zeros.

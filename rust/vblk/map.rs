@@ -3,6 +3,7 @@
 //! opened, and the queue limits stacked from them.
 
 use super::message::{fail, Reply};
+use super::peers::Peers;
 use super::table;
 use super::target::{self, Ctor, Target, TargetType};
 use crate::sys::bdev::BlockDevice;
@@ -14,6 +15,16 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::error::code::{EINVAL, ENOMEM};
 use kernel::prelude::*;
 use kernel::sync::Arc;
+
+/// What a table is built with: the target types, the registry, and the
+/// device it is for.
+pub(crate) struct TableEnv<'a> {
+    pub(crate) types: &'a [TargetType],
+    pub(crate) peers: &'a Arc<Peers>,
+    /// The device's index (the N of vblkN).
+    pub(crate) device: u32,
+    pub(crate) events: &'a Arc<EventCounter>,
+}
 
 /// One line of a loaded table.
 pub(crate) struct Line {
@@ -41,6 +52,8 @@ pub(crate) struct Table {
     /// Some line maps some requests from the disk's workqueue
     /// ([`Target::needs_worker`]); the queue asks only then.
     pub(crate) uses_worker: bool,
+    /// Some line wants empty flushes ([`Target::wants_flush`]).
+    pub(crate) uses_flush: bool,
     /// Target state charged to [`TARGET_STATE`] (released on drop).
     state_bytes: u64,
 }
@@ -66,12 +79,7 @@ impl Table {
     /// Parses `text`, constructs every line's target (opening the lower
     /// devices) and checks the result; nothing outside the new table
     /// changes, and a failure releases everything it opened.
-    pub(crate) fn build(
-        types: &[TargetType],
-        text: &str,
-        events: &Arc<EventCounter>,
-        reply: &mut Reply,
-    ) -> Result<Arc<Table>> {
+    pub(crate) fn build(env: &TableEnv<'_>, text: &str, reply: &mut Reply) -> Result<Arc<Table>> {
         let (count, size) = match table::check(text) {
             Ok(v) => v,
             Err(e) => return fail!(reply, EINVAL, "{e}"),
@@ -95,10 +103,12 @@ impl Table {
                 args: line.args,
                 reply: &mut *reply,
                 devices: &mut devices,
-                events,
+                events: env.events,
+                device: env.device,
+                peers: env.peers,
                 state_bytes: &mut state_bytes,
             };
-            let (target_name, target) = target::construct(types, line.target, &mut ctor)
+            let (target_name, target) = target::construct(env.types, line.target, &mut ctor)
                 .inspect_err(|_| reply.prefix(format_args!("line {}: ", line.number)))?;
             check_areas(&*target, line.number, reply)?;
             if lines
@@ -125,6 +135,7 @@ impl Table {
                 .into_iter()
                 .any(|op| l.target.needs_worker(op))
         });
+        let uses_flush = lines.iter().any(|l| l.target.wants_flush());
         let held = TARGET_STATE.fetch_add(state_bytes, Ordering::AcqRel);
         if held.saturating_add(state_bytes) > MAX_TARGET_STATE {
             TARGET_STATE.fetch_sub(state_bytes, Ordering::AcqRel);
@@ -145,6 +156,7 @@ impl Table {
                 devices,
                 limits,
                 uses_worker,
+                uses_flush,
                 state_bytes,
             },
             GFP_KERNEL,

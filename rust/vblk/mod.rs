@@ -7,6 +7,10 @@
 pub(crate) mod abi;
 #[allow(unreachable_pub, dead_code)]
 pub(crate) mod args;
+// Shared with vblkctl (host tests); mirror's log uses all of it.
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod bitmap;
+pub(crate) mod bufio;
 pub(crate) mod control;
 pub(crate) mod copy;
 pub(crate) mod device;
@@ -15,6 +19,11 @@ pub(crate) mod io;
 pub(crate) mod layout;
 pub(crate) mod map;
 pub(crate) mod message;
+pub(crate) mod peers;
+// Shared with vblkctl (host tests of the block format).
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod metadata_block;
+pub(crate) mod region;
 pub(crate) mod slots;
 pub(crate) mod target;
 // Shared with vblkctl, which uses items the module does not need.

@@ -8,8 +8,9 @@
 use super::args::{parse_device, ArgError, DevSpec};
 use super::io::{Done, EndIo, Io, Mapped};
 use super::message::{fail, Reply};
+use super::peers::Peers;
 use crate::sys::bdev::BlockDevice;
-use crate::sys::disk::{Op, Status};
+use crate::sys::disk::{Op, RqInfo, Status};
 use crate::sys::event::EventCounter;
 use crate::sys::limits::QueueLimits;
 use core::fmt::Write;
@@ -30,18 +31,28 @@ pub(crate) trait Target: Send + Sync {
     /// what the pages held before.
     fn map(&self, io: Io<'_>) -> Mapped;
 
-    /// A lower bio this target submitted with `tag` completed with
-    /// `status` (any context, hard irq included: must not sleep). Says
-    /// what that means for the request: done with a status, retried by
-    /// [`Target::finish`], or requeued whole.
-    fn end_io(&self, _tag: u32, status: Status) -> EndIo {
+    /// Whether an empty FLUSH reaches [`Target::map`] as a piece of no
+    /// sectors (`Op::Flush`), besides the cache flush the framework sends
+    /// every lower device: a target with state of its own (a log, a
+    /// metadata cache) commits it there, and the FLUSH completes only once
+    /// the piece did (held until the commit is durable).
+    fn wants_flush(&self) -> bool {
+        false
+    }
+
+    /// A lower bio this target submitted with `tag` for a piece of a
+    /// request asking `info` (its operation and flags: no need to encode
+    /// them in the tag) completed with `status` (any context, hard irq
+    /// included: must not sleep). Says what that means for the request:
+    /// done with a status, or retried by [`Target::finish`].
+    fn end_io(&self, _info: &RqInfo, _tag: u32, status: Status) -> EndIo {
         EndIo::Done(status)
     }
 
-    /// Sees a piece of a request whose lower I/O completed, if some piece
-    /// of the request asked for it with [`Io::finish_later`] (process
-    /// context, on the device's workqueue; may sleep). The request ends
-    /// after every piece was finished.
+    /// Sees a piece of a request whose lower I/O completed, if this piece
+    /// asked for it with [`Io::finish_later`] or a retry (process context,
+    /// on the device's workqueue; may sleep). The request ends after every
+    /// such piece was finished.
     fn finish(&self, _done: &mut Done<'_>) {}
 
     /// Calls `f(device, start, sectors)` for every lower device area the
@@ -176,6 +187,10 @@ pub(crate) struct Ctor<'a> {
     /// The device's event counter: a target bumps it when something
     /// happens that `vblkctl wait` should see (a stripe failed, ...).
     pub(crate) events: &'a Arc<EventCounter>,
+    /// The index of the device the table is for (the N of vblkN).
+    pub(crate) device: u32,
+    /// State shared with other devices' targets ([`Peers`]).
+    pub(crate) peers: &'a Arc<Peers>,
     /// Bytes of target state the table's lines charged so far.
     pub(crate) state_bytes: &'a mut u64,
 }

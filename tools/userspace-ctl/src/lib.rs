@@ -23,6 +23,20 @@ pub mod layout;
 
 pub mod control;
 
+/// Region bitmaps and region math (host tests).
+#[path = "../../../rust/vblk/bitmap.rs"]
+pub mod bitmap;
+
+/// The checksummed metadata block header (host tests, CRC-32C reference).
+#[path = "../../../rust/vblk/metadata_block.rs"]
+pub mod metadata_block;
+
+/// The framework's modules that targets' pure files use, at the path
+/// they have in the kernel crate (`crate::vblk::...`).
+pub mod vblk {
+    pub use super::bitmap;
+}
+
 /// MESSAGE payloads (keys from a file or standard input).
 pub mod message;
 
@@ -55,7 +69,7 @@ pub mod striped_layout;
 #[path = "../../../rust/targets/mirror_args.rs"]
 pub mod mirror_args;
 
-/// dm's mirror disk log format and region math (host tests).
+/// dm's mirror disk log format (host tests).
 #[path = "../../../rust/targets/mirror_log.rs"]
 pub mod mirror_log;
 

@@ -4,9 +4,11 @@ use serde_json::{json, Value};
 
 /// A mirror line's status, dm's fields
 /// (`2 1:0 1:1 3/8 1 AA 1 core` or `... 3 disk 1:2 A`) and vblk's
-/// counters (`sync_sectors=S/T resync_copied=N reads=a,b writes=a,b`), as
-/// `{"legs": [{"device", "health", "reads", "writes"}], "sync": {...},
-/// "log": {...}}`. `None` if the fields do not parse.
+/// counters (`sync_sectors=S/T resync_copied=N held_for_copy=N
+/// held_for_log=N held_for_flush=N reads=a,b writes=a,b`, and with a disk
+/// log `log_blocks_read=N log_blocks_written=N`), as `{"legs": [{"device",
+/// "health", "reads", "writes"}], "sync": {...}, "held": {...}, "log":
+/// {...}}`. `None` if the fields do not parse.
 pub fn mirror_json(status: &str, counters: &str) -> Option<Value> {
     let w: Vec<&str> = status.split_whitespace().collect();
     let n: usize = w.first()?.parse().ok()?;
@@ -16,7 +18,7 @@ pub fn mirror_json(status: &str, counters: &str) -> Option<Value> {
     if health.chars().count() != n {
         return None;
     }
-    let log = match (w.get(5 + n).copied(), w.get(6 + n), w.get(7 + n)) {
+    let mut log = match (w.get(5 + n).copied(), w.get(6 + n), w.get(7 + n)) {
         (Some("core"), _, _) => json!({"type": "core"}),
         (Some("disk"), Some(dev), Some(h)) => json!({"type": "disk", "device": dev, "health": h}),
         _ => return None,
@@ -52,7 +54,17 @@ pub fn mirror_json(status: &str, counters: &str) -> Option<Value> {
     if let Some(c) = field("resync_copied").and_then(|v| v.parse::<u64>().ok()) {
         sync["regions_copied"] = c.into();
     }
-    Some(json!({"legs": legs, "sync": sync, "log": log}))
+    let count = |key: &str| field(key).and_then(|v| v.parse::<u64>().ok());
+    if let (Some(r), Some(w)) = (count("log_blocks_read"), count("log_blocks_written")) {
+        log["blocks_read"] = r.into();
+        log["blocks_written"] = w.into();
+    }
+    let held = json!({
+        "for_copy": count("held_for_copy"),
+        "for_log": count("held_for_log"),
+        "for_flush": count("held_for_flush"),
+    });
+    Some(json!({"legs": legs, "sync": sync, "held": held, "log": log}))
 }
 
 #[cfg(test)]
@@ -63,7 +75,7 @@ mod tests {
     fn mirror_core_with_counters() {
         let v = mirror_json(
             "2 7:0 7:1 3/8 1 AD 1 core",
-            "sync_sectors=3072/8192 resync_copied=3 reads=10,4 writes=7,7",
+            "sync_sectors=3072/8192 resync_copied=3 held_for_copy=5 held_for_log=2 held_for_flush=1 reads=10,4 writes=7,7",
         )
         .unwrap();
         assert_eq!(v["legs"][0]["device"], "7:0");
@@ -74,7 +86,22 @@ mod tests {
         assert_eq!(v["sync"]["regions"], 8);
         assert_eq!(v["sync"]["sectors_in_sync"], 3072);
         assert_eq!(v["sync"]["regions_copied"], 3);
+        assert_eq!(v["held"]["for_copy"], 5);
+        assert_eq!(v["held"]["for_log"], 2);
+        assert_eq!(v["held"]["for_flush"], 1);
         assert_eq!(v["log"]["type"], "core");
+    }
+
+    #[test]
+    fn mirror_disk_log_counters() {
+        let v = mirror_json(
+            "2 7:0 7:1 8/8 1 AA 3 disk 7:9 A",
+            "sync_sectors=8192/8192 resync_copied=0 held_for_copy=0 held_for_log=4 held_for_flush=2 reads=1,1 writes=4,4 log_blocks_read=3 log_blocks_written=7",
+        )
+        .unwrap();
+        assert_eq!(v["log"]["blocks_read"], 3);
+        assert_eq!(v["log"]["blocks_written"], 7);
+        assert_eq!(v["held"]["for_flush"], 2);
     }
 
     #[test]

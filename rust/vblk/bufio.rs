@@ -1,0 +1,264 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The metadata block cache (as dm-bufio): fixed-size blocks of a
+//! metadata device, read on first use, changed in memory, written back
+//! when the owner commits, with a bounded footprint.
+//!
+//! Every slot (a block-sized buffer) is allocated when the cache is made:
+//! the cache never allocates afterwards, so a commit on the writeback
+//! path does not wait for memory. When every slot is taken, the least
+//! recently used clean block is dropped; if all are dirty, the oldest is
+//! written back first (as dm-bufio does: a block may reach the disk
+//! before the commit that names it, which copy-on-write formats allow).
+//!
+//! [`BlockCache::commit`] orders the writes as a transaction needs: every
+//! dirty block but the superblock, then a cache FLUSH of the device, then
+//! the superblock with FUA: once the superblock is on disk, everything it
+//! refers to is too.
+//!
+//! A cache with a `magic` keeps vblk's checksummed format
+//! ([`super::metadata_block`]: CRC-32C with the kernel's `crc32c`, the
+//! magic, the block's own number): blocks are checked when read (a
+//! mismatch is `EIO` and a message naming the block) and sealed when
+//! written; the caller sees only the payload. Without one, blocks are
+//! raw (a foreign format, dm's mirror log).
+//!
+//! Process context only (I/O is synchronous, under the cache's mutex).
+
+use super::metadata_block::{self, HEADER_BYTES};
+use crate::sys::bdev::{BlockDevice, IoBuffer, WriteFlags};
+use kernel::error::code::{EINVAL, EIO};
+use kernel::error::Result;
+use kernel::prelude::*;
+use kernel::sync::{Arc, Mutex};
+
+/// One cached block.
+struct Slot {
+    /// The block held, if any.
+    nr: Option<u64>,
+    buf: IoBuffer,
+    /// Changed since it was read or written.
+    dirty: bool,
+    /// When it was last used (the cache's clock), for eviction.
+    used: u64,
+}
+
+struct Slots {
+    slots: KVec<Slot>,
+    clock: u64,
+    /// Blocks read from and written to the device (for status).
+    reads: u64,
+    writes: u64,
+}
+
+/// A cache of `block_bytes`-byte blocks of `dev` (see the module's doc).
+#[pin_data]
+pub(crate) struct BlockCache {
+    dev: Arc<BlockDevice>,
+    block_bytes: usize,
+    /// vblk's checksummed format with this magic, or raw blocks.
+    magic: Option<u32>,
+    #[pin]
+    slots: Mutex<Slots>,
+}
+
+impl BlockCache {
+    /// Bytes a cache of `capacity` blocks of `block_bytes` holds (for the
+    /// table's charge).
+    pub(crate) fn state_bytes(block_bytes: usize, capacity: usize) -> u64 {
+        // Each slot is a vmalloc buffer: whole pages.
+        let slot = block_bytes.next_multiple_of(crate::sys::PAGE_SIZE) as u64;
+        slot.saturating_mul(capacity as u64)
+    }
+
+    /// A cache of up to `capacity` blocks of `block_bytes` bytes (a
+    /// multiple of 512 and of the device's logical block size) of `dev`.
+    pub(crate) fn new(
+        dev: Arc<BlockDevice>,
+        block_bytes: usize,
+        capacity: usize,
+        magic: Option<u32>,
+    ) -> Result<impl PinInit<Self>> {
+        let lbs = dev.logical_block_size() as usize;
+        if capacity == 0
+            || block_bytes == 0
+            || block_bytes % 512 != 0
+            || block_bytes % lbs.max(512) != 0
+            || block_bytes > crate::sys::bdev::MAX_RW_BYTES
+            || (magic.is_some() && block_bytes <= HEADER_BYTES)
+        {
+            return Err(EINVAL);
+        }
+        let mut slots = KVec::with_capacity(capacity, GFP_KERNEL)?;
+        for _ in 0..capacity {
+            let slot = Slot {
+                nr: None,
+                buf: IoBuffer::new(block_bytes)?,
+                dirty: false,
+                used: 0,
+            };
+            slots.push(slot, GFP_KERNEL)?;
+        }
+        Ok(pin_init!(BlockCache {
+            dev,
+            block_bytes,
+            magic,
+            slots <- kernel::new_mutex!(
+                Slots {
+                    slots,
+                    clock: 0,
+                    reads: 0,
+                    writes: 0,
+                },
+                "vblk::BlockCache::slots"
+            ),
+        }))
+    }
+
+    /// Bytes of payload per block (after the header, with a format).
+    pub(crate) fn payload_bytes(&self) -> usize {
+        self.block_bytes - self.header()
+    }
+
+    fn header(&self) -> usize {
+        if self.magic.is_some() {
+            HEADER_BYTES
+        } else {
+            0
+        }
+    }
+
+    /// Calls `f` with block `nr`'s payload, reading it first if needed.
+    pub(crate) fn read<R>(&self, nr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let mut s = self.slots.lock();
+        let i = self.get(&mut s, nr, true)?;
+        Ok(f(&s.slots[i].buf[self.header()..]))
+    }
+
+    /// Calls `f` with block `nr`'s payload to change it (read first if
+    /// needed); the block is dirty until the next commit.
+    pub(crate) fn modify<R>(&self, nr: u64, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        let mut s = self.slots.lock();
+        let i = self.get(&mut s, nr, true)?;
+        let h = self.header();
+        let slot = &mut s.slots[i];
+        slot.dirty = true;
+        Ok(f(&mut slot.buf[h..]))
+    }
+
+    /// Writes every dirty block but `superblock`, flushes the device's
+    /// cache, then writes `superblock` (if dirty) with FUA. Without a
+    /// superblock, the flush ends the commit. The first failure is
+    /// returned; the blocks that failed stay dirty.
+    pub(crate) fn commit(&self, superblock: Option<u64>) -> Result {
+        let mut s = self.slots.lock();
+        let mut result = Ok(());
+        let mut wrote = false;
+        for i in 0..s.slots.len() {
+            if s.slots[i].dirty && s.slots[i].nr.is_some() && s.slots[i].nr != superblock {
+                wrote = true;
+                if let Err(e) = self.write_back(&mut s, i, WriteFlags::default()) {
+                    result = result.and(Err(e));
+                }
+            }
+        }
+        let sb = superblock.and_then(|nr| {
+            s.slots
+                .iter()
+                .position(|slot| slot.nr == Some(nr) && slot.dirty)
+        });
+        match sb {
+            Some(i) => {
+                // PREFLUSH: every block written above is durable before
+                // the superblock that names them is.
+                let flags = WriteFlags {
+                    preflush: true,
+                    fua: true,
+                };
+                result = result.and(self.write_back(&mut s, i, flags));
+            }
+            None if wrote => result = result.and(self.dev.flush()),
+            None => {}
+        }
+        result
+    }
+
+    /// Blocks read and written so far.
+    pub(crate) fn io_counts(&self) -> (u64, u64) {
+        let s = self.slots.lock();
+        (s.reads, s.writes)
+    }
+
+    /// The slot holding block `nr`, loading it (`read`) into a free, clean
+    /// or written-back slot if it is not cached.
+    fn get(&self, s: &mut Slots, nr: u64, read: bool) -> Result<usize> {
+        s.clock += 1;
+        let clock = s.clock;
+        if let Some(i) = s.slots.iter().position(|slot| slot.nr == Some(nr)) {
+            s.slots[i].used = clock;
+            return Ok(i);
+        }
+        // A free slot, else the least recently used clean one, else the
+        // least recently used one, written back first.
+        let pick = |clean_only: bool| {
+            s.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.nr.is_none() || !(clean_only && slot.dirty))
+                .min_by_key(|(_, slot)| (slot.nr.is_some(), slot.used))
+                .map(|(i, _)| i)
+        };
+        let i = pick(true).or_else(|| pick(false)).ok_or(EINVAL)?;
+        if s.slots[i].dirty {
+            self.write_back(s, i, WriteFlags::default())?;
+        }
+        s.slots[i].nr = None;
+        if read {
+            let sector = self.sector(nr)?;
+            let slot = &mut s.slots[i];
+            let len = slot.buf.len();
+            self.dev.read_at(sector, &mut slot.buf, 0..len)?;
+            s.reads += 1;
+            if let Some(magic) = self.magic {
+                let checked =
+                    metadata_block::verify(&s.slots[i].buf, magic, nr, crate::sys::crc32c);
+                if let Err(e) = checked {
+                    pr_warn!("metadata block {nr} of {}: {e}\n", self.dev.name());
+                    return Err(EIO);
+                }
+            }
+        }
+        let slot = &mut s.slots[i];
+        slot.nr = Some(nr);
+        slot.dirty = false;
+        slot.used = clock;
+        Ok(i)
+    }
+
+    /// Writes slot `i` (sealed, with a format) and marks it clean.
+    fn write_back(&self, s: &mut Slots, i: usize, flags: WriteFlags) -> Result {
+        let Some(nr) = s.slots[i].nr else {
+            return Ok(());
+        };
+        let sector = self.sector(nr)?;
+        let slot = &mut s.slots[i];
+        if let Some(magic) = self.magic {
+            metadata_block::seal(&mut slot.buf, magic, nr, crate::sys::crc32c)
+                .map_err(|_| EINVAL)?;
+        }
+        let len = slot.buf.len();
+        self.dev.write_at(sector, &slot.buf, 0..len, flags)?;
+        slot.dirty = false;
+        s.writes += 1;
+        Ok(())
+    }
+
+    /// The first sector of block `nr`, if it is inside the device.
+    fn sector(&self, nr: u64) -> Result<u64> {
+        let per = (self.block_bytes / 512) as u64;
+        let sector = nr.checked_mul(per).ok_or(EINVAL)?;
+        if sector.saturating_add(per) > self.dev.sectors() {
+            return Err(EINVAL);
+        }
+        Ok(sector)
+    }
+}
