@@ -131,7 +131,9 @@ struct State {
     /// An event was raised for the mirror being in sync.
     sync_reported: bool,
     /// Writes held until their dirty marks are on disk or the copy of
-    /// their region ended (a slot per request the disk may have).
+    /// their region ended, and FLUSHes until the log is clean: a slot per
+    /// request the disk may have (its tags, and the flush machinery's own
+    /// request).
     held: Slots<Held>,
 }
 
@@ -325,7 +327,10 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
             "out of memory for the mirror's workqueue"
         );
     };
-    let (Ok(copier), Ok(held)) = (Copier::new(&worker, 1), Slots::new(QUEUE_DEPTH as usize)) else {
+    let (Ok(copier), Ok(held)) = (
+        Copier::new(&worker, 1),
+        Slots::new(QUEUE_DEPTH as usize + 1),
+    ) else {
         return fail!(ctor.reply, ENOMEM, "out of memory for the mirror's resync");
     };
     let core = Job::new(pin_init!(Core {

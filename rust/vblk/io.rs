@@ -76,15 +76,7 @@ impl QueueHandler for Queue {
                         if !line.target.wants_flush() {
                             continue;
                         }
-                        let io = Io {
-                            rq: &rq,
-                            info,
-                            skip: 0,
-                            offset: 0,
-                            len: 0,
-                            line: i as u32,
-                            sent: 0,
-                        };
+                        let io = Io::new(&rq, info, i as u32, 0, 0, 0);
                         if !apply(&rq, line.target.map(io)) {
                             return;
                         }
@@ -148,15 +140,14 @@ fn map_request(rq: Pending<Queue>, info: RqInfo) {
     let table = rq.data();
     let mut mapped = 0;
     for piece in layout::pieces(&table.starts, table.size, info.sector, len) {
-        let io = Io {
-            rq: &rq,
+        let io = Io::new(
+            &rq,
             info,
-            skip: piece.skip,
-            offset: piece.offset,
-            len: piece.len,
-            line: piece.line as u32,
-            sent: 0,
-        };
+            piece.line as u32,
+            piece.skip,
+            piece.offset,
+            piece.len,
+        );
         if !apply(&rq, table.lines[piece.line].target.map(io)) {
             return;
         }
@@ -218,7 +209,28 @@ pub(crate) struct Io<'a> {
     sent: u64,
 }
 
-impl Io<'_> {
+impl<'a> Io<'a> {
+    /// Piece `skip..skip + len` of request `rq` (sectors from its start),
+    /// at `offset` in table line `line`, nothing sent yet.
+    fn new(
+        rq: &'a Pending<Queue>,
+        info: RqInfo,
+        line: u32,
+        skip: u64,
+        offset: u64,
+        len: u64,
+    ) -> Self {
+        Io {
+            rq,
+            info,
+            skip,
+            offset,
+            len,
+            line,
+            sent: 0,
+        }
+    }
+
     /// What the request asks for (its operation, flags, sectors).
     pub(crate) fn info(&self) -> &RqInfo {
         &self.info
@@ -410,15 +422,14 @@ impl HeldIo {
     /// process context, as [`HeldIo::redispatch`].
     pub(crate) fn submit_with(mut self, f: impl FnOnce(Io<'_>) -> Mapped) {
         self.answered = true;
-        let io = Io {
-            rq: &self.rq,
-            info: self.info,
-            skip: self.skip,
-            offset: self.offset,
-            len: self.len,
-            line: self.line,
-            sent: 0,
-        };
+        let io = Io::new(
+            &self.rq,
+            self.info,
+            self.line,
+            self.skip,
+            self.offset,
+            self.len,
+        );
         apply(&self.rq, f(io));
     }
 
