@@ -7,7 +7,9 @@
 # - held pieces: writes to a region being copied and writes waiting for
 #   their dirty mark are held (counted), never waited for in `map`; a
 #   suspend and a `noflush` suspend in the middle both return, and every
-#   write is intact (fio verify);
+#   write is intact (fio verify); a write held for a copy when a `noflush`
+#   suspend comes is requeued (still pending while suspended) and
+#   completes with its data after the resume;
 # - FLUSH reaches the target (its hook): a mirror with a disk log has
 #   the clean bits of its idle regions on disk when an fsync returns;
 # - the cross-device registry: a disk log claimed by one device's mirror
@@ -93,6 +95,37 @@ check "writes to clean regions were held for their dirty mark ($(mirror_counter 
 	test "$(mirror_counter m held_for_log)" -gt 0
 check "the mirror comes in sync" mirror_wait_sync m
 check "the legs are identical" same_bytes $A /dev/mapper/sdb $n
+check "remove" vblkctl remove m
+dmsetup remove sdb
+
+# --- a noflush suspend requeues a held write; a resume maps it again ---
+fill /dev/urandom $A
+fill /dev/zero $B
+# Leg B's writes take 2 s: region 0's copy (8 chunks) takes ~16 s.
+dmsetup create sdb --table "0 $n delay $B 0 0 $B 0 2000"
+vblkctl create m --table "0 $n mirror core 1 $rs 2 $A 0 /dev/mapper/sdb 0"
+sleep 1
+head -c 4096 /dev/urandom >"$tmp/block"
+dd if="$tmp/block" of=/dev/vblk/m bs=4k count=1 oflag=direct status=none &
+w=$!
+sleep 1
+check_eq "a write to the region being copied is held" 1 "$(mirror_counter m held_for_copy)"
+check "SUSPEND --noflush returns while the write is held (the copy stops after its chunk)" \
+	timeout 30 vblkctl suspend --noflush m
+check "... and the write is not done: requeued, not sent" kill -0 "$w"
+check_output "... the mirror is suspended" '^State: +SUSPENDED$' vblkctl info m
+vblkctl resume m
+# ends_within SECONDS PID: PID (a child) exits, successfully, in time.
+ends_within() {
+	local i
+	for i in $(seq $(($1 * 10))); do
+		kill -0 "$2" 2>/dev/null || break
+		sleep 0.1
+	done
+	! kill -0 "$2" 2>/dev/null && wait "$2"
+}
+check "after the resume the requeued write completes" ends_within 60 "$w"
+check "... with its data" cmp "$tmp/block" <(sectors_of /dev/vblk/m 0 8)
 check "remove" vblkctl remove m
 dmsetup remove sdb
 
