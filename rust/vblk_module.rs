@@ -34,10 +34,21 @@ struct VblkModule {
 impl kernel::Module for VblkModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         // The metadata block checksum is the kernel's crc32c behind the
-        // format the host tests check: its standard check value, on every
-        // load, proves the binding in the test kernel too.
-        if vblk::metadata_block::checksum(sys::crc32c, b"123456789") != 0xE306_9283 {
-            pr_err!("the kernel's crc32c does not give CRC-32C's check value\n");
+        // format the host tests check (against dm's own tools): the
+        // standard check value and a sealed block, on every load, prove
+        // the binding in the test kernel too.
+        let mut block = [0u8; 512];
+        let sealed = vblk::metadata_block::seal(
+            &mut block,
+            vblk::metadata_block::SALT_BTREE,
+            7,
+            sys::crc32c,
+        );
+        if vblk::metadata_block::checksum(sys::crc32c, b"123456789") != 0xE306_9283
+            || sealed.is_err()
+            || block[0..4] != vblk::metadata_block::LOAD_CHECK_SUM.to_le_bytes()
+        {
+            pr_err!("the kernel's crc32c does not give CRC-32C's check values\n");
             return Err(kernel::error::code::EINVAL);
         }
         let peers = Arc::pin_init(vblk::peers::Peers::new(), GFP_KERNEL)?;

@@ -15,12 +15,13 @@
 //! the superblock with FUA: once the superblock is on disk, everything it
 //! refers to is too.
 //!
-//! A cache with a `magic` keeps vblk's checksummed format
-//! ([`super::metadata_block`]: CRC-32C with the kernel's `crc32c`, the
-//! magic, the block's own number): blocks are checked when read (a
-//! mismatch is `EIO` and a message naming the block) and sealed when
-//! written; the caller sees only the payload. Without one, blocks are
-//! raw (a foreign format, dm's mirror log).
+//! A cache with a `salt` keeps dm's checksummed block convention
+//! ([`super::metadata_block`]: CRC-32C with the kernel's `crc32c` and the
+//! salt of the block kind, the block's own number): blocks are checked
+//! when read (a mismatch is `EIO` and a message naming the block) and
+//! sealed when written: the caller sees the whole block, and the cache
+//! owns its bytes 0..4 and 8..16. Without a salt, blocks are raw (a
+//! foreign format, dm's mirror log).
 //!
 //! Process context only (I/O is synchronous, under the cache's mutex).
 
@@ -55,8 +56,8 @@ struct Slots {
 pub(crate) struct BlockCache {
     dev: Arc<BlockDevice>,
     block_bytes: usize,
-    /// vblk's checksummed format with this magic, or raw blocks.
-    magic: Option<u32>,
+    /// dm's checksummed blocks with this salt, or raw blocks.
+    salt: Option<u32>,
     #[pin]
     slots: Mutex<Slots>,
 }
@@ -76,7 +77,7 @@ impl BlockCache {
         dev: Arc<BlockDevice>,
         block_bytes: usize,
         capacity: usize,
-        magic: Option<u32>,
+        salt: Option<u32>,
     ) -> Result<impl PinInit<Self>> {
         let lbs = dev.logical_block_size() as usize;
         if capacity == 0
@@ -84,7 +85,7 @@ impl BlockCache {
             || block_bytes % 512 != 0
             || block_bytes % lbs.max(512) != 0
             || block_bytes > crate::sys::bdev::MAX_RW_BYTES
-            || (magic.is_some() && block_bytes <= HEADER_BYTES)
+            || (salt.is_some() && block_bytes <= HEADER_BYTES)
         {
             return Err(EINVAL);
         }
@@ -101,7 +102,7 @@ impl BlockCache {
         Ok(pin_init!(BlockCache {
             dev,
             block_bytes,
-            magic,
+            salt,
             slots <- kernel::new_mutex!(
                 Slots {
                     slots,
@@ -114,35 +115,26 @@ impl BlockCache {
         }))
     }
 
-    /// Bytes of payload per block (after the header, with a format).
-    pub(crate) fn payload_bytes(&self) -> usize {
-        self.block_bytes - self.header()
+    /// Bytes per block.
+    pub(crate) fn block_bytes(&self) -> usize {
+        self.block_bytes
     }
 
-    fn header(&self) -> usize {
-        if self.magic.is_some() {
-            HEADER_BYTES
-        } else {
-            0
-        }
-    }
-
-    /// Calls `f` with block `nr`'s payload, reading it first if needed.
+    /// Calls `f` with block `nr`, reading it first if needed.
     pub(crate) fn read<R>(&self, nr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let mut s = self.slots.lock();
         let i = self.get(&mut s, nr, true)?;
-        Ok(f(&s.slots[i].buf[self.header()..]))
+        Ok(f(&s.slots[i].buf))
     }
 
-    /// Calls `f` with block `nr`'s payload to change it (read first if
-    /// needed); the block is dirty until the next commit.
+    /// Calls `f` with block `nr` to change it (read first if needed); the
+    /// block is dirty until the next commit.
     pub(crate) fn modify<R>(&self, nr: u64, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
         let mut s = self.slots.lock();
         let i = self.get(&mut s, nr, true)?;
-        let h = self.header();
         let slot = &mut s.slots[i];
         slot.dirty = true;
-        Ok(f(&mut slot.buf[h..]))
+        Ok(f(&mut slot.buf))
     }
 
     /// Writes every dirty block but `superblock`, flushes the device's
@@ -218,9 +210,9 @@ impl BlockCache {
             let len = slot.buf.len();
             self.dev.read_at(sector, &mut slot.buf, 0..len)?;
             s.reads += 1;
-            if let Some(magic) = self.magic {
+            if let Some(salt) = self.salt {
                 let checked =
-                    metadata_block::verify(&s.slots[i].buf, magic, nr, crate::sys::crc32c);
+                    metadata_block::verify(&s.slots[i].buf, salt, nr, crate::sys::crc32c);
                 if let Err(e) = checked {
                     pr_warn!("metadata block {nr} of {}: {e}\n", self.dev.name());
                     return Err(EIO);
@@ -241,8 +233,8 @@ impl BlockCache {
         };
         let sector = self.sector(nr)?;
         let slot = &mut s.slots[i];
-        if let Some(magic) = self.magic {
-            metadata_block::seal(&mut slot.buf, magic, nr, crate::sys::crc32c)
+        if let Some(salt) = self.salt {
+            metadata_block::seal(&mut slot.buf, salt, nr, crate::sys::crc32c)
                 .map_err(|_| EINVAL)?;
         }
         let len = slot.buf.len();

@@ -14,11 +14,11 @@
 //! runs under memory pressure.
 
 use super::slots::Slots;
-use crate::sys::aio::{self, DestErrors};
+use crate::sys::aio::{AioDest, AioDone, AioOp, AsyncIo, DestErrors};
 use crate::sys::bdev::{BlockDevice, IoBuffer, WriteFlags};
 use crate::sys::workqueue::{Deferred, Job, OwnedQueue};
 use kernel::error::code::{EBUSY, EINTR, EINVAL};
-use kernel::error::Result;
+use kernel::error::{Error, Result};
 use kernel::prelude::*;
 use kernel::sync::{Arc, CondVar, Mutex};
 
@@ -93,17 +93,20 @@ pub(crate) trait CopyClient: Send + Sync + 'static {
     }
 }
 
-/// The copier's queue and buffer.
+/// The copier's queue, its running job and its buffer.
 #[pin_data]
 pub(crate) struct CopyQueue<C: CopyClient> {
     #[pin]
     jobs: Mutex<Jobs<C>>,
-    /// Wakes a throttled copy when told to stop.
+    /// Wakes a throttled copy when told to stop, and `stop` when the
+    /// running job reported.
     #[pin]
     wake: CondVar,
-    /// The chunk buffer (only the running job uses it).
-    #[pin]
-    buf: Mutex<IoBuffer>,
+    /// The chunk I/O: a read from the source, then a write to every
+    /// destination at once; its completion kicks the copier again.
+    aio: AsyncIo<Job<CopyQueue<C>>>,
+    /// Where the copier runs (kicked by the chunk I/O's completion).
+    worker: Arc<OwnedQueue>,
 }
 
 struct Jobs<C> {
@@ -112,33 +115,62 @@ struct Jobs<C> {
     queue: Slots<(CopyJob, Arc<C>)>,
     /// Refuse and abort jobs ([`Copier::stop`]) until [`Copier::start`].
     stopped: bool,
-    /// A job was taken out and has not reported yet.
-    running: bool,
+    /// The job being copied, from its start until it reported.
+    running: Option<Running<C>>,
+    /// The chunk buffer; `None` while a chunk I/O has it.
+    buf: Option<IoBuffer>,
+}
+
+/// The job being copied and how far it got.
+struct Running<C> {
+    job: CopyJob,
+    client: Arc<C>,
+    /// Sectors copied to every destination still working.
+    done: u64,
+    result: CopyResult,
+    step: Step,
+}
+
+/// What the running job does next.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Read the next chunk.
+    Read,
+    /// The chunk of `n` sectors is being read.
+    Reading(u64),
+    /// Write the chunk of `n` sectors that was read.
+    Write(u64),
+    /// The chunk of `n` sectors is being written; `index[k]` is the job's
+    /// destination the batch's destination `k` is.
+    Writing(u64, [u8; MAX_COPY_DESTS]),
+    /// Over: report.
+    Report,
 }
 
 /// Copies ranges in the background on `worker` (see the module's doc).
 pub(crate) struct Copier<C: CopyClient> {
     job: Arc<Job<CopyQueue<C>>>,
-    worker: Arc<OwnedQueue>,
 }
 
 impl<C: CopyClient> Copier<C> {
     /// A copier running on `worker` that queues up to `capacity` jobs.
     pub(crate) fn new(worker: &Arc<OwnedQueue>, capacity: usize) -> Result<Self> {
         let queue = Slots::new(capacity)?;
-        let buf = IoBuffer::new(CHUNK_BYTES)?;
+        let buf = Some(IoBuffer::new(CHUNK_BYTES)?);
+        let aio = AsyncIo::new()?;
         let job = Arc::pin_init(
             Job::new(pin_init!(CopyQueue {
-                jobs <- kernel::new_mutex!(Jobs { queue, stopped: true, running: false }, "vblk::Copier::jobs"),
+                jobs <- kernel::new_mutex!(
+                    Jobs { queue, stopped: true, running: None, buf },
+                    "vblk::Copier::jobs"
+                ),
                 wake <- kernel::new_condvar!("vblk::Copier::wake"),
-                buf <- kernel::new_mutex!(buf, "vblk::Copier::buf"),
+                aio,
+                worker: worker.clone(),
             })),
             GFP_KERNEL,
         )?;
-        Ok(Copier {
-            job,
-            worker: worker.clone(),
-        })
+        Ok(Copier { job })
     }
 
     /// Queues `job`, which reports to `client` when it ends; `EBUSY` (the
@@ -151,7 +183,7 @@ impl<C: CopyClient> Copier<C> {
         }
         jobs.queue.put((job, client.clone())).map_err(|_| EBUSY)?;
         drop(jobs);
-        self.worker.kick(&self.job);
+        self.job.worker.kick(&self.job);
         Ok(())
     }
 
@@ -170,8 +202,8 @@ impl<C: CopyClient> Copier<C> {
         let mut jobs = self.job.jobs.lock();
         jobs.stopped = true;
         self.job.wake.notify_all();
-        self.worker.kick(&self.job);
-        while jobs.running || !jobs.queue.is_empty() {
+        self.job.worker.kick(&self.job);
+        while jobs.running.is_some() || !jobs.queue.is_empty() {
             if !interruptible {
                 self.job.wake.wait(&mut jobs);
             } else if self.job.wake.wait_interruptible(&mut jobs) {
@@ -182,86 +214,176 @@ impl<C: CopyClient> Copier<C> {
     }
 }
 
+impl<C: CopyClient> AioDone for Job<CopyQueue<C>> {
+    fn aio_done(this: &Arc<Self>) {
+        this.worker.kick(this);
+    }
+}
+
 impl<C: CopyClient> Deferred for CopyQueue<C> {
+    /// Moves the running job on by one step at a time until it waits for
+    /// its chunk I/O (whose completion kicks this again) or every job
+    /// reported. Never waits for I/O.
     fn run(job: &Arc<Job<Self>>) {
         loop {
             let mut jobs = job.jobs.lock();
-            let Some((next, client)) = jobs.queue.take_oldest(|_| true) else {
+            if jobs.buf.is_none() {
+                // A chunk I/O is out: go on once it ended.
+                let Some((buf, errors)) = job.aio.take() else {
+                    return;
+                };
+                jobs.buf = Some(buf);
+                if let Some(run) = jobs.running.as_mut() {
+                    run.chunk_ended(errors);
+                }
+            }
+            if jobs.running.is_none() {
+                let Some((next, client)) = jobs.queue.take_oldest(|_| true) else {
+                    return;
+                };
+                jobs.running = Some(Running {
+                    job: next,
+                    client,
+                    done: 0,
+                    result: CopyResult::default(),
+                    step: Step::Read,
+                });
+            }
+            let stopped = jobs.stopped;
+            let Some(run) = jobs.running.as_mut() else {
                 return;
             };
-            let stopped = jobs.stopped;
-            jobs.running = true;
-            drop(jobs);
-            let result = if stopped {
-                CopyResult {
-                    aborted: true,
-                    ..CopyResult::default()
+            if stopped && !matches!(run.step, Step::Report) {
+                run.result.aborted = true;
+                run.step = Step::Report;
+            }
+            match run.step {
+                Step::Report => {
+                    // Still `running` while it reports: `stop` waits for
+                    // the report too.
+                    let (client, key, result) = (run.client.clone(), run.job.key, run.result);
+                    drop(jobs);
+                    C::copy_done(&client, key, result);
+                    drop(client);
+                    job.jobs.lock().running = None;
+                    job.wake.notify_all();
                 }
-            } else {
-                job.copy(&next, &*client)
-            };
-            C::copy_done(&client, next.key, result);
-            drop(client);
-            job.jobs.lock().running = false;
-            job.wake.notify_all();
+                Step::Read | Step::Write(_) => {
+                    if matches!(run.step, Step::Read) && run.done > 0 && run.client.busy() {
+                        // Between chunks, user I/O goes first.
+                        let _ = job.wake.wait_interruptible_timeout(
+                            &mut jobs,
+                            kernel::time::msecs_to_jiffies(THROTTLE_MS),
+                        );
+                        if jobs.stopped {
+                            continue;
+                        }
+                    }
+                    let Some(buf) = jobs.buf.take() else {
+                        return;
+                    };
+                    let Some(run) = jobs.running.as_mut() else {
+                        return;
+                    };
+                    if let Err((_, buf)) = run.next_io(job, buf) {
+                        jobs.buf = Some(buf);
+                    }
+                }
+                Step::Reading(_) | Step::Writing(..) => return,
+            }
         }
     }
 }
 
-impl<C: CopyClient> CopyQueue<C> {
-    /// Runs one job, chunk by chunk.
-    fn copy(&self, job: &CopyJob, client: &C) -> CopyResult {
-        let mut result = CopyResult::default();
-        let mut buf = self.buf.lock();
-        let step = (CHUNK_BYTES / 512) as u64;
-        let mut done = 0;
-        while done < job.len {
-            if self.jobs.lock().stopped {
-                result.aborted = true;
-                break;
-            }
-            let n = (job.len - done).min(step);
+impl<C: CopyClient> Running<C> {
+    /// Starts the next chunk I/O with `buf`: the read of the next chunk
+    /// (the job ends when all is copied), or the write of the chunk read
+    /// to every destination still working (the job ends when none is).
+    /// Gives `buf` back when no I/O is out.
+    fn next_io(
+        &mut self,
+        job: &Arc<Job<CopyQueue<C>>>,
+        buf: IoBuffer,
+    ) -> core::result::Result<(), (Error, IoBuffer)> {
+        let (src, from) = &self.job.from;
+        if let Step::Write(n) = self.step {
             let bytes = 0..(n * 512) as usize;
-            let (src, from) = &job.from;
-            if src.read_at(from + done, &mut buf, bytes.clone()).is_err() {
-                result.read_failed = true;
-                break;
-            }
-            // The destinations still working (unused entries: placeholders),
-            // and their indexes in the job.
-            let mut targets: [(&BlockDevice, u64); MAX_COPY_DESTS] = [(&**src, 0); MAX_COPY_DESTS];
-            let mut index = [0usize; MAX_COPY_DESTS];
+            // The destinations still working (unused entries: placeholders).
+            let mut dests: [AioDest<'_>; MAX_COPY_DESTS] = core::array::from_fn(|_| AioDest {
+                dev: src,
+                sector: 0,
+                bytes: 0..0,
+            });
+            let mut index = [0u8; MAX_COPY_DESTS];
             let mut count = 0;
-            for (i, d) in job.dests.iter().enumerate() {
+            for (i, d) in self.job.dests.iter().enumerate() {
                 if let Some((dev, at)) = d {
-                    if !result.write_failed.failed(i) {
-                        targets[count] = (&**dev, at + done);
-                        index[count] = i;
+                    if !self.result.write_failed.failed(i) {
+                        dests[count] = AioDest {
+                            dev,
+                            sector: at + self.done,
+                            bytes: bytes.clone(),
+                        };
+                        index[count] = i as u8;
                         count += 1;
                     }
                 }
             }
             if count == 0 {
-                break;
+                self.step = Step::Report;
+                return Err((EINVAL, buf));
             }
-            let failed = aio::write_many(&targets[..count], &buf, bytes, WriteFlags::default())
-                .unwrap_or(DestErrors(u32::MAX));
-            for (k, &i) in index.iter().enumerate().take(count) {
-                if failed.failed(k) {
-                    result.write_failed.0 |= 1 << i;
-                }
-            }
-            done += n;
-            if client.busy() {
-                let mut jobs = self.jobs.lock();
-                if !jobs.stopped {
-                    let _ = self.wake.wait_interruptible_timeout(
-                        &mut jobs,
-                        kernel::time::msecs_to_jiffies(THROTTLE_MS),
-                    );
-                }
-            }
+            self.step = Step::Writing(n, index);
+            let flags = AioOp::Write(WriteFlags::default());
+            return job
+                .aio
+                .submit(job, flags, &dests[..count], buf)
+                .inspect_err(|_| {
+                    self.result.write_failed.0 |=
+                        index.iter().take(count).fold(0, |m, &i| m | 1 << i);
+                    self.step = Step::Report;
+                });
         }
-        result
+        let step = (CHUNK_BYTES / 512) as u64;
+        if self.done >= self.job.len {
+            self.step = Step::Report;
+            return Err((EINVAL, buf));
+        }
+        let n = (self.job.len - self.done).min(step);
+        let dest = AioDest {
+            dev: src,
+            sector: from + self.done,
+            bytes: 0..(n * 512) as usize,
+        };
+        self.step = Step::Reading(n);
+        job.aio
+            .submit(job, AioOp::Read, &[dest], buf)
+            .inspect_err(|_| {
+                self.result.read_failed = true;
+                self.step = Step::Report;
+            })
+    }
+
+    /// The chunk I/O ended with `errors`: after a read, writes the chunk
+    /// to every destination still working; after a write, notes the failed
+    /// ones and moves on.
+    fn chunk_ended(&mut self, errors: DestErrors) {
+        match self.step {
+            Step::Reading(_) if errors.any() => {
+                self.result.read_failed = true;
+                self.step = Step::Report;
+            }
+            Step::Reading(n) => self.step = Step::Write(n),
+            Step::Writing(n, index) => {
+                for (k, &i) in index.iter().enumerate() {
+                    if errors.failed(k) {
+                        self.result.write_failed.0 |= 1 << i;
+                    }
+                }
+                self.done += n;
+                self.step = Step::Read;
+            }
+            Step::Read | Step::Write(_) | Step::Report => {}
+        }
     }
 }

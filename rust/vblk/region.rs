@@ -397,7 +397,7 @@ impl LogWriter {
         }
         let gen = snapshot(&mut image);
         let mut result = Ok(());
-        for (nr, part) in image.chunks(self.cache.payload_bytes()).enumerate() {
+        for (nr, part) in image.chunks(self.cache.block_bytes()).enumerate() {
             let nr = nr as u64;
             let same = self.cache.read(nr, |block| block == part);
             match same {
@@ -419,7 +419,7 @@ impl LogWriter {
     /// owner's (the order [`LogWriter::commit`] takes them in).
     pub(crate) fn read(&self, take: impl FnOnce(&[u8], bool)) {
         let mut image = self.image.lock();
-        let step = self.cache.payload_bytes();
+        let step = self.cache.block_bytes();
         let mut ok = true;
         for (nr, part) in image.chunks_mut(step).enumerate() {
             ok &= self
