@@ -73,8 +73,14 @@ say() { echo "bench: [+$(( $(date +%s) - ${start:-$(date +%s)} ))s] $*"; }
 die() { echo "bench: FAILED: $*" >&2; cleanup; exit 1; }
 
 remove_upper() {
+	local i
 	[ -e "/dev/vblk/$VBLK_NAME" ] && vblkctl remove "$VBLK_NAME"
 	dmsetup info "$DM_NAME" >/dev/null 2>&1 && dmsetup remove "$DM_NAME"
+	# companion devices, last made first removed
+	for i in 7 6 5 4 3 2 1 0; do
+		[ -e "/dev/vblk/$VBLK_NAME-pre$i" ] && vblkctl remove "$VBLK_NAME-pre$i"
+		dmsetup info "$DM_NAME-pre$i" >/dev/null 2>&1 && dmsetup remove "$DM_NAME-pre$i"
+	done
 	return 0
 }
 
@@ -144,11 +150,17 @@ teardown_brd() { :; }
 # devices filled in ($D0 $D1: the backing's D0 D1 for vblk, D2 D3 for dm).
 # $D2, $D3 are left unset: the targets loop below skips lines that use them.
 expand() {
-	local D0 D1 DSZ=$dsz N=$3
+	local D0 D1 DSZ=$dsz N=$3 P0 P1 P2 P3 P4 P5 P6 P7 i
 	case "$2" in
 	vblk) D0=${DEVS[0]} D1=${DEVS[1]} ;;
 	dm) D0=${DEVS[2]} D1=${DEVS[3]} ;;
 	esac
+	for i in 0 1 2 3 4 5 6 7; do
+		case "$2" in
+		vblk) printf -v "P$i" '%s' "/dev/vblk/$VBLK_NAME-pre$i" ;;
+		dm) printf -v "P$i" '%s' "/dev/mapper/$DM_NAME-pre$i" ;;
+		esac
+	done
 	eval "printf '%s' \"$1\""
 }
 
@@ -204,10 +216,28 @@ record() {
 	fi
 }
 
-# run_pair BACKING TARGET PAIR VBLK_TABLE DM_TABLE: both devices, one fio
-# process, both removed.
+# run_pair BACKING TARGET PAIR VBLK_TABLE DM_TABLE [VBLK_PRE DM_PRE]: both
+# devices (after their companions, if any), one fio process, all removed.
 run_pair() {
 	local backing=$1 target=$2 pair=$3 vdev=/dev/vblk/$VBLK_NAME ddev=/dev/mapper/$DM_NAME shape side first second
+	local k t vpre=() dpre=()
+	if [ -n "${6:-}" ]; then
+		# A store on a ram disk keeps its header from the last pair: every
+		# pair starts from blank companions' devices.
+		[ "$backing" = brd ] && for k in 1 3; do
+			dd if=/dev/zero of="${DEVS[$k]}" bs=1M oflag=direct status=none 2>/dev/null
+		done
+		IFS=';' read -ra vpre <<<"$6"
+		IFS=';' read -ra dpre <<<"$7"
+		for k in "${!vpre[@]}"; do
+			t=$(sed 's/^ *//; s/ *$//' <<<"${vpre[$k]}")
+			vblkctl create "$VBLK_NAME-pre$k" --table "$t" >/dev/null || die "vblkctl create $VBLK_NAME-pre$k --table '$t'"
+		done
+		for k in "${!dpre[@]}"; do
+			t=$(sed 's/^ *//; s/ *$//' <<<"${dpre[$k]}")
+			dmsetup create "$DM_NAME-pre$k" --table "$t" || die "dmsetup create $DM_NAME-pre$k --table '$t'"
+		done
+	fi
 	vblkctl create "$VBLK_NAME" --table "$4" >/dev/null || die "vblkctl create $VBLK_NAME --table '$4'"
 	no_sched "$vdev"
 	dmsetup create "$DM_NAME" --table "$5" || die "dmsetup create $DM_NAME --table '$5'"
@@ -227,14 +257,14 @@ run_pair() {
 # type, or when the line needs more lower devices than a side has (2)
 vblk_types=$(vblkctl targets | awk '{print $1}')
 dm_types=$(dmsetup targets | awk '{print $1}')
-T_NAME=() T_NDEV=() T_VBLK=() T_DM=()
+T_NAME=() T_NDEV=() T_VBLK=() T_DM=() T_VPRE=() T_DPRE=() T_ONLY=()
 while IFS= read -r line; do
 	[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
-	IFS='|' read -r head vt dt <<<"$line"
-	read -r name ndev <<<"$head"
+	IFS='|' read -r head vt dt vp dp <<<"$line"
+	read -r name ndev only <<<"$head"
 	[ -z "$target_filter" ] || [[ " $target_filter " == *" $name "* ]] || continue
 	if ! [[ $ndev =~ ^[0-9]+$ ]] || [ -z "$dt" ]; then say "skipping $name: not 'NAME NDEVS | VBLK TABLE | DM TABLE'"; continue; fi
-	if [ "$ndev" -gt 2 ] || [[ "$vt$dt" =~ \$\{?D[2-9] ]]; then
+	if [ "$ndev" -gt 2 ] || [[ "$vt$dt$vp$dp" =~ \$\{?D[2-9] ]]; then
 		say "skipping $name: it needs more than 2 lower devices (NDEVS $ndev, or \$D2/\$D3 in a table); vblk and dm each get 2, half of the backing's 4"
 		continue
 	fi
@@ -242,7 +272,7 @@ while IFS= read -r line; do
 	read -r _ _ dtype _ <<<"$dt"
 	if ! grep -qx "$vtype" <<<"$vblk_types"; then say "skipping $name: vblk has no target '$vtype' yet"; continue; fi
 	if ! grep -qx "$dtype" <<<"$dm_types"; then say "skipping $name: dm has no target '$dtype'"; continue; fi
-	T_NAME+=("$name") T_NDEV+=("$ndev") T_VBLK+=("$vt") T_DM+=("$dt")
+	T_NAME+=("$name") T_NDEV+=("$ndev") T_VBLK+=("$vt") T_DM+=("$dt") T_VPRE+=("${vp:-}") T_DPRE+=("${dp:-}") T_ONLY+=("${only:-}")
 done <"$targets_file"
 [ ${#T_NAME[@]} -gt 0 ] || die "no target of $targets_file${target_filter:+ named '$target_filter'} exists in both vblk and dm"
 
@@ -275,11 +305,17 @@ for backing in $backings; do
 	fio_run "$backing-raw" || die "fio on the raw device ${DEVS[0]}"
 	record "$backing" raw "" "$backing-raw"
 	for i in "${!T_NAME[@]}"; do
+		if [ -n "${T_ONLY[$i]}" ] && [[ ",${T_ONLY[$i]}," != *",$backing,"* ]]; then
+			say "skipping ${T_NAME[$i]} on $backing: only on ${T_ONLY[$i]}"
+			continue
+		fi
 		vtable=$(expand "${T_VBLK[$i]}" vblk "${T_NDEV[$i]}")
 		dtable=$(expand "${T_DM[$i]}" dm "${T_NDEV[$i]}")
-		say "${T_NAME[$i]}: vblk '$vtable', dm '$dtable'"
+		vpre=$(expand "${T_VPRE[$i]}" vblk "${T_NDEV[$i]}")
+		dpre=$(expand "${T_DPRE[$i]}" dm "${T_NDEV[$i]}")
+		say "${T_NAME[$i]}: vblk '$vtable'${vpre:+ after '$vpre'}, dm '$dtable'${dpre:+ after '$dpre'}"
 		for p in $(seq "$pairs"); do
-			run_pair "$backing" "${T_NAME[$i]}" "$p" "$vtable" "$dtable"
+			run_pair "$backing" "${T_NAME[$i]}" "$p" "$vtable" "$dtable" "$vpre" "$dpre"
 		done
 	done
 	"teardown_$backing"

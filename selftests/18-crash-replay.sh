@@ -6,7 +6,10 @@
 # checked: the filesystem mounts (its journal replays) and fscks clean,
 # through the same stack (linear, striped, crypt) rebuilt on the replayed
 # copy, and for mirror the disk log never calls a region clean whose legs
-# differ (the dirty mark goes down before the data). VBLK_REPLAY_POINTS
+# differ (the dirty mark goes down before the data), and for a snapshot
+# taken of the blank origin before the workload, the store loads and the
+# snapshot reads blank at every point (an origin write reaches the disk
+# only after its chunk's exception is committed). VBLK_REPLAY_POINTS
 # points per stack are checked (default 3, spread over the log, plus the
 # last; 0: every point, as `make test-long` does): each costs a copy, a
 # mount and an fsck, seconds under TCG.
@@ -22,6 +25,7 @@ n=65536 # linear, striped, crypt: 32 MiB
 half=$((n / 2))
 key=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
 mir=32768 # mirror legs: 16 MiB each, log after them
+snap=32768 # snapshot: origin 16 MiB, COW 16 MiB after it
 total_points=0
 
 zero() { dd if=/dev/zero of="$1" bs=1M count=$(($(sectors "$1") / 2048)) oflag=direct status=none; }
@@ -38,11 +42,23 @@ stack() {
 			dmsetup create "$1-l" --table "0 2048 linear $2 $((2 * mir))" &&
 			vblkctl create "$1" --table "0 $mir mirror disk 2 /dev/mapper/$1-l 1024 2 /dev/mapper/$1-a 0 /dev/mapper/$1-b 0"
 		;;
+	snapshot)
+		# origin 16 MiB, COW 16 MiB after it; the snapshot is taken of the
+		# blank origin before the workload writes it.
+		dmsetup create "$1-o" --table "0 $snap linear $2 0" &&
+			dmsetup create "$1-c" --table "0 $snap linear $2 $snap" &&
+			vblkctl create "$1-s" --table "0 $snap snapshot /dev/mapper/$1-o /dev/mapper/$1-c P 8" &&
+			vblkctl create "$1" --table "0 $snap snapshot-origin /dev/mapper/$1-o"
+		;;
 	esac
 }
 unstack() {
 	remove_retry "$1"
 	[ "$1" = mirror ] && for s in a b l; do dmsetup remove --retry "$1-$s"; done
+	if [ "$1" = snapshot ]; then
+		remove_retry "$1-s"
+		for s in o c; do dmsetup remove --retry "$1-$s"; done
+	fi
 	return 0
 }
 
@@ -113,6 +129,16 @@ check_point() {
 		dmsetup remove --retry chk-a
 		return "$rc"
 		;;
+	snapshot)
+		# The store loads, the origin's filesystem is consistent, and the
+		# snapshot still shows the blank origin it was taken of: every
+		# origin write on disk had its exception committed before it.
+		stack "$1" /dev/rs >/dev/null || return 1
+		fs_ok "/dev/vblk/$1" && cmp <(sectors_of "/dev/vblk/$1-s" 0 "$snap") <(head -c $((snap * 512)) /dev/zero)
+		local rc=$?
+		unstack "$1"
+		return "$rc"
+		;;
 	*)
 		stack "$1" /dev/rs >/dev/null || return 1
 		fs_ok "/dev/vblk/$1"; local rc=$?
@@ -122,7 +148,7 @@ check_point() {
 	esac
 }
 
-for case in linear striped crypt mirror; do
+for case in linear striped crypt mirror snapshot; do
 	zero /dev/lwd
 	zero /dev/rt
 	dd if=/dev/zero of=/dev/lwl bs=1M count=1 oflag=direct status=none

@@ -463,6 +463,12 @@ impl<T: QueueHandler> Pending<T> {
         self.lower().clones(skip, len, dev, sector, tag);
     }
 
+    /// How many completions [`Self::clone_to`] of the same sectors will
+    /// report (one per bio of the request they touch), known before any.
+    pub(crate) fn clone_count(&self, skip: u64, len: u64) -> u32 {
+        self.lower().clone_count(skip, len)
+    }
+
     /// Writes the request's sectors `part` (counted from its start) to
     /// `dev` at `sector` from bounce pages of `pool`, never from the
     /// caller's pages: each page gets a copy of the request's data, then

@@ -107,6 +107,27 @@ impl<'a, T: QueueHandler> Submitter<'a, T> {
         unsafe { bindings::submit_bio_noacct(b) };
     }
 
+    /// How many clones [`Self::clones`] makes for sectors
+    /// `[skip, skip + len)`: one per bio of the request they touch.
+    pub(super) fn clone_count(&self, skip: u64, len: u64) -> u32 {
+        let end = skip.saturating_add(len);
+        let (mut pos, mut count) = (0u64, 0u32);
+        // SAFETY: the request is pending (invariant): its bio list is
+        // stable while we hold a count.
+        let mut bio = unsafe { (*self.rq.as_ptr()).bio };
+        while !bio.is_null() && pos < end {
+            // SAFETY: `bio` is a live bio of the request.
+            let n = u64::from(unsafe { (*bio).bi_iter.bi_size } >> 9);
+            if pos.max(skip) < (pos + n).min(end) {
+                count += 1;
+            }
+            pos += n;
+            // SAFETY: as above; the next bio of the request.
+            bio = unsafe { (*bio).bi_next };
+        }
+        count
+    }
+
     /// Clones of sectors `[skip, skip + len)` of the request to `dev` at
     /// `sector`.
     pub(super) fn clones(&self, skip: u64, len: u64, dev: &BlockDevice, sector: u64, tag: u64) {

@@ -29,6 +29,11 @@ mod mirror_args;
 // Pure disk log format and region math, shared with vblkctl's host tests.
 #[allow(unreachable_pub, dead_code)]
 mod mirror_log;
+mod snapshot;
+// Pure exception store format and argument parsing, shared with vblkctl's
+// host tests.
+#[allow(unreachable_pub, dead_code)]
+mod snapshot_store;
 mod striped;
 // Pure placement math, shared with vblkctl's host tests.
 #[allow(unreachable_pub)]
@@ -56,7 +61,7 @@ const fn v1(name: &'static str, construct: crate::vblk::target::Constructor) -> 
 
 /// Every target type: the module hands the list to the framework (LOAD
 /// looks names up in it, TARGETS lists it).
-pub(crate) const TYPES: [TargetType; 7] = [
+pub(crate) const TYPES: [TargetType; 10] = [
     v1("linear", linear::construct),
     v1("zero", zero::construct),
     v1("error", error::construct),
@@ -64,6 +69,9 @@ pub(crate) const TYPES: [TargetType; 7] = [
     v1("flakey", flakey::construct),
     v1("crypt", crypt::construct),
     v1("mirror", mirror::construct),
+    v1("snapshot-origin", snapshot::construct_origin),
+    v1("snapshot", snapshot::construct_snapshot),
+    v1("snapshot-merge", snapshot::construct_merge),
 ];
 
 /// Constructs a target that takes no arguments and has no state (dm's

@@ -211,8 +211,7 @@ impl BlockCache {
             self.dev.read_at(sector, &mut slot.buf, 0..len)?;
             s.reads += 1;
             if let Some(salt) = self.salt {
-                let checked =
-                    metadata_block::verify(&s.slots[i].buf, salt, nr, crate::sys::crc32c);
+                let checked = metadata_block::verify(&s.slots[i].buf, salt, nr, crate::sys::crc32c);
                 if let Err(e) = checked {
                     pr_warn!("metadata block {nr} of {}: {e}\n", self.dev.name());
                     return Err(EIO);

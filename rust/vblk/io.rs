@@ -325,6 +325,18 @@ impl<'a> Io<'a> {
         }
     }
 
+    /// How many times [`super::target::Target::end_io`] will be called for
+    /// a [`Io::remap_part`] of the same sectors: a target that counts
+    /// lower I/O in flight (a snapshot's reads of the origin) adds this
+    /// before it remaps, and takes one off per `end_io`.
+    pub(crate) fn completions_for(&self, skip: u64, len: u64) -> u32 {
+        let len = len.min(self.len.saturating_sub(skip));
+        if len == 0 {
+            return 0;
+        }
+        self.rq.clone_count(self.skip + skip, len)
+    }
+
     /// For a DISCARD or WRITE_ZEROES piece: sends the same operation for
     /// `len` sectors of `dev` from `sector` on (a striped target sends each
     /// stripe its share as one range). Fails the request for other

@@ -59,22 +59,30 @@ impl Peers {
 
     /// The value under `kind` and `key`, made by `make` if there is none
     /// (process context: constructors). `EINVAL` if it is there with
-    /// another type.
+    /// another type. `make` runs without the registry's lock (it may
+    /// acquire or drop other entries); if another acquirer made the entry
+    /// meanwhile, that one is used and the value made here dropped.
     pub(crate) fn acquire<T: Send + Sync + 'static>(
         self: &Arc<Self>,
         kind: &'static str,
         key: u64,
         make: impl FnOnce() -> Result<Arc<T>>,
     ) -> Result<PeerRef<T>> {
+        if let Some(found) = self.find(kind, key) {
+            return found;
+        }
+        let value: Arc<dyn Peer> = make()?;
         let mut entries = self.entries.lock();
         if let Some(e) = entries
             .iter_mut()
             .flatten()
             .find(|e| e.kind == kind && e.key == key)
         {
-            return self.use_entry(e);
+            let found = self.use_entry(e);
+            drop(entries);
+            drop(value);
+            return found;
         }
-        let value: Arc<dyn Peer> = make()?;
         let entry = Entry {
             kind,
             key,
@@ -85,12 +93,30 @@ impl Peers {
         let slot = match entries.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
-                entries.push(None, GFP_KERNEL)?;
+                if let Err(e) = entries.push(None, GFP_KERNEL) {
+                    drop(entries);
+                    drop(entry);
+                    return Err(e.into());
+                }
                 entries.len() - 1
             }
         };
         let e = entries[slot].insert(entry);
         self.use_entry(e)
+    }
+
+    /// A use of the entry under `kind` and `key`, if there is one.
+    fn find<T: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        kind: &'static str,
+        key: u64,
+    ) -> Option<Result<PeerRef<T>>> {
+        let mut entries = self.entries.lock();
+        entries
+            .iter_mut()
+            .flatten()
+            .find(|e| e.kind == kind && e.key == key)
+            .map(|e| self.use_entry(e))
     }
 
     /// One more use of `e`, as a typed reference.
@@ -129,17 +155,23 @@ impl<T: 'static> PeerRef<T> {
 
 impl<T> Drop for PeerRef<T> {
     fn drop(&mut self) {
+        // The entry's value is dropped after the lock is let go: it may
+        // hold `PeerRef`s of its own (a snapshot's store holds its
+        // origin's), whose drop takes the lock.
+        let mut gone = None;
         let mut entries = self.peers.entries.lock();
         for slot in entries.iter_mut() {
             if let Some(e) = slot {
                 if e.kind == self.kind && e.key == self.key {
                     e.users -= 1;
                     if e.users == 0 {
-                        *slot = None;
+                        gone = slot.take();
                     }
-                    return;
+                    break;
                 }
             }
         }
+        drop(entries);
+        drop(gone);
     }
 }

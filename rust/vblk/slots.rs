@@ -72,4 +72,17 @@ impl<T> Slots<T> {
     pub(crate) fn capacity(&self) -> usize {
         self.slots.len()
     }
+
+    /// The values, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().flatten().map(|(_, v)| v)
+    }
+
+    /// Empties every slot.
+    pub(crate) fn clear(&mut self) {
+        for slot in self.slots.iter_mut() {
+            *slot = None;
+        }
+        self.used = 0;
+    }
 }

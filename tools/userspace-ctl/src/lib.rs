@@ -74,3 +74,7 @@ pub mod mirror_args;
 pub mod mirror_log;
 
 pub mod status;
+
+/// dm-snapshot's persistent exception store format (host tests).
+#[path = "../../../rust/targets/snapshot_store.rs"]
+pub mod snapshot_store;

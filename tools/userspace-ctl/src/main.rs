@@ -496,6 +496,7 @@ fn show_table(
 fn status_detail(target: &str, status: &str, counters: &str) -> Option<serde_json::Value> {
     match target {
         "mirror" => vblkctl::status::mirror_json(status, counters),
+        "snapshot" => vblkctl::status::snapshot_json(status, counters),
         "striped" => {
             let words: Vec<&str> = status.split_whitespace().collect();
             let n: usize = words.first()?.parse().ok()?;

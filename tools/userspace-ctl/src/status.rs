@@ -67,6 +67,34 @@ pub fn mirror_json(status: &str, counters: &str) -> Option<Value> {
     Some(json!({"legs": legs, "sync": sync, "held": held, "log": log}))
 }
 
+/// A snapshot's status (`Invalid`, `Overflow`, or dm's
+/// `<allocated>/<total> <metadata>` sectors) and its counters as JSON.
+pub fn snapshot_json(status: &str, counters: &str) -> Option<Value> {
+    let w: Vec<&str> = status.split_whitespace().collect();
+    let mut out = match w.as_slice() {
+        ["Invalid"] => json!({"state": "invalid"}),
+        ["Overflow"] => json!({"state": "overflow"}),
+        [usage, meta] => {
+            let (alloc, total) = usage.split_once('/')?;
+            json!({
+                "state": "valid",
+                "sectors_allocated": alloc.parse::<u64>().ok()?,
+                "total_sectors": total.parse::<u64>().ok()?,
+                "metadata_sectors": meta.parse::<u64>().ok()?,
+            })
+        }
+        _ => return None,
+    };
+    for kv in counters.split_whitespace() {
+        if let Some((k, v)) = kv.split_once('=') {
+            if let Ok(n) = v.parse::<u64>() {
+                out[k] = n.into();
+            }
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +150,19 @@ mod tests {
         assert!(mirror_json("2 7:0 7:1 3-8 1 AA 1 core", "").is_none());
         assert!(mirror_json("2 7:0 7:1 3/8 1 A 1 core", "").is_none());
         assert!(mirror_json("2 7:0 7:1 3/8 1 AA 3 disk", "").is_none());
+    }
+
+    #[test]
+    fn snapshot_status_as_json() {
+        let v = snapshot_json("16/2097152 16", "exceptions=0 chunks_copied=3").unwrap();
+        assert_eq!(v["state"], "valid");
+        assert_eq!(v["sectors_allocated"], 16);
+        assert_eq!(v["total_sectors"], 2097152);
+        assert_eq!(v["metadata_sectors"], 16);
+        assert_eq!(v["chunks_copied"], 3);
+        assert_eq!(snapshot_json("Invalid", "").unwrap()["state"], "invalid");
+        assert_eq!(snapshot_json("Overflow", "").unwrap()["state"], "overflow");
+        assert!(snapshot_json("1/2", "").is_none());
+        assert!(snapshot_json("x/2 3", "").is_none());
     }
 }

@@ -1,0 +1,1281 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `snapshot-origin <origin>` and `snapshot <origin> <COW> <P|PO|N> <chunk>`:
+//! copy-on-write snapshots with dm-snapshot's syntax, status and persistent
+//! exception store ([`super::snapshot_store`]).
+//!
+//! A snapshot's *store* keeps, per origin chunk that changed since the
+//! snapshot was taken, the COW chunk holding the old data (an
+//! *exception*). A write through the origin first copies the old data of
+//! every chunk it touches, for every live snapshot of that origin, with
+//! the framework's copy service; the write is held ([`HeldIo`]) until
+//! those copies are committed (the store's area written with
+//! PREFLUSH|FUA), then mapped again. Each snapshot checks its own chunk
+//! size over the whole write, so a snapshot added while the origin runs is
+//! correct from its first write on (dm's origin splits writes by the chunk
+//! size it knew at its last resume).
+//!
+//! A snapshot read goes to the COW chunk if there is an exception, else
+//! to the origin; such origin reads are counted, and a chunk's exception
+//! is used by origin writes only after the reads sent to the origin
+//! before it was committed are over (they must see the old data). A
+//! snapshot write copies the origin chunk first in the same way, then
+//! goes to the COW device.
+//!
+//! The origin and its snapshots meet in the cross-device registry: the
+//! origin's state is found by the origin device, a snapshot's store by
+//! its COW device (so a reload of the snapshot keeps its store, and a
+//! second device cannot use the same COW device). A store joins its
+//! origin when its table first goes live (dm: exceptions are made only
+//! once the snapshot is resumed) and leaves when its last table goes.
+
+use super::snapshot_store::{
+    self, ExceptionTable, Geometry, Header, Loaded, SnapshotArgs, StoreType,
+};
+use super::{write_device, Ctor, EndIo, Io, Mapped, Target};
+use crate::sys::bdev::{BlockDevice, IoBuffer, WriteFlags};
+use crate::sys::disk::{Op, RqInfo, Status, QUEUE_DEPTH};
+use crate::sys::event::EventCounter;
+use crate::sys::workqueue::{Deferred, Job, NoIoScope, OwnedQueue};
+use crate::vblk::copy::{Copier, CopyClient, CopyJob, CopyResult};
+use crate::vblk::io::HeldIo;
+use crate::vblk::message::fail;
+use crate::vblk::peers::PeerRef;
+use crate::vblk::slots::Slots;
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use kernel::alloc::KVVec;
+use kernel::error::code::{EBUSY, EINVAL, ENOMEM};
+use kernel::error::Result;
+use kernel::prelude::*;
+use kernel::sync::{Arc, Mutex};
+
+mod merge;
+pub(super) use merge::construct as construct_merge;
+
+/// Registry kind of an origin's shared state, keyed by the origin device.
+const ORIGIN_KIND: &str = "snapshot-origin";
+/// Registry kind of a snapshot's store, keyed by the COW device.
+const STORE_KIND: &str = "snapshot-cow";
+/// Chunk copies one snapshot has in flight or waiting for their commit.
+const MAX_PENDING: usize = 64;
+/// Buckets of the count of snapshot reads sent to the origin (by chunk).
+const TRACK_BUCKETS: usize = 256;
+/// `end_io` tags: the COW device, or `TAG_TRACK + bucket` for a counted
+/// origin read.
+const TAG_COW: u32 = 0;
+const TAG_TRACK: u32 = 1;
+/// Exceptions the table holds at first (it grows in the worker).
+const FIRST_EXCEPTIONS: u64 = 4096;
+/// What a store holds when it is made (charged to the table): the first
+/// exception table and the largest metadata area. The table grows in the
+/// worker as exceptions come.
+const STORE_BYTES: u64 = 16 * 8192 + snapshot_store::MAX_CHUNK_SECTORS * 512;
+/// Snapshots one origin may have at once.
+const MAX_SNAPSHOTS: usize = 32;
+
+/// What an origin device shares with the snapshots of it.
+#[pin_data]
+struct OriginShared {
+    #[pin]
+    state: Mutex<OriginState>,
+}
+
+struct OriginState {
+    /// Snapshots that went live: origin writes copy their chunks first.
+    snaps: Slots<Arc<Job<Store>>>,
+    /// Origin writes waiting for copies (a slot per request the origin
+    /// disk may have in flight, and one more).
+    held: Slots<HeldIo>,
+}
+
+impl OriginShared {
+    fn new() -> Result<Arc<Self>> {
+        let held = Slots::new(QUEUE_DEPTH as usize + 1)?;
+        let snaps = Slots::new(MAX_SNAPSHOTS)?;
+        Arc::pin_init(
+            pin_init!(OriginShared {
+                state <- kernel::new_mutex!(
+                    OriginState { snaps, held },
+                    "vblk::snapshot::OriginShared::state"
+                ),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// An origin write piece: sent on once every live snapshot has the old
+    /// data of the chunks it touches, else held until then.
+    fn write(&self, io: Io<'_>, dev: &BlockDevice) -> Mapped {
+        match self.copy_first(io) {
+            Ok(io) => {
+                let sector = io.offset();
+                io.remap(dev, sector)
+            }
+            Err(held) => held,
+        }
+    }
+
+    /// For a write piece to the origin: starts the copies the live
+    /// snapshots need first, and gives the piece back once they all have
+    /// the old data of its chunks; else holds it (mapped again when
+    /// copies end).
+    fn copy_first<'a>(&self, io: Io<'a>) -> core::result::Result<Io<'a>, Mapped> {
+        let mut st = self.state.lock();
+        let mut ready = true;
+        for snap in st.snaps.iter() {
+            // Every snapshot starts its copies, even after one said wait.
+            ready &= Store::before_origin_write(snap, io.offset(), io.len());
+        }
+        if ready {
+            return Ok(io);
+        }
+        if st.held.len() >= st.held.capacity() {
+            return Err(io.requeue());
+        }
+        let (held, mapped) = io.hold();
+        if let Err(h) = st.held.put(held) {
+            h.kill(Status::IO_ERROR);
+        }
+        Err(mapped)
+    }
+
+    /// Maps the held origin writes again (process context, no lock held):
+    /// each is sent on or held anew.
+    fn release(&self) {
+        let n = self.state.lock().held.len();
+        for _ in 0..n {
+            let Some(h) = self.state.lock().held.take_oldest(|_| true) else {
+                break;
+            };
+            h.redispatch();
+        }
+    }
+
+    /// Returns the held origin writes to the queue (a `noflush` suspend).
+    fn requeue_held(&self) {
+        while let Some(h) = self.state.lock().held.take_oldest(|_| true) {
+            h.requeue();
+        }
+    }
+}
+
+/// A chunk copy: origin chunk `old` to COW chunk `new`, and whether it
+/// worked (once copied).
+#[derive(Clone, Copy)]
+struct Pending {
+    old: u64,
+    new: u64,
+    ok: bool,
+}
+
+/// The store's registry value: the store, for a reloaded table of the
+/// same snapshot.
+struct StoreSlot {
+    store: Arc<Job<Store>>,
+}
+
+/// A snapshot's exception store and its copy machinery.
+#[pin_data]
+struct Store {
+    /// The vblk device whose table made it.
+    device: u32,
+    /// A `snapshot-merge` store: its exceptions are copied back to the
+    /// origin, last first; it never joins the origin's snapshots.
+    merging: bool,
+    origin_dev: Arc<BlockDevice>,
+    cow: Arc<BlockDevice>,
+    geo: Geometry,
+    kind: StoreType,
+    events: Arc<EventCounter>,
+    origin: PeerRef<OriginShared>,
+    worker: Arc<OwnedQueue>,
+    copier: Copier<Job<Store>>,
+    /// Snapshot reads in flight on the origin, by chunk bucket.
+    tracked: [AtomicU32; TRACK_BUCKETS],
+    /// Tables using the store (a reload has two for a while).
+    users: AtomicU32,
+    /// Chunks copied, snapshot writes held (since construction).
+    chunks_copied: AtomicU64,
+    held_writes: AtomicU64,
+    /// The metadata area being filled (persistent stores).
+    area_nr: AtomicU64,
+    #[pin]
+    area: Mutex<Area>,
+    #[pin]
+    state: Mutex<StoreState>,
+}
+
+/// The metadata area new exceptions go to (the worker's).
+struct Area {
+    /// Its image (`None` for a transient store).
+    buf: Option<IoBuffer>,
+    /// Which area, and how many entries it holds.
+    nr: u64,
+    entries: u64,
+    /// The copies being committed (allocated up front).
+    batch: Slots<Pending>,
+}
+
+struct StoreState {
+    table: ExceptionTable<KVVec<u64>>,
+    /// Where the next COW chunk comes from.
+    alloc: Loaded,
+    /// Copies in flight, and copies over and waiting for the commit.
+    pending: Slots<Pending>,
+    copied: Slots<Pending>,
+    /// Chunks being committed: in the table, but origin writes wait until
+    /// the snapshot reads sent to the origin before are over.
+    committing: Slots<u64>,
+    /// Snapshot writes waiting for their chunks' copies.
+    held: Slots<HeldIo>,
+    valid: bool,
+    /// A `PO` snapshot's COW device filled on a snapshot write.
+    overflow: bool,
+    /// The header must be rewritten invalid.
+    header_dirty: bool,
+    /// Its table went live: origin writes copy for it (a merging store:
+    /// the merge runs).
+    active: bool,
+    /// A merging store: where the merge of the last exception is.
+    merge: merge::Step,
+    /// The merge stopped on an error (status `Merge failed`).
+    merge_failed: bool,
+}
+
+/// How starting a copy went.
+enum Start {
+    Started,
+    /// No room for another copy now: wait for one to end.
+    Busy,
+    /// The COW device is full.
+    Full,
+}
+
+impl CopyClient for Job<Store> {
+    fn copy_done(this: &Arc<Self>, key: u64, result: CopyResult) {
+        let mut st = this.state.lock();
+        if this.merging {
+            merge::copied(&mut st, result.complete());
+        } else if let Some(mut p) = st.pending.take_oldest(|p| p.old == key) {
+            p.ok = result.complete();
+            // `copied` has room for every pending copy.
+            let _ = st.copied.put(p);
+        }
+        drop(st);
+        this.chunks_copied.fetch_add(1, Ordering::Relaxed);
+        this.worker.kick(this);
+    }
+}
+
+impl Store {
+    fn chunk_sectors(&self) -> u64 {
+        self.geo.chunk_sectors
+    }
+
+    fn persistent(&self) -> bool {
+        self.kind != StoreType::Transient
+    }
+
+    /// The chunks `[offset, offset + len)` touches.
+    fn chunks(&self, offset: u64, len: u64) -> core::ops::RangeInclusive<u64> {
+        let cs = self.chunk_sectors();
+        offset / cs..=(offset + len.max(1) - 1) / cs
+    }
+
+    fn bucket(chunk: u64) -> usize {
+        (chunk % TRACK_BUCKETS as u64) as usize
+    }
+
+    /// Whether a copy of `chunk` is under way or being committed.
+    fn busy(st: &StoreState, chunk: u64) -> bool {
+        st.pending.any(|p| p.old == chunk)
+            || st.copied.any(|p| p.old == chunk)
+            || st.committing.any(|&c| c == chunk)
+    }
+
+    /// Takes the next COW chunk.
+    fn allocate(&self, st: &mut StoreState) -> Option<u64> {
+        if self.persistent() {
+            return st.alloc.allocate(&self.geo);
+        }
+        // A transient store has no header or areas: chunks from 0.
+        let chunk = st.alloc.next_free;
+        if chunk >= self.geo.chunks {
+            return None;
+        }
+        st.alloc.next_free += 1;
+        Some(chunk)
+    }
+
+    /// Starts copying origin chunk `chunk` to a new COW chunk.
+    fn start_copy(this: &Arc<Job<Store>>, st: &mut StoreState, chunk: u64) -> Start {
+        if st.pending.len() >= st.pending.capacity() {
+            return Start::Busy;
+        }
+        let Some(new) = this.allocate(st) else {
+            return Start::Full;
+        };
+        let cs = this.chunk_sectors();
+        let from = chunk * cs;
+        let len = cs.min(this.origin_dev.sectors().saturating_sub(from));
+        let mut job = CopyJob::new(&this.origin_dev, from, len, chunk);
+        let queued = job
+            .to(&this.cow, new * cs)
+            .and_then(|()| this.copier.submit(this, job));
+        let p = Pending {
+            old: chunk,
+            new,
+            ok: false,
+        };
+        if queued.is_err() || st.pending.put(p).is_err() {
+            // The copier stopped (the store is going away): nothing to
+            // wait for, the chunk stays unused.
+            return Start::Busy;
+        }
+        Start::Started
+    }
+
+    /// Marks the snapshot invalid (a full COW device on an origin write, a
+    /// failed copy or commit); the worker writes the header and lets go of
+    /// held writes.
+    fn invalidate(this: &Arc<Job<Store>>, st: &mut StoreState) {
+        if !st.valid {
+            return;
+        }
+        st.valid = false;
+        st.header_dirty = this.persistent();
+        this.events.bump();
+        this.worker.kick(this);
+    }
+
+    /// For an origin write of `[offset, offset + len)`: whether this
+    /// snapshot has the old data of every chunk; starts the copies it
+    /// lacks.
+    fn before_origin_write(this: &Arc<Job<Store>>, offset: u64, len: u64) -> bool {
+        let mut st = this.state.lock();
+        if !st.valid || !st.active {
+            return true;
+        }
+        let mut ready = true;
+        for chunk in this.chunks(offset, len) {
+            if Self::busy(&st, chunk) {
+                ready = false;
+            } else if st.table.get(chunk).is_none() {
+                match Self::start_copy(this, &mut st, chunk) {
+                    Start::Started | Start::Busy => ready = false,
+                    Start::Full => {
+                        // dm: an origin write never fails for a snapshot.
+                        Self::invalidate(this, &mut st);
+                        return true;
+                    }
+                }
+            }
+        }
+        ready
+    }
+
+    /// Commits the copies that ended: their entries on disk (persistent),
+    /// then in the table; waits for the snapshot reads that went to the
+    /// origin before. Returns whether anything was committed.
+    fn commit(this: &Arc<Job<Store>>) -> bool {
+        let mut area = this.area.lock();
+        let area = &mut *area;
+        {
+            let mut st = this.state.lock();
+            while let Some(p) = st.copied.take_oldest(|_| true) {
+                // Room for every pending copy was made up front.
+                let _ = area.batch.put(p);
+                let _ = st.committing.put(p.old);
+            }
+        }
+        if area.batch.is_empty() {
+            return false;
+        }
+        // A copy the copier aborted because the store is going away
+        // leaves no exception and no harm; any other failure makes the
+        // snapshot invalid (dm).
+        let active = this.state.lock().active;
+        let mut ok = area.batch.iter().all(|p| p.ok || !active) && this.state.lock().valid;
+        if ok && this.persistent() {
+            ok = this.write_entries(area).is_ok();
+        }
+        ok = ok && this.make_room(area.batch.len() as u64).is_ok();
+        {
+            let mut st = this.state.lock();
+            if ok {
+                for p in area.batch.iter().filter(|p| p.ok) {
+                    ok &= st.table.insert(p.old, p.new);
+                }
+            }
+            if !ok {
+                Self::invalidate(this, &mut st);
+            }
+        }
+        // Snapshot reads sent to the origin before the exceptions were in
+        // the table must end before origin writes overwrite those chunks
+        // (dm's conflicting-I/O check). New reads go to the COW device.
+        for p in area.batch.iter() {
+            while this.tracked[Self::bucket(p.old)].load(Ordering::Acquire) > 0 {
+                crate::sys::sleep_ms(1);
+            }
+        }
+        this.state.lock().committing.clear();
+        area.batch.clear();
+        true
+    }
+
+    /// Writes the batch's entries into the current area and the area to
+    /// disk (PREFLUSH|FUA: the copies it names are on disk first); a full
+    /// area is written, the next one zeroed on disk first, and entries go
+    /// on there.
+    fn write_entries(&self, area: &mut Area) -> Result {
+        let Some(buf) = area.buf.as_mut() else {
+            return Ok(());
+        };
+        let durable = WriteFlags {
+            preflush: true,
+            fua: true,
+        };
+        let cs = self.chunk_sectors();
+        let bytes = 0..self.geo.chunk_bytes();
+        let mut unwritten = false;
+        for p in area.batch.iter().filter(|p| p.ok) {
+            snapshot_store::write_entry(buf, area.entries, p.old, p.new);
+            area.entries += 1;
+            unwritten = true;
+            if area.entries == self.geo.per_area {
+                // The next area must read as empty before this one says
+                // "full, go on".
+                let next = self.geo.area_chunk(area.nr + 1);
+                self.zero_chunk(next)?;
+                self.cow.write_at(
+                    self.geo.area_chunk(area.nr) * cs,
+                    buf,
+                    bytes.clone(),
+                    durable,
+                )?;
+                area.nr += 1;
+                area.entries = 0;
+                buf.fill(0);
+                unwritten = false;
+                self.area_nr.store(area.nr, Ordering::Relaxed);
+            }
+        }
+        if unwritten {
+            self.cow
+                .write_at(self.geo.area_chunk(area.nr) * cs, buf, bytes, durable)?;
+        }
+        Ok(())
+    }
+
+    /// Writes zeros over COW chunk `chunk`.
+    fn zero_chunk(&self, chunk: u64) -> Result {
+        let zeros = IoBuffer::new(self.geo.chunk_bytes())?;
+        self.cow.write_at(
+            chunk * self.chunk_sectors(),
+            &zeros,
+            0..self.geo.chunk_bytes(),
+            WriteFlags::default(),
+        )
+    }
+
+    /// Makes the table big enough for `n` more exceptions (doubling it
+    /// once it is half full, outside the lock: only the worker inserts).
+    fn make_room(&self, n: u64) -> Result {
+        let (len, cap) = {
+            let st = self.state.lock();
+            (st.table.len() as u64, st.table.capacity() as u64)
+        };
+        if (len + n) * 2 <= cap {
+            return Ok(());
+        }
+        let pairs = ExceptionTable::<KVVec<u64>>::slots_for((len + n) * 2);
+        // The worker is on the writeback path: no I/O to reclaim.
+        let slots = {
+            let _noio = NoIoScope::enter();
+            KVVec::from_elem(0u64, 2 * pairs, GFP_KERNEL)?
+        };
+        let mut bigger = ExceptionTable::new(slots);
+        let mut st = self.state.lock();
+        if !st.table.move_into(&mut bigger) {
+            return Err(ENOMEM);
+        }
+        let old = core::mem::replace(&mut st.table, bigger);
+        drop(st);
+        drop(old);
+        Ok(())
+    }
+
+    /// Rewrites the header invalid, once.
+    fn write_invalid_header(&self) {
+        if !core::mem::take(&mut self.state.lock().header_dirty) {
+            return;
+        }
+        let Ok(mut buf) = IoBuffer::new(self.geo.chunk_bytes()) else {
+            return;
+        };
+        snapshot_store::write_header(&mut buf, false, self.chunk_sectors() as u32);
+        let flags = WriteFlags {
+            preflush: false,
+            fua: true,
+        };
+        if self
+            .cow
+            .write_at(0, &buf, 0..self.geo.chunk_bytes(), flags)
+            .is_err()
+        {
+            pr_warn!(
+                "snapshot: cannot mark the COW device {} invalid\n",
+                self.cow.name()
+            );
+        }
+    }
+
+    /// Maps the held snapshot writes again (an invalid snapshot fails
+    /// them there).
+    fn release_held(&self) {
+        let n = self.state.lock().held.len();
+        for _ in 0..n {
+            let Some(h) = self.state.lock().held.take_oldest(|_| true) else {
+                break;
+            };
+            h.redispatch();
+        }
+    }
+
+    /// The store's last table went: stop copying, leave the origin, let
+    /// go of everything held (process context).
+    fn shutdown(this: &Arc<Job<Store>>) {
+        if let Some(origin) = this.origin.get() {
+            let mut st = origin.state.lock();
+            st.snaps.take_oldest(|s| Arc::ptr_eq(s, this));
+        }
+        this.state.lock().active = false;
+        let _ = this.copier.stop(false);
+        this.worker.flush();
+        Self::commit(this);
+        this.release_held();
+        if let Some(origin) = this.origin.get() {
+            origin.release();
+        }
+        this.worker.flush();
+    }
+
+    /// Status: `Invalid`, `Overflow`, or `<allocated>/<total> <metadata>`
+    /// sectors (dm's).
+    fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
+        let st = self.state.lock();
+        if !st.valid {
+            return out.write_str("Invalid");
+        }
+        if st.merge_failed {
+            return out.write_str("Merge failed");
+        }
+        if st.overflow {
+            return out.write_str("Overflow");
+        }
+        let total = self.cow.sectors();
+        if self.persistent() {
+            let mut used = st.alloc;
+            used.area = self.area_nr.load(Ordering::Relaxed);
+            let (allocated, metadata) = used.usage(&self.geo);
+            write!(out, "{allocated}/{total} {metadata}")
+        } else {
+            write!(
+                out,
+                "{}/{total} 0",
+                st.alloc.next_free * self.chunk_sectors()
+            )
+        }
+    }
+}
+
+impl Deferred for Store {
+    /// Marks an invalid header, commits ended copies, and maps again the
+    /// writes that waited for them.
+    fn run(job: &Arc<Job<Self>>) {
+        if job.merging {
+            return merge::run(job);
+        }
+        job.write_invalid_header();
+        let committed = Store::commit(job);
+        let invalid = !job.state.lock().valid;
+        if committed || invalid {
+            job.release_held();
+            if let Some(origin) = job.origin.get() {
+                origin.release();
+            }
+        }
+        job.write_invalid_header();
+    }
+}
+
+/// Reads the store of a COW device: the header, then every area (a
+/// persistent store; a new one is formatted). Returns the geometry, the
+/// table, where allocation goes on, the current area and whether the
+/// store is valid.
+struct Opened {
+    geo: Geometry,
+    table: ExceptionTable<KVVec<u64>>,
+    alloc: Loaded,
+    area: Area,
+    valid: bool,
+}
+
+/// Opens (reads or formats) the store on `cow` for `args`.
+fn open_store(
+    cow: &BlockDevice,
+    args: &SnapshotArgs<'_>,
+    reply: &mut crate::vblk::message::Reply,
+) -> Result<Opened> {
+    let mut chunk = args.chunk_sectors;
+    let mut valid = true;
+    let mut fresh = args.store == StoreType::Transient;
+    if args.store != StoreType::Transient {
+        let mut head = IoBuffer::new(4096)?;
+        if let Err(e) = cow.read_at(0, &mut head, 0..4096) {
+            return fail!(
+                reply,
+                e,
+                "snapshot: cannot read the COW header of '{}'",
+                args.cow
+            );
+        }
+        match snapshot_store::parse_header(&head) {
+            Ok(Header::New) => fresh = true,
+            Ok(Header::Found {
+                valid: v,
+                chunk_sectors,
+            }) => {
+                if chunk != 0 && chunk != u64::from(chunk_sectors) {
+                    pr_warn!(
+                        "snapshot: chunk size {chunk} of the table differs from the COW header's {chunk_sectors}: using the header's\n"
+                    );
+                }
+                chunk = u64::from(chunk_sectors);
+                valid = v;
+            }
+            Err(e) => return fail!(reply, EINVAL, "snapshot: '{}': {e}", args.cow),
+        }
+    }
+    if chunk == 0 {
+        chunk = snapshot_store::DEFAULT_CHUNK_SECTORS;
+    }
+    let geo = match Geometry::new(chunk, cow.sectors()) {
+        Ok(g) => g,
+        Err(e) => return fail!(reply, EINVAL, "snapshot: '{}': {e}", args.cow),
+    };
+    let pairs = ExceptionTable::<KVVec<u64>>::slots_for(FIRST_EXCEPTIONS.min(geo.chunks));
+    let mut table = ExceptionTable::new(KVVec::from_elem(0u64, 2 * pairs, GFP_KERNEL)?);
+    let batch = Slots::new(MAX_PENDING)?;
+    let mut area = Area {
+        buf: None,
+        nr: 0,
+        entries: 0,
+        batch,
+    };
+    if args.store == StoreType::Transient {
+        let alloc = Loaded {
+            area: 0,
+            committed: 0,
+            next_free: 0,
+        };
+        return Ok(Opened {
+            geo,
+            table,
+            alloc,
+            area,
+            valid,
+        });
+    }
+    let cs = geo.chunk_sectors;
+    let bytes = 0..geo.chunk_bytes();
+    let mut buf = IoBuffer::new(geo.chunk_bytes())?;
+    let mut alloc = Loaded::new();
+    if !valid {
+        // dm reads no exceptions of an invalid store: it stays invalid.
+    } else if fresh {
+        // dm: the header, then area 0 zeroed.
+        snapshot_store::write_header(&mut buf, true, cs as u32);
+        let durable = WriteFlags {
+            preflush: false,
+            fua: true,
+        };
+        let written = cow
+            .write_at(0, &buf, bytes.clone(), durable)
+            .and_then(|()| {
+                buf.fill(0);
+                cow.write_at(geo.area_chunk(0) * cs, &buf, bytes.clone(), durable)
+            });
+        if let Err(e) = written {
+            return fail!(
+                reply,
+                e,
+                "snapshot: cannot format the COW device '{}'",
+                args.cow
+            );
+        }
+    } else {
+        let mut nr = 0;
+        loop {
+            if geo.area_chunk(nr) >= geo.chunks {
+                return fail!(
+                    reply,
+                    EINVAL,
+                    "snapshot: '{}': metadata area {nr} lies past the end of the device",
+                    args.cow
+                );
+            }
+            if let Err(e) = cow.read_at(geo.area_chunk(nr) * cs, &mut buf, bytes.clone()) {
+                return fail!(
+                    reply,
+                    e,
+                    "snapshot: cannot read metadata area {nr} of '{}'",
+                    args.cow
+                );
+            }
+            let mut full_table = false;
+            let loaded = alloc.load_area(&geo, nr, &buf, &mut |old, new| {
+                if !table.insert(old, new) {
+                    full_table = true;
+                }
+            });
+            if full_table {
+                // Grow and read this area again.
+                let pairs = ExceptionTable::<KVVec<u64>>::slots_for(table.len() as u64 * 4);
+                let mut bigger =
+                    ExceptionTable::new(KVVec::from_elem(0u64, 2 * pairs, GFP_KERNEL)?);
+                if !table.move_into(&mut bigger) {
+                    return Err(ENOMEM);
+                }
+                table = bigger;
+                continue;
+            }
+            match loaded {
+                Ok(true) => nr += 1,
+                Ok(false) => break,
+                Err(e) => return fail!(reply, EINVAL, "snapshot: '{}': {e}", args.cow),
+            }
+        }
+        if alloc.committed == 0 {
+            // The area after a full one: zeroed on disk already.
+            buf.fill(0);
+        }
+        area.nr = alloc.area;
+        area.entries = alloc.committed;
+    }
+    area.buf = Some(buf);
+    Ok(Opened {
+        geo,
+        table,
+        alloc,
+        area,
+        valid,
+    })
+}
+
+/// The parts of `[offset, offset + len)` in each chunk of `cs` sectors:
+/// (sectors from the piece's start, length, chunk, sectors into the
+/// chunk).
+fn chunk_parts(cs: u64, offset: u64, len: u64) -> impl Iterator<Item = (u64, u64, u64, u64)> {
+    let end = offset + len;
+    let mut at = offset;
+    core::iter::from_fn(move || {
+        if at >= end {
+            return None;
+        }
+        let chunk = at / cs;
+        let within = at % cs;
+        let n = (cs - within).min(end - at);
+        let part = (at - offset, n, chunk, within);
+        at += n;
+        Some(part)
+    })
+}
+
+/// The `snapshot` target: a line of the snapshot's image.
+pub(crate) struct Snapshot {
+    store: Arc<Job<Store>>,
+    /// This table's use of the store (a reload shares it).
+    _claim: PeerRef<StoreSlot>,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if self.store.users.fetch_sub(1, Ordering::AcqRel) == 1 {
+            Store::shutdown(&self.store);
+        }
+    }
+}
+
+/// Constructor of `snapshot`, listed in [`super::TYPES`].
+pub(super) fn construct_snapshot(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
+    let args = match snapshot_store::parse_args(ctor.args, false) {
+        Ok(a) => a,
+        Err(e) => return fail!(ctor.reply, EINVAL, "{e}"),
+    };
+    let origin_dev = ctor.open_device(args.origin)?;
+    let cow = ctor.open_device(args.cow)?;
+    if origin_dev.devt() == cow.devt() {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "snapshot: the COW device '{}' is the origin device",
+            args.cow
+        );
+    }
+    if ctor.length > origin_dev.sectors() {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "snapshot: the line has {} sectors, the origin '{}' only {}",
+            ctor.length,
+            args.origin,
+            origin_dev.sectors()
+        );
+    }
+    ctor.charge(STORE_BYTES, "snapshot: the exception store")?;
+    let origin =
+        match ctor
+            .peers
+            .acquire(ORIGIN_KIND, u64::from(origin_dev.devt()), OriginShared::new)
+        {
+            Ok(o) => o,
+            Err(e) => {
+                return fail!(
+                    ctor.reply,
+                    e,
+                    "snapshot: cannot register with the origin '{}'",
+                    args.origin
+                )
+            }
+        };
+    let device = ctor.device;
+    let events = ctor.events.clone();
+    // `Some(made)` once `make` ran: a new store (or one that failed, with
+    // its message in the reply).
+    let mut made = None;
+    let claim = ctor.peers.acquire(STORE_KIND, u64::from(cow.devt()), || {
+        made = Some(false);
+        let owner = Owner {
+            device,
+            merging: false,
+            events,
+            origin,
+        };
+        let store = new_store(owner, &origin_dev, &cow, &args, ctor.reply)?;
+        made = Some(true);
+        Ok(Arc::new(StoreSlot { store }, GFP_KERNEL)?)
+    });
+    let claim: PeerRef<StoreSlot> = match claim {
+        Ok(c) => c,
+        Err(e) if made == Some(false) => return Err(e),
+        Err(e) => {
+            return fail!(
+                ctor.reply,
+                e,
+                "snapshot: cannot set up the store on '{}'",
+                args.cow
+            )
+        }
+    };
+    let Some(slot) = claim.get() else {
+        return fail!(ctor.reply, EINVAL, "snapshot: '{}' is in use", args.cow);
+    };
+    let store = slot.store.clone();
+    if made.is_none() {
+        // A store that exists: this is a reload of its own device.
+        if store.device != device {
+            return fail!(
+                ctor.reply,
+                EBUSY,
+                "snapshot: the COW device '{}' is in use by the snapshot of another device (vblk{})",
+                args.cow,
+                store.device
+            );
+        }
+        if store.origin_dev.devt() != origin_dev.devt()
+            || store.kind != args.store
+            || (args.chunk_sectors != 0 && args.chunk_sectors != store.chunk_sectors())
+        {
+            return fail!(
+                ctor.reply,
+                EINVAL,
+                "snapshot: a reload must keep the origin, store type and chunk size of the live table"
+            );
+        }
+    }
+    store.users.fetch_add(1, Ordering::AcqRel);
+    match Arc::new(
+        Snapshot {
+            store,
+            _claim: claim,
+        },
+        GFP_KERNEL,
+    ) {
+        Ok(t) => Ok(t),
+        Err(_) => fail!(ctor.reply, ENOMEM, "out of memory constructing snapshot"),
+    }
+}
+
+/// A store for `cow` (read or formatted), not live yet.
+/// Who a new store is for: the device, whether it merges, the device's
+/// events, the origin's shared state.
+struct Owner {
+    device: u32,
+    merging: bool,
+    events: Arc<EventCounter>,
+    origin: PeerRef<OriginShared>,
+}
+
+fn new_store(
+    owner: Owner,
+    origin_dev: &Arc<BlockDevice>,
+    cow: &Arc<BlockDevice>,
+    args: &SnapshotArgs<'_>,
+    reply: &mut crate::vblk::message::Reply,
+) -> Result<Arc<Job<Store>>> {
+    let Owner {
+        device,
+        merging,
+        events,
+        origin,
+    } = owner;
+    let lbs = u64::from(
+        cow.logical_block_size()
+            .max(origin_dev.logical_block_size())
+            >> 9,
+    )
+    .max(1);
+    let opened = open_store(cow, args, reply)?;
+    if opened.geo.chunk_sectors % lbs != 0 {
+        return fail!(
+            reply,
+            EINVAL,
+            "snapshot: chunk size {} is not a multiple of the devices' {}-byte logical blocks",
+            opened.geo.chunk_sectors,
+            lbs * 512
+        );
+    }
+    let worker =
+        OwnedQueue::new(kernel::c_str!("vblk_snapshot")).and_then(|q| Ok(Arc::new(q, GFP_KERNEL)?));
+    let Ok(worker) = worker else {
+        return fail!(reply, ENOMEM, "out of memory for the snapshot's workqueue");
+    };
+    let (Ok(copier), Ok(pending), Ok(copied), Ok(held), Ok(committing)) = (
+        Copier::new(&worker, MAX_PENDING),
+        Slots::new(MAX_PENDING),
+        Slots::new(MAX_PENDING),
+        Slots::new(QUEUE_DEPTH as usize + 1),
+        Slots::new(MAX_PENDING),
+    ) else {
+        return fail!(reply, ENOMEM, "out of memory for the snapshot's copies");
+    };
+    copier.start();
+    let Opened {
+        geo,
+        table,
+        alloc,
+        area,
+        valid,
+    } = opened;
+    let area_nr = area.nr;
+    let store = Job::new(pin_init!(Store {
+        device,
+        merging,
+        origin_dev: origin_dev.clone(),
+        cow: cow.clone(),
+        geo,
+        kind: args.store,
+        events,
+        origin,
+        worker,
+        copier,
+        tracked: core::array::from_fn(|_| AtomicU32::new(0)),
+        users: AtomicU32::new(0),
+        chunks_copied: AtomicU64::new(0),
+        held_writes: AtomicU64::new(0),
+        area_nr: AtomicU64::new(area_nr),
+        area <- kernel::new_mutex!(area, "vblk::snapshot::Store::area"),
+        state <- kernel::new_mutex!(
+            StoreState {
+                table,
+                alloc,
+                pending,
+                copied,
+                committing,
+                held,
+                valid,
+                overflow: false,
+                header_dirty: false,
+                active: false,
+                merge: merge::Step::Next,
+                merge_failed: false,
+            },
+            "vblk::snapshot::Store::state"
+        ),
+    }));
+    match Arc::pin_init(store, GFP_KERNEL) {
+        Ok(s) => Ok(s),
+        Err(_) => fail!(reply, ENOMEM, "out of memory constructing snapshot"),
+    }
+}
+
+impl Snapshot {
+    /// The parts of `[offset, offset + len)` in each chunk.
+    fn parts(&self, offset: u64, len: u64) -> impl Iterator<Item = (u64, u64, u64, u64)> {
+        chunk_parts(self.store.chunk_sectors(), offset, len)
+    }
+
+    fn read(&self, mut io: Io<'_>) -> Mapped {
+        let store = &*self.store;
+        let cs = store.chunk_sectors();
+        let st = store.state.lock();
+        if !st.valid {
+            return io.kill(Status::IO_ERROR);
+        }
+        for (skip, n, chunk, within) in self.parts(io.offset(), io.len()) {
+            match st.table.get(chunk) {
+                Some(new) => io.remap_part(skip, n, &store.cow, new * cs + within, TAG_COW),
+                None => {
+                    // Counted before it is sent: a commit of this chunk
+                    // waits for it (under the lock the commit inserts
+                    // with).
+                    let b = Store::bucket(chunk);
+                    store.tracked[b].fetch_add(io.completions_for(skip, n), Ordering::AcqRel);
+                    let sector = chunk * cs + within;
+                    io.remap_part(skip, n, &store.origin_dev, sector, TAG_TRACK + b as u32);
+                }
+            }
+        }
+        drop(st);
+        io.remapped()
+    }
+
+    fn write(&self, mut io: Io<'_>) -> Mapped {
+        let this = &self.store;
+        let cs = this.chunk_sectors();
+        let mut st = this.state.lock();
+        if !st.valid || st.overflow {
+            return io.kill(Status::IO_ERROR);
+        }
+        let mut ready = true;
+        for chunk in this.chunks(io.offset(), io.len()) {
+            if Store::busy(&st, chunk) {
+                ready = false;
+            } else if st.table.get(chunk).is_none() {
+                match Store::start_copy(this, &mut st, chunk) {
+                    Start::Started | Start::Busy => ready = false,
+                    Start::Full => {
+                        if this.kind == (StoreType::Persistent { overflow: true }) {
+                            st.overflow = true;
+                            this.events.bump();
+                        } else {
+                            Store::invalidate(this, &mut st);
+                        }
+                        return io.kill(Status::IO_ERROR);
+                    }
+                }
+            }
+        }
+        if !ready {
+            if st.held.len() >= st.held.capacity() {
+                return io.requeue();
+            }
+            this.held_writes.fetch_add(1, Ordering::Relaxed);
+            let (held, mapped) = io.hold();
+            if let Err(h) = st.held.put(held) {
+                h.kill(Status::IO_ERROR);
+            }
+            return mapped;
+        }
+        for (skip, n, chunk, within) in self.parts(io.offset(), io.len()) {
+            if let Some(new) = st.table.get(chunk) {
+                io.remap_part(skip, n, &this.cow, new * cs + within, TAG_COW);
+            }
+        }
+        drop(st);
+        io.remapped()
+    }
+}
+
+impl Target for Snapshot {
+    fn map(&self, io: Io<'_>) -> Mapped {
+        match io.op() {
+            Op::Read => self.read(io),
+            Op::Write => self.write(io),
+            Op::Flush => io.complete(),
+            Op::Discard | Op::WriteZeroes | Op::Other => io.kill(Status::NOT_SUPPORTED),
+        }
+    }
+
+    fn end_io(&self, _info: &RqInfo, tag: u32, status: Status) -> EndIo {
+        if let Some(b) = tag.checked_sub(TAG_TRACK) {
+            if let Some(count) = self.store.tracked.get(b as usize) {
+                count.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        EndIo::Done(status)
+    }
+
+    fn resume(&self) {
+        let this = &self.store;
+        if !this.state.lock().active {
+            if let Some(origin) = this.origin.get() {
+                let mut o = origin.state.lock();
+                if !o.snaps.any(|s| Arc::ptr_eq(s, this)) && o.snaps.put(this.clone()).is_err() {
+                    pr_warn!(
+                        "snapshot: the origin has {MAX_SNAPSHOTS} snapshots already: this one is invalid\n"
+                    );
+                    drop(o);
+                    Store::invalidate(this, &mut this.state.lock());
+                    return;
+                }
+            }
+            this.state.lock().active = true;
+        }
+    }
+
+    fn presuspend(&self, noflush: bool) -> Result {
+        if noflush {
+            while let Some(h) = self.store.state.lock().held.take_oldest(|_| true) {
+                h.requeue();
+            }
+        }
+        Ok(())
+    }
+
+    fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {
+        let store = &*self.store;
+        f(&store.origin_dev, 0, store.origin_dev.sectors());
+        f(&store.cow, 0, store.cow.sectors());
+    }
+
+    fn supports_discard(&self) -> bool {
+        false
+    }
+
+    fn supports_write_zeroes(&self) -> bool {
+        false
+    }
+
+    fn table_args(&self, out: &mut dyn Write) -> fmt::Result {
+        let store = &*self.store;
+        write_device(out, &store.origin_dev)?;
+        out.write_char(' ')?;
+        write_device(out, &store.cow)?;
+        write!(out, " {} {}", store.kind.name(), store.chunk_sectors())
+    }
+
+    fn status(&self, out: &mut dyn Write) -> fmt::Result {
+        self.store.write_status(out)
+    }
+
+    fn status_detail(&self, out: &mut dyn Write) -> fmt::Result {
+        let store = &*self.store;
+        let st = store.state.lock();
+        write!(
+            out,
+            "exceptions={} copies_pending={} chunks_copied={} writes_held={} chunk_sectors={} valid={}",
+            st.table.len(),
+            st.pending.len() + st.copied.len(),
+            store.chunks_copied.load(Ordering::Relaxed),
+            store.held_writes.load(Ordering::Relaxed),
+            store.chunk_sectors(),
+            u8::from(st.valid)
+        )
+    }
+}
+
+/// The `snapshot-origin` target: the origin device, read and written
+/// through; writes copy the old data to every live snapshot first.
+pub(crate) struct Origin {
+    dev: Arc<BlockDevice>,
+    length: u64,
+    shared: PeerRef<OriginShared>,
+}
+
+/// Constructor of `snapshot-origin`, listed in [`super::TYPES`].
+pub(super) fn construct_origin(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
+    let [dev] =
+        match crate::vblk::args::exact_args::<1>("snapshot-origin", "<origin_dev>", ctor.args) {
+            Ok(words) => words,
+            Err(e) => return ctor.bad_arg(e),
+        };
+    let text = dev;
+    let dev = ctor.open_device(text)?;
+    if ctor.length > dev.sectors() {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "snapshot-origin: the line has {} sectors, the origin '{text}' only {}",
+            ctor.length,
+            dev.sectors()
+        );
+    }
+    let shared = match ctor
+        .peers
+        .acquire(ORIGIN_KIND, u64::from(dev.devt()), OriginShared::new)
+    {
+        Ok(s) => s,
+        Err(e) => return fail!(ctor.reply, e, "snapshot-origin: cannot register '{text}'"),
+    };
+    match Arc::new(
+        Origin {
+            dev,
+            length: ctor.length,
+            shared,
+        },
+        GFP_KERNEL,
+    ) {
+        Ok(t) => Ok(t),
+        Err(_) => fail!(
+            ctor.reply,
+            ENOMEM,
+            "out of memory constructing snapshot-origin"
+        ),
+    }
+}
+
+impl Target for Origin {
+    fn map(&self, io: Io<'_>) -> Mapped {
+        match io.op() {
+            Op::Read | Op::Flush => {
+                let sector = io.offset();
+                io.remap(&self.dev, sector)
+            }
+            Op::Write => match self.shared.get() {
+                Some(shared) => shared.write(io, &self.dev),
+                None => io.kill(Status::IO_ERROR),
+            },
+            // As dm's origin: no discards (each would copy every chunk it
+            // covers to every snapshot first; mkfs discards the device).
+            Op::Discard | Op::WriteZeroes | Op::Other => io.kill(Status::NOT_SUPPORTED),
+        }
+    }
+
+    fn supports_discard(&self) -> bool {
+        false
+    }
+
+    fn supports_write_zeroes(&self) -> bool {
+        false
+    }
+
+    fn presuspend(&self, noflush: bool) -> Result {
+        if noflush {
+            if let Some(shared) = self.shared.get() {
+                shared.requeue_held();
+            }
+        }
+        Ok(())
+    }
+
+    fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {
+        f(&self.dev, 0, self.length);
+    }
+
+    fn table_args(&self, out: &mut dyn Write) -> fmt::Result {
+        write_device(out, &self.dev)
+    }
+}
