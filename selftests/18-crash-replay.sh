@@ -9,7 +9,9 @@
 # differ (the dirty mark goes down before the data), and for a snapshot
 # taken of the blank origin before the workload, the store loads and the
 # snapshot reads blank at every point (an origin write reaches the disk
-# only after its chunk's exception is committed). VBLK_REPLAY_POINTS
+# only after its chunk's exception is committed); with the workload on the
+# snapshot itself, its filesystem is consistent at every point and the
+# origin stays blank. VBLK_REPLAY_POINTS
 # points per stack are checked (default 3, spread over the log, plus the
 # last; 0: every point, as `make test-long` does): each costs a copy, a
 # mount and an fsck, seconds under TCG.
@@ -42,9 +44,10 @@ stack() {
 			dmsetup create "$1-l" --table "0 2048 linear $2 $((2 * mir))" &&
 			vblkctl create "$1" --table "0 $mir mirror disk 2 /dev/mapper/$1-l 1024 2 /dev/mapper/$1-a 0 /dev/mapper/$1-b 0"
 		;;
-	snapshot)
+	snapshot | snapwrite)
 		# origin 16 MiB, COW 16 MiB after it; the snapshot is taken of the
-		# blank origin before the workload writes it.
+		# blank origin before the workload writes it (snapwrite: writes the
+		# snapshot).
 		dmsetup create "$1-o" --table "0 $snap linear $2 0" &&
 			dmsetup create "$1-c" --table "0 $snap linear $2 $snap" &&
 			vblkctl create "$1-s" --table "0 $snap snapshot /dev/mapper/$1-o /dev/mapper/$1-c P 8" &&
@@ -55,7 +58,7 @@ stack() {
 unstack() {
 	remove_retry "$1"
 	[ "$1" = mirror ] && for s in a b l; do dmsetup remove --retry "$1-$s"; done
-	if [ "$1" = snapshot ]; then
+	if [ "$1" = snapshot ] || [ "$1" = snapwrite ]; then
 		remove_retry "$1-s"
 		for s in o c; do dmsetup remove --retry "$1-$s"; done
 	fi
@@ -139,6 +142,15 @@ check_point() {
 		unstack "$1"
 		return "$rc"
 		;;
+	snapwrite)
+		# Every flushed write to the snapshot is there (its filesystem is
+		# consistent) and the origin is still blank.
+		stack "$1" /dev/rs >/dev/null || return 1
+		fs_ok "/dev/vblk/$1-s" && cmp <(sectors_of "/dev/vblk/$1" 0 "$snap") <(head -c $((snap * 512)) /dev/zero)
+		local rc=$?
+		unstack "$1"
+		return "$rc"
+		;;
 	*)
 		stack "$1" /dev/rs >/dev/null || return 1
 		fs_ok "/dev/vblk/$1"; local rc=$?
@@ -148,13 +160,14 @@ check_point() {
 	esac
 }
 
-for case in linear striped crypt mirror snapshot; do
+for case in linear striped crypt mirror snapshot snapwrite; do
 	zero /dev/lwd
 	zero /dev/rt
 	dd if=/dev/zero of=/dev/lwl bs=1M count=1 oflag=direct status=none
 	dmsetup create lw --table "0 $(sectors /dev/lwd) log-writes /dev/lwd /dev/lwl"
 	stack "$case" /dev/mapper/lw >/dev/null
 	top=/dev/vblk/$case
+	[ "$case" = snapwrite ] && top=/dev/vblk/$case-s
 	check "$case: ext4 workload with fsyncs over dm-log-writes" workload "$top"
 	unstack "$case"
 	dmsetup message lw 0 mark end

@@ -328,7 +328,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         );
     };
     let (Ok(copier), Ok(held)) = (
-        Copier::new(&worker, 1),
+        Copier::new(&worker, 1, 1),
         Slots::new(QUEUE_DEPTH as usize + 1),
     ) else {
         return fail!(ctor.reply, ENOMEM, "out of memory for the mirror's resync");

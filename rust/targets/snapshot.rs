@@ -58,6 +58,8 @@ const ORIGIN_KIND: &str = "snapshot-origin";
 const STORE_KIND: &str = "snapshot-cow";
 /// Chunk copies one snapshot has in flight or waiting for their commit.
 const MAX_PENDING: usize = 64;
+/// Chunk copies one snapshot runs side by side (the copier's lanes).
+const COPY_LANES: usize = 8;
 /// Buckets of the count of snapshot reads sent to the origin (by chunk).
 const TRACK_BUCKETS: usize = 256;
 /// `end_io` tags: the COW device, or `TAG_TRACK + bucket` for a counted
@@ -561,6 +563,27 @@ impl Store {
         this.worker.flush();
     }
 
+    /// The devices a snapshot line uses (whole: the checks see them).
+    fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {
+        f(&self.origin_dev, 0, self.origin_dev.sectors());
+        f(&self.cow, 0, self.cow.sectors());
+    }
+
+    /// The table's arguments: `<origin> <COW> <P|PO|N> <chunk>`.
+    fn write_table(&self, out: &mut dyn Write) -> fmt::Result {
+        write_device(out, &self.origin_dev)?;
+        out.write_char(' ')?;
+        write_device(out, &self.cow)?;
+        write!(out, " {} {}", self.kind.name(), self.chunk_sectors())
+    }
+
+    /// Returns the held writes to the queue (a `noflush` suspend).
+    fn requeue_held(&self) {
+        while let Some(h) = self.state.lock().held.take_oldest(|_| true) {
+            h.requeue();
+        }
+    }
+
     /// Status: `Invalid`, `Overflow`, or `<allocated>/<total> <metadata>`
     /// sectors (dm's).
     fn write_status(&self, out: &mut dyn Write) -> fmt::Result {
@@ -810,7 +833,32 @@ impl Drop for Snapshot {
 
 /// Constructor of `snapshot`, listed in [`super::TYPES`].
 pub(super) fn construct_snapshot(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
-    let args = match snapshot_store::parse_args(ctor.args, false) {
+    let (store, claim) = attach_store(ctor, false)?;
+    match Arc::new(
+        Snapshot {
+            store,
+            _claim: claim,
+        },
+        GFP_KERNEL,
+    ) {
+        Ok(t) => Ok(t),
+        Err(_) => fail!(ctor.reply, ENOMEM, "out of memory constructing snapshot"),
+    }
+}
+
+/// The store a `snapshot` (or, `merging`, a `snapshot-merge`) line names:
+/// the one its device's live table uses (a reload), else one read or
+/// formatted from the COW device. Counted as one more user.
+fn attach_store(
+    ctor: &mut Ctor<'_>,
+    merging: bool,
+) -> Result<(Arc<Job<Store>>, PeerRef<StoreSlot>)> {
+    let what = if merging {
+        "snapshot-merge"
+    } else {
+        "snapshot"
+    };
+    let args = match snapshot_store::parse_args(ctor.args, merging) {
         Ok(a) => a,
         Err(e) => return fail!(ctor.reply, EINVAL, "{e}"),
     };
@@ -820,7 +868,7 @@ pub(super) fn construct_snapshot(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>>
         return fail!(
             ctor.reply,
             EINVAL,
-            "snapshot: the COW device '{}' is the origin device",
+            "{what}: the COW device '{}' is the origin device",
             args.cow
         );
     }
@@ -828,28 +876,28 @@ pub(super) fn construct_snapshot(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>>
         return fail!(
             ctor.reply,
             EINVAL,
-            "snapshot: the line has {} sectors, the origin '{}' only {}",
+            "{what}: the line has {} sectors, the origin '{}' only {}",
             ctor.length,
             args.origin,
             origin_dev.sectors()
         );
     }
-    ctor.charge(STORE_BYTES, "snapshot: the exception store")?;
-    let origin =
-        match ctor
-            .peers
-            .acquire(ORIGIN_KIND, u64::from(origin_dev.devt()), OriginShared::new)
-        {
-            Ok(o) => o,
-            Err(e) => {
-                return fail!(
-                    ctor.reply,
-                    e,
-                    "snapshot: cannot register with the origin '{}'",
-                    args.origin
-                )
-            }
-        };
+    ctor.charge(
+        STORE_BYTES + Copier::<Job<Store>>::state_bytes(COPY_LANES),
+        "snapshot: the exception store and copy buffers",
+    )?;
+    let key = u64::from(origin_dev.devt());
+    let origin = match ctor.peers.acquire(ORIGIN_KIND, key, OriginShared::new) {
+        Ok(o) => o,
+        Err(e) => {
+            return fail!(
+                ctor.reply,
+                e,
+                "{what}: cannot register with the origin '{}'",
+                args.origin
+            )
+        }
+    };
     let device = ctor.device;
     let events = ctor.events.clone();
     // `Some(made)` once `make` ran: a new store (or one that failed, with
@@ -859,7 +907,7 @@ pub(super) fn construct_snapshot(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>>
         made = Some(false);
         let owner = Owner {
             device,
-            merging: false,
+            merging,
             events,
             origin,
         };
@@ -874,18 +922,28 @@ pub(super) fn construct_snapshot(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>>
             return fail!(
                 ctor.reply,
                 e,
-                "snapshot: cannot set up the store on '{}'",
+                "{what}: cannot set up the store on '{}'",
                 args.cow
             )
         }
     };
     let Some(slot) = claim.get() else {
-        return fail!(ctor.reply, EINVAL, "snapshot: '{}' is in use", args.cow);
+        return fail!(ctor.reply, EINVAL, "{what}: '{}' is in use", args.cow);
     };
     let store = slot.store.clone();
     if made.is_none() {
-        // A store that exists: this is a reload of its own device.
-        if store.device != device {
+        // A store that exists: a reload of its own device (of the same
+        // kind), else refused.
+        if merging && (store.device != device || !store.merging) {
+            return fail!(
+                ctor.reply,
+                EBUSY,
+                "snapshot-merge: the COW device '{}' is the store of a live snapshot (vblk{}): remove that device first",
+                args.cow,
+                store.device
+            );
+        }
+        if store.device != device || store.merging != merging {
             return fail!(
                 ctor.reply,
                 EBUSY,
@@ -901,24 +959,22 @@ pub(super) fn construct_snapshot(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>>
             return fail!(
                 ctor.reply,
                 EINVAL,
-                "snapshot: a reload must keep the origin, store type and chunk size of the live table"
+                "{what}: a reload must keep the origin, store type and chunk size of the live table"
             );
         }
     }
-    store.users.fetch_add(1, Ordering::AcqRel);
-    match Arc::new(
-        Snapshot {
-            store,
-            _claim: claim,
-        },
-        GFP_KERNEL,
-    ) {
-        Ok(t) => Ok(t),
-        Err(_) => fail!(ctor.reply, ENOMEM, "out of memory constructing snapshot"),
+    if merging && !store.state.lock().valid {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "snapshot-merge: the snapshot on '{}' is invalid: there is nothing to merge back",
+            args.cow
+        );
     }
+    store.users.fetch_add(1, Ordering::AcqRel);
+    Ok((store, claim))
 }
 
-/// A store for `cow` (read or formatted), not live yet.
 /// Who a new store is for: the device, whether it merges, the device's
 /// events, the origin's shared state.
 struct Owner {
@@ -963,7 +1019,7 @@ fn new_store(
         return fail!(reply, ENOMEM, "out of memory for the snapshot's workqueue");
     };
     let (Ok(copier), Ok(pending), Ok(copied), Ok(held), Ok(committing)) = (
-        Copier::new(&worker, MAX_PENDING),
+        Copier::new(&worker, MAX_PENDING, COPY_LANES),
         Slots::new(MAX_PENDING),
         Slots::new(MAX_PENDING),
         Slots::new(QUEUE_DEPTH as usize + 1),
@@ -1138,17 +1194,13 @@ impl Target for Snapshot {
 
     fn presuspend(&self, noflush: bool) -> Result {
         if noflush {
-            while let Some(h) = self.store.state.lock().held.take_oldest(|_| true) {
-                h.requeue();
-            }
+            self.store.requeue_held();
         }
         Ok(())
     }
 
     fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {
-        let store = &*self.store;
-        f(&store.origin_dev, 0, store.origin_dev.sectors());
-        f(&store.cow, 0, store.cow.sectors());
+        self.store.devices(f);
     }
 
     fn supports_discard(&self) -> bool {
@@ -1160,11 +1212,7 @@ impl Target for Snapshot {
     }
 
     fn table_args(&self, out: &mut dyn Write) -> fmt::Result {
-        let store = &*self.store;
-        write_device(out, &store.origin_dev)?;
-        out.write_char(' ')?;
-        write_device(out, &store.cow)?;
-        write!(out, " {} {}", store.kind.name(), store.chunk_sectors())
+        self.store.write_table(out)
     }
 
     fn status(&self, out: &mut dyn Write) -> fmt::Result {

@@ -93,18 +93,18 @@ pub(crate) trait CopyClient: Send + Sync + 'static {
     }
 }
 
-/// The copier's queue, its running job and its buffer.
+/// The copier's queue, its lanes and their chunk I/O.
 #[pin_data]
 pub(crate) struct CopyQueue<C: CopyClient> {
     #[pin]
     jobs: Mutex<Jobs<C>>,
-    /// Wakes a throttled copy when told to stop, and `stop` when the
-    /// running job reported.
+    /// Wakes a throttled copy when told to stop, and `stop` when a job
+    /// reported.
     #[pin]
     wake: CondVar,
-    /// The chunk I/O: a read from the source, then a write to every
-    /// destination at once; its completion kicks the copier again.
-    aio: AsyncIo<Job<CopyQueue<C>>>,
+    /// Each lane's chunk I/O: a read from the source, then a write to
+    /// every destination at once; its completion kicks the copier again.
+    aios: KVec<AsyncIo<Job<CopyQueue<C>>>>,
     /// Where the copier runs (kicked by the chunk I/O's completion).
     worker: Arc<OwnedQueue>,
 }
@@ -115,9 +115,15 @@ struct Jobs<C> {
     queue: Slots<(CopyJob, Arc<C>)>,
     /// Refuse and abort jobs ([`Copier::stop`]) until [`Copier::start`].
     stopped: bool,
+    /// Jobs copied side by side, one per lane.
+    lanes: KVec<Lane<C>>,
+}
+
+/// One job at a time, with its own chunk buffer.
+struct Lane<C> {
     /// The job being copied, from its start until it reported.
     running: Option<Running<C>>,
-    /// The chunk buffer; `None` while a chunk I/O has it.
+    /// The chunk buffer; `None` while the lane's chunk I/O has it.
     buf: Option<IoBuffer>,
 }
 
@@ -153,19 +159,35 @@ pub(crate) struct Copier<C: CopyClient> {
 }
 
 impl<C: CopyClient> Copier<C> {
-    /// A copier running on `worker` that queues up to `capacity` jobs.
-    pub(crate) fn new(worker: &Arc<OwnedQueue>, capacity: usize) -> Result<Self> {
+    /// Bytes of buffers a copier with `lanes` lanes holds (for the
+    /// table's charge).
+    pub(crate) fn state_bytes(lanes: usize) -> u64 {
+        (lanes * CHUNK_BYTES) as u64
+    }
+
+    /// A copier running on `worker` that queues up to `capacity` jobs and
+    /// copies up to `lanes` of them side by side (at least one).
+    pub(crate) fn new(worker: &Arc<OwnedQueue>, capacity: usize, lanes: usize) -> Result<Self> {
         let queue = Slots::new(capacity)?;
-        let buf = Some(IoBuffer::new(CHUNK_BYTES)?);
-        let aio = AsyncIo::new()?;
+        let n = lanes.max(1);
+        let mut aios = KVec::with_capacity(n, GFP_KERNEL)?;
+        let mut state = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            aios.push(AsyncIo::new()?, GFP_KERNEL)?;
+            let lane = Lane {
+                running: None,
+                buf: Some(IoBuffer::new(CHUNK_BYTES)?),
+            };
+            state.push(lane, GFP_KERNEL)?;
+        }
         let job = Arc::pin_init(
             Job::new(pin_init!(CopyQueue {
                 jobs <- kernel::new_mutex!(
-                    Jobs { queue, stopped: true, running: None, buf },
+                    Jobs { queue, stopped: true, lanes: state },
                     "vblk::Copier::jobs"
                 ),
                 wake <- kernel::new_condvar!("vblk::Copier::wake"),
-                aio,
+                aios,
                 worker: worker.clone(),
             })),
             GFP_KERNEL,
@@ -192,18 +214,18 @@ impl<C: CopyClient> Copier<C> {
         self.job.jobs.lock().stopped = false;
     }
 
-    /// Refuses new jobs, ends the running one after its chunk and reports
-    /// every queued one aborted; returns once all reported (process
-    /// context; the caller holds none of its clients' locks). With
-    /// `interruptible`, a signal ends the wait (`EINTR`: a chunk can hang
-    /// on a hung device, and SUSPEND must not hang with it); the jobs still
-    /// report, later.
+    /// Refuses new jobs, ends the running ones after their chunk and
+    /// reports every queued one aborted; returns once all reported
+    /// (process context; the caller holds none of its clients' locks).
+    /// With `interruptible`, a signal ends the wait (`EINTR`: a chunk can
+    /// hang on a hung device, and SUSPEND must not hang with it); the jobs
+    /// still report, later.
     pub(crate) fn stop(&self, interruptible: bool) -> Result {
         let mut jobs = self.job.jobs.lock();
         jobs.stopped = true;
         self.job.wake.notify_all();
         self.job.worker.kick(&self.job);
-        while jobs.running.is_some() || !jobs.queue.is_empty() {
+        while jobs.lanes.iter().any(|l| l.running.is_some()) || !jobs.queue.is_empty() {
             if !interruptible {
                 self.job.wake.wait(&mut jobs);
             } else if self.job.wake.wait_interruptible(&mut jobs) {
@@ -221,76 +243,93 @@ impl<C: CopyClient> AioDone for Job<CopyQueue<C>> {
 }
 
 impl<C: CopyClient> Deferred for CopyQueue<C> {
-    /// Moves the running job on by one step at a time until it waits for
-    /// its chunk I/O (whose completion kicks this again) or every job
-    /// reported. Never waits for I/O.
+    /// Moves every lane's job on, a step at a time, until each waits for
+    /// its chunk I/O (whose completion kicks this again) or has nothing
+    /// to do. Never waits for I/O.
     fn run(job: &Arc<Job<Self>>) {
         loop {
-            let mut jobs = job.jobs.lock();
-            if jobs.buf.is_none() {
-                // A chunk I/O is out: go on once it ended.
-                let Some((buf, errors)) = job.aio.take() else {
-                    return;
-                };
-                jobs.buf = Some(buf);
-                if let Some(run) = jobs.running.as_mut() {
-                    run.chunk_ended(errors);
-                }
+            let mut moved = false;
+            for lane in 0..job.aios.len() {
+                moved |= Self::step(job, lane);
             }
-            if jobs.running.is_none() {
-                let Some((next, client)) = jobs.queue.take_oldest(|_| true) else {
-                    return;
-                };
-                jobs.running = Some(Running {
-                    job: next,
-                    client,
-                    done: 0,
-                    result: CopyResult::default(),
-                    step: Step::Read,
-                });
-            }
-            let stopped = jobs.stopped;
-            let Some(run) = jobs.running.as_mut() else {
+            if !moved {
                 return;
+            }
+        }
+    }
+}
+
+impl<C: CopyClient> CopyQueue<C> {
+    /// One step of lane `i`: takes its ended chunk I/O, starts a job,
+    /// starts the next chunk I/O or reports. Whether it did anything.
+    fn step(job: &Arc<Job<Self>>, i: usize) -> bool {
+        let mut jobs = job.jobs.lock();
+        let aio = &job.aios[i];
+        if jobs.lanes[i].buf.is_none() {
+            // A chunk I/O is out: go on once it ended.
+            let Some((buf, errors)) = aio.take() else {
+                return false;
             };
-            if stopped && !matches!(run.step, Step::Report) {
-                run.result.aborted = true;
-                run.step = Step::Report;
+            let lane = &mut jobs.lanes[i];
+            lane.buf = Some(buf);
+            if let Some(run) = lane.running.as_mut() {
+                run.chunk_ended(errors);
             }
-            match run.step {
-                Step::Report => {
-                    // Still `running` while it reports: `stop` waits for
-                    // the report too.
-                    let (client, key, result) = (run.client.clone(), run.job.key, run.result);
-                    drop(jobs);
-                    C::copy_done(&client, key, result);
-                    drop(client);
-                    job.jobs.lock().running = None;
-                    job.wake.notify_all();
-                }
-                Step::Read | Step::Write(_) => {
-                    if matches!(run.step, Step::Read) && run.done > 0 && run.client.busy() {
-                        // Between chunks, user I/O goes first.
-                        let _ = job.wake.wait_interruptible_timeout(
-                            &mut jobs,
-                            kernel::time::msecs_to_jiffies(THROTTLE_MS),
-                        );
-                        if jobs.stopped {
-                            continue;
-                        }
-                    }
-                    let Some(buf) = jobs.buf.take() else {
-                        return;
-                    };
-                    let Some(run) = jobs.running.as_mut() else {
-                        return;
-                    };
-                    if let Err((_, buf)) = run.next_io(job, buf) {
-                        jobs.buf = Some(buf);
-                    }
-                }
-                Step::Reading(_) | Step::Writing(..) => return,
+        }
+        if jobs.lanes[i].running.is_none() {
+            let Some((next, client)) = jobs.queue.take_oldest(|_| true) else {
+                return false;
+            };
+            jobs.lanes[i].running = Some(Running {
+                job: next,
+                client,
+                done: 0,
+                result: CopyResult::default(),
+                step: Step::Read,
+            });
+        }
+        let stopped = jobs.stopped;
+        let Some(run) = jobs.lanes[i].running.as_mut() else {
+            return false;
+        };
+        if stopped && !matches!(run.step, Step::Report) {
+            run.result.aborted = true;
+            run.step = Step::Report;
+        }
+        match run.step {
+            Step::Report => {
+                // Still `running` while it reports: `stop` waits for the
+                // report too.
+                let (client, key, result) = (run.client.clone(), run.job.key, run.result);
+                drop(jobs);
+                C::copy_done(&client, key, result);
+                drop(client);
+                job.jobs.lock().lanes[i].running = None;
+                job.wake.notify_all();
+                true
             }
+            Step::Read | Step::Write(_) => {
+                if matches!(run.step, Step::Read) && run.done > 0 && run.client.busy() {
+                    // Between chunks, user I/O goes first: a pause, then
+                    // the chunk (unless the copier stopped meanwhile).
+                    let _ = job.wake.wait_interruptible_timeout(
+                        &mut jobs,
+                        kernel::time::msecs_to_jiffies(THROTTLE_MS),
+                    );
+                    if jobs.stopped {
+                        return true;
+                    }
+                }
+                let lane = &mut jobs.lanes[i];
+                let (Some(buf), Some(run)) = (lane.buf.take(), lane.running.as_mut()) else {
+                    return false;
+                };
+                if let Err((_, buf)) = run.next_io(job, aio, buf) {
+                    lane.buf = Some(buf);
+                }
+                true
+            }
+            Step::Reading(_) | Step::Writing(..) => false,
         }
     }
 }
@@ -303,6 +342,7 @@ impl<C: CopyClient> Running<C> {
     fn next_io(
         &mut self,
         job: &Arc<Job<CopyQueue<C>>>,
+        aio: &AsyncIo<Job<CopyQueue<C>>>,
         buf: IoBuffer,
     ) -> core::result::Result<(), (Error, IoBuffer)> {
         let (src, from) = &self.job.from;
@@ -335,8 +375,7 @@ impl<C: CopyClient> Running<C> {
             }
             self.step = Step::Writing(n, index);
             let flags = AioOp::Write(WriteFlags::default());
-            return job
-                .aio
+            return aio
                 .submit(job, flags, &dests[..count], buf)
                 .inspect_err(|_| {
                     self.result.write_failed.0 |=
@@ -356,12 +395,10 @@ impl<C: CopyClient> Running<C> {
             bytes: 0..(n * 512) as usize,
         };
         self.step = Step::Reading(n);
-        job.aio
-            .submit(job, AioOp::Read, &[dest], buf)
-            .inspect_err(|_| {
-                self.result.read_failed = true;
-                self.step = Step::Report;
-            })
+        aio.submit(job, AioOp::Read, &[dest], buf).inspect_err(|_| {
+            self.result.read_failed = true;
+            self.step = Step::Report;
+        })
     }
 
     /// The chunk I/O ended with `errors`: after a read, writes the chunk

@@ -213,107 +213,7 @@ impl Drop for Merge {
 
 /// Constructor of `snapshot-merge`, listed in [`super::super::TYPES`].
 pub(crate) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
-    let args = match snapshot_store::parse_args(ctor.args, true) {
-        Ok(a) => a,
-        Err(e) => return fail!(ctor.reply, EINVAL, "{e}"),
-    };
-    let origin_dev = ctor.open_device(args.origin)?;
-    let cow = ctor.open_device(args.cow)?;
-    if origin_dev.devt() == cow.devt() {
-        return fail!(
-            ctor.reply,
-            EINVAL,
-            "snapshot-merge: the COW device '{}' is the origin device",
-            args.cow
-        );
-    }
-    if ctor.length > origin_dev.sectors() {
-        return fail!(
-            ctor.reply,
-            EINVAL,
-            "snapshot-merge: the line has {} sectors, the origin '{}' only {}",
-            ctor.length,
-            args.origin,
-            origin_dev.sectors()
-        );
-    }
-    ctor.charge(STORE_BYTES, "snapshot: the exception store")?;
-    let origin =
-        match ctor
-            .peers
-            .acquire(ORIGIN_KIND, u64::from(origin_dev.devt()), OriginShared::new)
-        {
-            Ok(o) => o,
-            Err(e) => {
-                return fail!(
-                    ctor.reply,
-                    e,
-                    "snapshot-merge: cannot register with the origin '{}'",
-                    args.origin
-                )
-            }
-        };
-    let device = ctor.device;
-    let events = ctor.events.clone();
-    let mut made = None;
-    let claim = ctor.peers.acquire(STORE_KIND, u64::from(cow.devt()), || {
-        made = Some(false);
-        let owner = Owner {
-            device,
-            merging: true,
-            events,
-            origin,
-        };
-        let store = new_store(owner, &origin_dev, &cow, &args, ctor.reply)?;
-        made = Some(true);
-        Ok(Arc::new(StoreSlot { store }, GFP_KERNEL)?)
-    });
-    let claim: PeerRef<StoreSlot> = match claim {
-        Ok(c) => c,
-        Err(e) if made == Some(false) => return Err(e),
-        Err(e) => {
-            return fail!(
-                ctor.reply,
-                e,
-                "snapshot-merge: cannot set up the store on '{}'",
-                args.cow
-            )
-        }
-    };
-    let Some(slot) = claim.get() else {
-        return fail!(
-            ctor.reply,
-            EINVAL,
-            "snapshot-merge: '{}' is in use",
-            args.cow
-        );
-    };
-    let store = slot.store.clone();
-    if made.is_none() && (store.device != device || !store.merging) {
-        return fail!(
-            ctor.reply,
-            EBUSY,
-            "snapshot-merge: the COW device '{}' is the store of a live snapshot (vblk{}): remove that device first",
-            args.cow,
-            store.device
-        );
-    }
-    if store.origin_dev.devt() != origin_dev.devt() {
-        return fail!(
-            ctor.reply,
-            EINVAL,
-            "snapshot-merge: a reload must keep the origin of the live table"
-        );
-    }
-    if !store.state.lock().valid {
-        return fail!(
-            ctor.reply,
-            EINVAL,
-            "snapshot-merge: the snapshot on '{}' is invalid: there is nothing to merge back",
-            args.cow
-        );
-    }
-    store.users.fetch_add(1, Ordering::AcqRel);
+    let (store, claim) = attach_store(ctor, true)?;
     match Arc::new(
         Merge {
             store,
@@ -422,9 +322,7 @@ impl Target for Merge {
         // the next resume.
         self.store.state.lock().active = false;
         if noflush {
-            while let Some(h) = self.store.state.lock().held.take_oldest(|_| true) {
-                h.requeue();
-            }
+            self.store.requeue_held();
             if let Some(origin) = self.store.origin.get() {
                 origin.requeue_held();
             }
@@ -433,9 +331,7 @@ impl Target for Merge {
     }
 
     fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {
-        let store = &*self.store;
-        f(&store.origin_dev, 0, store.origin_dev.sectors());
-        f(&store.cow, 0, store.cow.sectors());
+        self.store.devices(f);
     }
 
     fn supports_discard(&self) -> bool {
@@ -447,11 +343,7 @@ impl Target for Merge {
     }
 
     fn table_args(&self, out: &mut dyn Write) -> fmt::Result {
-        let store = &*self.store;
-        write_device(out, &store.origin_dev)?;
-        out.write_char(' ')?;
-        write_device(out, &store.cow)?;
-        write!(out, " {} {}", store.kind.name(), store.chunk_sectors())
+        self.store.write_table(out)
     }
 
     fn status(&self, out: &mut dyn Write) -> fmt::Result {
