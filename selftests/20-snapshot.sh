@@ -26,6 +26,12 @@ write() {
 		dd if="$tmp/w" of="$1" bs=512 seek="$3" oflag=direct conv=notrunc status=none &&
 		dd if="$tmp/w" of="$2" bs=512 seek="$3" conv=notrunc status=none
 }
+# write_whole DEV MODEL SECTOR COUNT: as write, in one request.
+write_whole() {
+	head -c $(($4 * 512)) /dev/urandom >"$tmp/w" &&
+		dd if="$tmp/w" of="$1" bs=$(($4 * 512)) count=1 seek=$(($3 * 512)) oflag=direct,seek_bytes conv=notrunc status=none &&
+		dd if="$tmp/w" of="$2" bs=512 seek="$3" conv=notrunc status=none
+}
 # image_is DEV MODEL: the device's n sectors equal the model file.
 image_is() { cmp <(sectors_of "$1" 0 $n) "$2"; }
 header_hex() { dd if="$1" bs=512 count=1 iflag=direct status=none | head -c 16 | od -An -tx1 | tr -s ' ' | sed 's/^ //'; }
@@ -54,6 +60,13 @@ check "the snapshot still shows the old image" image_is /dev/vblk/s1 "$tmp/snap"
 check_output "status counts the copied chunks (dm's fields)" '^[0-9]+/32768 32$' snap_status s1
 check "writes to the snapshot" write /dev/vblk/s1 "$tmp/snap" 3000 100
 check "... land in the snapshot" image_is /dev/vblk/s1 "$tmp/snap"
+copies=$(mirror_counter s1 chunks_copied)
+check "a 32 KiB snapshot write over 4 whole chunks" write_whole /dev/vblk/s1 "$tmp/snap" 4096 64
+check_eq "... copies nothing from the origin (dm's full-chunk write)" "$copies" "$(mirror_counter s1 chunks_copied)"
+check "... and lands" image_is /dev/vblk/s1 "$tmp/snap"
+check "a 1 MiB snapshot write over 128 whole chunks (more than copies pending at once)" \
+	write_whole /dev/vblk/s1 "$tmp/snap" 16384 2048
+check "... lands" image_is /dev/vblk/s1 "$tmp/snap"
 check "... and not in the origin" image_is /dev/vblk/base "$tmp/origin"
 check "fio verify on the origin with the snapshot live" fio_verify /dev/vblk/base 8M --offset=8M
 dd if=/dev/vblk/base of="$tmp/origin" bs=1M iflag=direct status=none

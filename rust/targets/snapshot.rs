@@ -31,7 +31,7 @@
 use super::snapshot_store::{
     self, ExceptionTable, Geometry, Header, Loaded, SnapshotArgs, StoreType,
 };
-use super::{write_device, Ctor, EndIo, Io, Mapped, Target};
+use super::{write_device, Ctor, Done, EndIo, Io, Mapped, Target};
 use crate::sys::bdev::{BlockDevice, IoBuffer, WriteFlags};
 use crate::sys::disk::{Op, RqInfo, Status, QUEUE_DEPTH};
 use crate::sys::event::EventCounter;
@@ -47,7 +47,7 @@ use kernel::alloc::KVVec;
 use kernel::error::code::{EBUSY, EINVAL, ENOMEM};
 use kernel::error::Result;
 use kernel::prelude::*;
-use kernel::sync::{Arc, Mutex};
+use kernel::sync::{Arc, CondVar, Mutex};
 
 mod merge;
 pub(super) use merge::construct as construct_merge;
@@ -168,6 +168,9 @@ struct Pending {
     old: u64,
     new: u64,
     ok: bool,
+    /// No copy: a snapshot write covers the whole chunk and goes straight
+    /// to `new` (dm's `start_full_bio`); committed when it completed.
+    direct: bool,
 }
 
 /// The store's registry value: the store, for a reloaded table of the
@@ -205,6 +208,10 @@ struct Store {
     area: Mutex<Area>,
     #[pin]
     state: Mutex<StoreState>,
+    /// Notified after each commit (a direct snapshot write waits for its
+    /// chunks' commit).
+    #[pin]
+    committed: CondVar,
 }
 
 /// The metadata area new exceptions go to (the worker's).
@@ -284,6 +291,14 @@ impl Store {
         offset / cs..=(offset + len.max(1) - 1) / cs
     }
 
+    /// Whether `[offset, offset + len)` covers chunk `chunk` whole (a
+    /// whole chunk of the origin).
+    fn covers(&self, offset: u64, len: u64, chunk: u64) -> bool {
+        let cs = self.chunk_sectors();
+        let (start, end) = (chunk * cs, (chunk + 1) * cs);
+        start >= offset && end <= offset + len && end <= self.origin_dev.sectors()
+    }
+
     fn bucket(chunk: u64) -> usize {
         (chunk % TRACK_BUCKETS as u64) as usize
     }
@@ -328,6 +343,7 @@ impl Store {
             old: chunk,
             new,
             ok: false,
+            direct: false,
         };
         if queued.is_err() || st.pending.put(p).is_err() {
             // The copier stopped (the store is going away): nothing to
@@ -422,6 +438,7 @@ impl Store {
             }
         }
         this.state.lock().committing.clear();
+        this.committed.notify_all();
         area.batch.clear();
         true
     }
@@ -1070,6 +1087,7 @@ fn new_store(
             },
             "vblk::snapshot::Store::state"
         ),
+        committed <- kernel::new_condvar!("vblk::snapshot::Store::committed"),
     }));
     match Arc::pin_init(store, GFP_KERNEL) {
         Ok(s) => Ok(s),
@@ -1115,22 +1133,63 @@ impl Snapshot {
         if !st.valid || st.overflow {
             return io.kill(Status::IO_ERROR);
         }
+        let (offset, len) = (io.offset(), io.len());
         let mut ready = true;
-        for chunk in this.chunks(io.offset(), io.len()) {
+        // Chunks without an exception that the piece covers whole: no copy
+        // needed, the write itself fills them.
+        let mut whole = 0;
+        for chunk in this.chunks(offset, len) {
+            let copied = st.table.get(chunk).is_some();
             if Store::busy(&st, chunk) {
                 ready = false;
-            } else if st.table.get(chunk).is_none() {
+            } else if !copied && this.covers(offset, len, chunk) {
+                whole += 1;
+            } else if !copied {
                 match Store::start_copy(this, &mut st, chunk) {
                     Start::Started | Start::Busy => ready = false,
-                    Start::Full => {
-                        if this.kind == (StoreType::Persistent { overflow: true }) {
-                            st.overflow = true;
-                            this.events.bump();
-                        } else {
-                            Store::invalidate(this, &mut st);
-                        }
-                        return io.kill(Status::IO_ERROR);
+                    Start::Full => return self.full(&mut st, io),
+                }
+            }
+        }
+        if ready && whole > st.pending.capacity() {
+            // More whole chunks than copies can be pending at once: they
+            // are copied as any other (the write waits, mapped again as
+            // copies end and more start).
+            for chunk in this.chunks(offset, len) {
+                if st.table.get(chunk).is_none() && !Store::busy(&st, chunk) {
+                    if let Start::Full = Store::start_copy(this, &mut st, chunk) {
+                        return self.full(&mut st, io);
                     }
+                }
+            }
+            ready = false;
+        } else if ready && whole > 0 {
+            if st.pending.capacity() - st.pending.len() < whole {
+                ready = false;
+            } else {
+                for chunk in this.chunks(offset, len) {
+                    if st.table.get(chunk).is_some() {
+                        continue;
+                    }
+                    let Some(new) = this.allocate(&mut st) else {
+                        // The chunks taken for this piece go back to
+                        // nothing pending (origin writes must not wait).
+                        let mine = this.chunks(offset, len);
+                        while st
+                            .pending
+                            .take_oldest(|p| p.direct && mine.contains(&p.old))
+                            .is_some()
+                        {}
+                        return self.full(&mut st, io);
+                    };
+                    let p = Pending {
+                        old: chunk,
+                        new,
+                        ok: false,
+                        direct: true,
+                    };
+                    // Room was checked above.
+                    let _ = st.pending.put(p);
                 }
             }
         }
@@ -1145,13 +1204,68 @@ impl Snapshot {
             }
             return mapped;
         }
-        for (skip, n, chunk, within) in self.parts(io.offset(), io.len()) {
-            if let Some(new) = st.table.get(chunk) {
+        for (skip, n, chunk, within) in self.parts(offset, len) {
+            let new = st.table.get(chunk).or_else(|| {
+                st.pending
+                    .iter()
+                    .find(|p| p.old == chunk && p.direct)
+                    .map(|p| p.new)
+            });
+            if let Some(new) = new {
                 io.remap_part(skip, n, &this.cow, new * cs + within, TAG_COW);
             }
         }
         drop(st);
+        if whole > 0 {
+            // Completes once its chunks' exceptions are committed.
+            io.finish_later();
+        }
         io.remapped()
+    }
+
+    /// The COW device is full on a snapshot write: `Overflow` (PO) or
+    /// invalid; the write fails.
+    fn full(&self, st: &mut StoreState, io: Io<'_>) -> Mapped {
+        let this = &self.store;
+        if this.kind == (StoreType::Persistent { overflow: true }) {
+            st.overflow = true;
+            this.events.bump();
+        } else {
+            Store::invalidate(this, st);
+        }
+        io.kill(Status::IO_ERROR)
+    }
+
+    /// A write piece that filled chunks directly ended: its chunks go to
+    /// the commit, and the piece completes once they are committed (a
+    /// failed write or commit makes the snapshot invalid and fails it).
+    fn finish_direct(&self, done: &mut Done<'_>) {
+        let this = &self.store;
+        let ok = done.status().is_ok();
+        let chunks = this.chunks(done.offset(), done.len());
+        let mut mine = false;
+        {
+            let mut st = this.state.lock();
+            for chunk in chunks.clone() {
+                if let Some(mut p) = st.pending.take_oldest(|p| p.old == chunk && p.direct) {
+                    p.ok = ok;
+                    // `copied` has room for every pending copy.
+                    let _ = st.copied.put(p);
+                    mine = true;
+                }
+            }
+        }
+        if !mine {
+            return;
+        }
+        this.worker.kick(this);
+        let mut st = this.state.lock();
+        while chunks.clone().any(|c| Store::busy(&st, c)) {
+            this.committed.wait(&mut st);
+        }
+        if !st.valid {
+            done.fail(Status::IO_ERROR);
+        }
     }
 }
 
@@ -1172,6 +1286,12 @@ impl Target for Snapshot {
             }
         }
         EndIo::Done(status)
+    }
+
+    fn finish(&self, done: &mut Done<'_>) {
+        if done.info().op == Op::Write {
+            self.finish_direct(done);
+        }
     }
 
     fn resume(&self) {
