@@ -60,6 +60,17 @@ SHAPES=(
 	"read-128k-qd8      --rw=read      --bs=128k --iodepth=8"
 	"write-128k-qd8     --rw=write     --bs=128k --iodepth=8"
 )
+# Run only when named in SHAPES (BENCH_SHAPES): the same shapes through
+# libaio, which submits in the calling task whatever the device. io_uring
+# hands each I/O to a pool of io-wq threads when the device lacks nowait
+# support (dm-snapshot, dm-raid1, dm-crypt), which on 2 vCPUs spreads the
+# submissions over both; libaio shows the layers without that.
+EXTRA_SHAPES=(
+	"libaio-randread-4k-qd32   --rw=randread  --bs=4k   --iodepth=32 --ioengine=libaio"
+	"libaio-randwrite-4k-qd32  --rw=randwrite --bs=4k   --iodepth=32 --ioengine=libaio"
+	"libaio-randread-4k-qd1    --rw=randread  --bs=4k   --iodepth=1  --ioengine=libaio"
+	"libaio-write-128k-qd8     --rw=write     --bs=128k --iodepth=8  --ioengine=libaio"
+)
 
 export DM_DISABLE_UDEV=1 # no udev in the guest: dmsetup makes its own nodes
 NULLB_CFG=/sys/kernel/config/nullb
@@ -285,6 +296,11 @@ for s in "${SHAPES[@]}"; do
 	SHAPE_ARGS[$shape]=$shape_args
 	[ -z "$shape_filter" ] || [[ " $shape_filter " == *" $shape "* ]] || continue
 	RUN_SHAPES+=("$shape")
+done
+for s in "${EXTRA_SHAPES[@]}"; do
+	read -r shape shape_args <<<"$s"
+	SHAPE_ARGS[$shape]=$shape_args
+	[[ " $shape_filter " == *" $shape "* ]] && RUN_SHAPES+=("$shape")
 done
 [ ${#RUN_SHAPES[@]} -gt 0 ] || die "no shape matches '$shape_filter'"
 

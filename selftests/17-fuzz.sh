@@ -59,6 +59,9 @@ nth "LOAD crypt" --table "0 8192 crypt aes-xts-plain64 $key 0 /dev/fz 0"
 nth "LOAD flakey (corrupting, with a page pool)" --table "0 8192 flakey /dev/fz 0 0 1 5 corrupt_bio_byte 1 w 0 0"
 nth "LOAD mirror (core log)" --table "0 8192 mirror core 2 1024 nosync 2 /dev/fz 0 /dev/ram0 0"
 nth "LOAD mirror (disk log)" --table "0 8192 mirror disk 2 /dev/ram0 1024 2 /dev/fz 0 /dev/ram0 2048"
+nth "LOAD snapshot-origin" --table "0 8192 snapshot-origin /dev/fz"
+dd if=/dev/zero of=/dev/ram1 bs=1M count=8 oflag=direct status=none
+nth "LOAD snapshot (persistent store: header read, areas loaded)" --table "0 8192 snapshot /dev/fz /dev/ram1 P 16"
 # RESUME creates a disk: ~800 fault points, ~0.3 s each under TCG. make
 # test tries every VBLK_FAIL_NTH_STRIDE-th (10); make test-long every one.
 stride=${VBLK_FAIL_NTH_STRIDE:-10}

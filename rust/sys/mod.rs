@@ -111,10 +111,3 @@ pub(crate) fn crc32c(seed: u32, bytes: &[u8]) -> u32 {
             bindings::crc32c(crc, part.as_ptr().cast(), part.len() as u32)
         })
 }
-
-/// Sleeps about `ms` milliseconds (process context; a signal ends it
-/// early, which workers never get).
-pub(crate) fn sleep_ms(ms: u32) {
-    // SAFETY: process context (callers are workers); only sleeps.
-    unsafe { bindings::msleep_interruptible(ms) };
-}

@@ -34,7 +34,7 @@ use super::snapshot_store::{
 use super::{write_device, Ctor, Done, EndIo, Io, Mapped, Target};
 use crate::sys::bdev::{BlockDevice, IoBuffer, WriteFlags};
 use crate::sys::disk::{Op, RqInfo, Status, QUEUE_DEPTH};
-use crate::sys::event::EventCounter;
+use crate::sys::event::{EventCounter, InFlight};
 use crate::sys::workqueue::{Deferred, Job, NoIoScope, OwnedQueue};
 use crate::vblk::copy::{Copier, CopyClient, CopyJob, CopyResult};
 use crate::vblk::io::HeldIo;
@@ -50,7 +50,10 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, CondVar, Mutex};
 
 mod merge;
+mod origin;
 pub(super) use merge::construct as construct_merge;
+pub(super) use origin::construct as construct_origin;
+use origin::{Need, OriginShared};
 
 /// Registry kind of an origin's shared state, keyed by the origin device.
 const ORIGIN_KIND: &str = "snapshot-origin";
@@ -74,92 +77,6 @@ const FIRST_EXCEPTIONS: u64 = 4096;
 const STORE_BYTES: u64 = 16 * 8192 + snapshot_store::MAX_CHUNK_SECTORS * 512;
 /// Snapshots one origin may have at once.
 const MAX_SNAPSHOTS: usize = 32;
-
-/// What an origin device shares with the snapshots of it.
-#[pin_data]
-struct OriginShared {
-    #[pin]
-    state: Mutex<OriginState>,
-}
-
-struct OriginState {
-    /// Snapshots that went live: origin writes copy their chunks first.
-    snaps: Slots<Arc<Job<Store>>>,
-    /// Origin writes waiting for copies (a slot per request the origin
-    /// disk may have in flight, and one more).
-    held: Slots<HeldIo>,
-}
-
-impl OriginShared {
-    fn new() -> Result<Arc<Self>> {
-        let held = Slots::new(QUEUE_DEPTH as usize + 1)?;
-        let snaps = Slots::new(MAX_SNAPSHOTS)?;
-        Arc::pin_init(
-            pin_init!(OriginShared {
-                state <- kernel::new_mutex!(
-                    OriginState { snaps, held },
-                    "vblk::snapshot::OriginShared::state"
-                ),
-            }),
-            GFP_KERNEL,
-        )
-    }
-
-    /// An origin write piece: sent on once every live snapshot has the old
-    /// data of the chunks it touches, else held until then.
-    fn write(&self, io: Io<'_>, dev: &BlockDevice) -> Mapped {
-        match self.copy_first(io) {
-            Ok(io) => {
-                let sector = io.offset();
-                io.remap(dev, sector)
-            }
-            Err(held) => held,
-        }
-    }
-
-    /// For a write piece to the origin: starts the copies the live
-    /// snapshots need first, and gives the piece back once they all have
-    /// the old data of its chunks; else holds it (mapped again when
-    /// copies end).
-    fn copy_first<'a>(&self, io: Io<'a>) -> core::result::Result<Io<'a>, Mapped> {
-        let mut st = self.state.lock();
-        let mut ready = true;
-        for snap in st.snaps.iter() {
-            // Every snapshot starts its copies, even after one said wait.
-            ready &= Store::before_origin_write(snap, io.offset(), io.len());
-        }
-        if ready {
-            return Ok(io);
-        }
-        if st.held.len() >= st.held.capacity() {
-            return Err(io.requeue());
-        }
-        let (held, mapped) = io.hold();
-        if let Err(h) = st.held.put(held) {
-            h.kill(Status::IO_ERROR);
-        }
-        Err(mapped)
-    }
-
-    /// Maps the held origin writes again (process context, no lock held):
-    /// each is sent on or held anew.
-    fn release(&self) {
-        let n = self.state.lock().held.len();
-        for _ in 0..n {
-            let Some(h) = self.state.lock().held.take_oldest(|_| true) else {
-                break;
-            };
-            h.redispatch();
-        }
-    }
-
-    /// Returns the held origin writes to the queue (a `noflush` suspend).
-    fn requeue_held(&self) {
-        while let Some(h) = self.state.lock().held.take_oldest(|_| true) {
-            h.requeue();
-        }
-    }
-}
 
 /// A chunk copy: origin chunk `old` to COW chunk `new`, and whether it
 /// worked (once copied).
@@ -196,7 +113,7 @@ struct Store {
     worker: Arc<OwnedQueue>,
     copier: Copier<Job<Store>>,
     /// Snapshot reads in flight on the origin, by chunk bucket.
-    tracked: [AtomicU32; TRACK_BUCKETS],
+    tracked: [InFlight; TRACK_BUCKETS],
     /// Tables using the store (a reload has two for a while).
     users: AtomicU32,
     /// Chunks copied, snapshot writes held (since construction).
@@ -267,7 +184,7 @@ impl CopyClient for Job<Store> {
             merge::copied(&mut st, result.complete());
         } else if let Some(mut p) = st.pending.take_oldest(|p| p.old == key) {
             p.ok = result.complete();
-            // `copied` has room for every pending copy.
+            // `copied` has room for every pending copy (`Store::room`).
             let _ = st.copied.put(p);
         }
         drop(st);
@@ -324,9 +241,16 @@ impl Store {
         Some(chunk)
     }
 
+    /// How many more copies may start: a copy stays counted from its start
+    /// until its commit takes it (in flight, then copied), so `copied`
+    /// always has room for a copy that ends.
+    fn room(st: &StoreState) -> usize {
+        MAX_PENDING.saturating_sub(st.pending.len() + st.copied.len())
+    }
+
     /// Starts copying origin chunk `chunk` to a new COW chunk.
     fn start_copy(this: &Arc<Job<Store>>, st: &mut StoreState, chunk: u64) -> Start {
-        if st.pending.len() >= st.pending.capacity() {
+        if Self::room(st) == 0 {
             return Start::Busy;
         }
         let Some(new) = this.allocate(st) else {
@@ -366,30 +290,45 @@ impl Store {
         this.worker.kick(this);
     }
 
-    /// For an origin write of `[offset, offset + len)`: whether this
-    /// snapshot has the old data of every chunk; starts the copies it
-    /// lacks.
-    fn before_origin_write(this: &Arc<Job<Store>>, offset: u64, len: u64) -> bool {
+    /// For an origin write of `[offset, offset + len)`: what this snapshot
+    /// needs first; starts the copies it lacks.
+    fn before_origin_write(this: &Arc<Job<Store>>, offset: u64, len: u64) -> Need {
         let mut st = this.state.lock();
         if !st.valid || !st.active {
-            return true;
+            return Need::Nothing;
         }
-        let mut ready = true;
+        let mut need = Need::Nothing;
         for chunk in this.chunks(offset, len) {
             if Self::busy(&st, chunk) {
-                ready = false;
+                if need == Need::Nothing {
+                    need = Need::Copies;
+                }
             } else if st.table.get(chunk).is_none() {
                 match Self::start_copy(this, &mut st, chunk) {
-                    Start::Started | Start::Busy => ready = false,
+                    Start::Started if need == Need::Nothing => need = Need::Copies,
+                    Start::Started => {}
+                    Start::Busy => need = Need::Room,
                     Start::Full => {
                         // dm: an origin write never fails for a snapshot.
                         Self::invalidate(this, &mut st);
-                        return true;
+                        return Need::Nothing;
                     }
                 }
             }
         }
-        ready
+        need
+    }
+
+    /// Whether an origin write of `[offset, offset + len)` may go on for
+    /// this snapshot: it has the old data of every chunk, committed (the
+    /// test [`Store::before_origin_write`] makes, without starting copies).
+    fn has_old_data(&self, offset: u64, len: u64) -> bool {
+        let st = self.state.lock();
+        !st.valid
+            || !st.active
+            || self
+                .chunks(offset, len)
+                .all(|chunk| !Self::busy(&st, chunk) && st.table.get(chunk).is_some())
     }
 
     /// Commits the copies that ended: their entries on disk (persistent),
@@ -433,9 +372,7 @@ impl Store {
         // the table must end before origin writes overwrite those chunks
         // (dm's conflicting-I/O check). New reads go to the COW device.
         for p in area.batch.iter() {
-            while this.tracked[Self::bucket(p.old)].load(Ordering::Acquire) > 0 {
-                crate::sys::sleep_ms(1);
-            }
+            this.tracked[Self::bucket(p.old)].wait_idle();
         }
         this.state.lock().committing.clear();
         this.committed.notify_all();
@@ -566,8 +503,7 @@ impl Store {
     /// go of everything held (process context).
     fn shutdown(this: &Arc<Job<Store>>) {
         if let Some(origin) = this.origin.get() {
-            let mut st = origin.state.lock();
-            st.snaps.take_oldest(|s| Arc::ptr_eq(s, this));
+            origin.leave(this);
         }
         this.state.lock().active = false;
         let _ = this.copier.stop(false);
@@ -576,6 +512,7 @@ impl Store {
         this.release_held();
         if let Some(origin) = this.origin.get() {
             origin.release();
+            origin.commits.bump();
         }
         this.worker.flush();
     }
@@ -644,6 +581,7 @@ impl Deferred for Store {
             job.release_held();
             if let Some(origin) = job.origin.get() {
                 origin.release();
+                origin.commits.bump();
             }
         }
         job.write_invalid_header();
@@ -1064,7 +1002,7 @@ fn new_store(
         origin,
         worker,
         copier,
-        tracked: core::array::from_fn(|_| AtomicU32::new(0)),
+        tracked: core::array::from_fn(|_| InFlight::new()),
         users: AtomicU32::new(0),
         chunks_copied: AtomicU64::new(0),
         held_writes: AtomicU64::new(0),
@@ -1116,7 +1054,7 @@ impl Snapshot {
                     // waits for it (under the lock the commit inserts
                     // with).
                     let b = Store::bucket(chunk);
-                    store.tracked[b].fetch_add(io.completions_for(skip, n), Ordering::AcqRel);
+                    store.tracked[b].add(io.completions_for(skip, n));
                     let sector = chunk * cs + within;
                     io.remap_part(skip, n, &store.origin_dev, sector, TAG_TRACK + b as u32);
                 }
@@ -1151,7 +1089,7 @@ impl Snapshot {
                 }
             }
         }
-        if ready && whole > st.pending.capacity() {
+        if ready && whole > MAX_PENDING {
             // More whole chunks than copies can be pending at once: they
             // are copied as any other (the write waits, mapped again as
             // copies end and more start).
@@ -1164,7 +1102,7 @@ impl Snapshot {
             }
             ready = false;
         } else if ready && whole > 0 {
-            if st.pending.capacity() - st.pending.len() < whole {
+            if Store::room(&st) < whole {
                 ready = false;
             } else {
                 for chunk in this.chunks(offset, len) {
@@ -1282,7 +1220,7 @@ impl Target for Snapshot {
     fn end_io(&self, _info: &RqInfo, tag: u32, status: Status) -> EndIo {
         if let Some(b) = tag.checked_sub(TAG_TRACK) {
             if let Some(count) = self.store.tracked.get(b as usize) {
-                count.fetch_sub(1, Ordering::AcqRel);
+                count.done();
             }
         }
         EndIo::Done(status)
@@ -1298,12 +1236,10 @@ impl Target for Snapshot {
         let this = &self.store;
         if !this.state.lock().active {
             if let Some(origin) = this.origin.get() {
-                let mut o = origin.state.lock();
-                if !o.snaps.any(|s| Arc::ptr_eq(s, this)) && o.snaps.put(this.clone()).is_err() {
+                if !origin.join(this) {
                     pr_warn!(
                         "snapshot: the origin has {MAX_SNAPSHOTS} snapshots already: this one is invalid\n"
                     );
-                    drop(o);
                     Store::invalidate(this, &mut this.state.lock());
                     return;
                 }
@@ -1352,98 +1288,5 @@ impl Target for Snapshot {
             store.chunk_sectors(),
             u8::from(st.valid)
         )
-    }
-}
-
-/// The `snapshot-origin` target: the origin device, read and written
-/// through; writes copy the old data to every live snapshot first.
-pub(crate) struct Origin {
-    dev: Arc<BlockDevice>,
-    length: u64,
-    shared: PeerRef<OriginShared>,
-}
-
-/// Constructor of `snapshot-origin`, listed in [`super::TYPES`].
-pub(super) fn construct_origin(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
-    let [dev] =
-        match crate::vblk::args::exact_args::<1>("snapshot-origin", "<origin_dev>", ctor.args) {
-            Ok(words) => words,
-            Err(e) => return ctor.bad_arg(e),
-        };
-    let text = dev;
-    let dev = ctor.open_device(text)?;
-    if ctor.length > dev.sectors() {
-        return fail!(
-            ctor.reply,
-            EINVAL,
-            "snapshot-origin: the line has {} sectors, the origin '{text}' only {}",
-            ctor.length,
-            dev.sectors()
-        );
-    }
-    let shared = match ctor
-        .peers
-        .acquire(ORIGIN_KIND, u64::from(dev.devt()), OriginShared::new)
-    {
-        Ok(s) => s,
-        Err(e) => return fail!(ctor.reply, e, "snapshot-origin: cannot register '{text}'"),
-    };
-    match Arc::new(
-        Origin {
-            dev,
-            length: ctor.length,
-            shared,
-        },
-        GFP_KERNEL,
-    ) {
-        Ok(t) => Ok(t),
-        Err(_) => fail!(
-            ctor.reply,
-            ENOMEM,
-            "out of memory constructing snapshot-origin"
-        ),
-    }
-}
-
-impl Target for Origin {
-    fn map(&self, io: Io<'_>) -> Mapped {
-        match io.op() {
-            Op::Read | Op::Flush => {
-                let sector = io.offset();
-                io.remap(&self.dev, sector)
-            }
-            Op::Write => match self.shared.get() {
-                Some(shared) => shared.write(io, &self.dev),
-                None => io.kill(Status::IO_ERROR),
-            },
-            // As dm's origin: no discards (each would copy every chunk it
-            // covers to every snapshot first; mkfs discards the device).
-            Op::Discard | Op::WriteZeroes | Op::Other => io.kill(Status::NOT_SUPPORTED),
-        }
-    }
-
-    fn supports_discard(&self) -> bool {
-        false
-    }
-
-    fn supports_write_zeroes(&self) -> bool {
-        false
-    }
-
-    fn presuspend(&self, noflush: bool) -> Result {
-        if noflush {
-            if let Some(shared) = self.shared.get() {
-                shared.requeue_held();
-            }
-        }
-        Ok(())
-    }
-
-    fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {
-        f(&self.dev, 0, self.length);
-    }
-
-    fn table_args(&self, out: &mut dyn Write) -> fmt::Result {
-        write_device(out, &self.dev)
     }
 }

@@ -420,6 +420,16 @@ impl Drop for HeldIo {
 }
 
 impl HeldIo {
+    /// First sector of the piece, relative to the start of the line.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Length of the piece in sectors.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// Maps the piece again with its line's target, here (process context:
     /// the target's worker; not under a lock the target's `map` takes).
     pub(crate) fn redispatch(self) {

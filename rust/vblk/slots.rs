@@ -78,6 +78,11 @@ impl<T> Slots<T> {
         self.slots.iter().flatten().map(|(_, v)| v)
     }
 
+    /// The values, mutable, in no particular order.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.slots.iter_mut().flatten().map(|(_, v)| v)
+    }
+
     /// Empties every slot.
     pub(crate) fn clear(&mut self) {
         for slot in self.slots.iter_mut() {

@@ -81,12 +81,13 @@ pub(super) fn run(this: &Arc<Job<Store>>) {
             },
             Step::Drain { old, new } => {
                 // Writes sent to the COW chunk before it was held.
-                while this.tracked[Store::bucket(old)].load(Ordering::Acquire) > 0 {
-                    crate::sys::sleep_ms(1);
-                }
-                if !others_copied(this, old) {
-                    // Their copies run on their own workers.
-                    crate::sys::sleep_ms(1);
+                this.tracked[Store::bucket(old)].wait_idle();
+                if let Some(seen) = others_copied(this, old) {
+                    // Their copies run on their own workers: look again
+                    // after one of them commits (or the merge pauses).
+                    if let Some(origin) = this.origin.get() {
+                        let _ = origin.commits.wait_change(seen);
+                    }
                     continue;
                 }
                 let cs = this.chunk_sectors();
@@ -153,17 +154,13 @@ fn last_exception(this: &Store) -> Result<Option<(u64, u64)>> {
 
 /// Whether every live snapshot of the origin has the old data of origin
 /// chunk `old` (of this store's chunk size); starts the copies they lack.
-fn others_copied(this: &Store, old: u64) -> bool {
-    let Some(origin) = this.origin.get() else {
-        return true;
-    };
+/// `None` if they all have it, else the origin's commit count from before
+/// the look (to wait for it to change).
+fn others_copied(this: &Store, old: u64) -> Option<u32> {
+    let origin = this.origin.get()?;
+    let seen = origin.commits.get();
     let cs = this.chunk_sectors();
-    let st = origin.state.lock();
-    let mut ready = true;
-    for snap in st.snaps.iter() {
-        ready &= Store::before_origin_write(snap, old * cs, cs);
-    }
-    ready
+    (origin.prepare(old * cs, cs) != Need::Nothing).then_some(seen)
 }
 
 /// Origin chunk `old` holds its merged data: makes it durable, then
@@ -282,7 +279,7 @@ impl Merge {
                 Some(new) => {
                     // Counted: the merge of this chunk waits for it.
                     let b = Store::bucket(chunk);
-                    this.tracked[b].fetch_add(io.completions_for(skip, n), Ordering::AcqRel);
+                    this.tracked[b].add(io.completions_for(skip, n));
                     io.remap_part(skip, n, &this.cow, new * cs + within, TAG_TRACK + b as u32);
                 }
                 None => io.remap_part(skip, n, &this.origin_dev, chunk * cs + within, TAG_COW),
@@ -306,7 +303,7 @@ impl Target for Merge {
     fn end_io(&self, _info: &RqInfo, tag: u32, status: Status) -> EndIo {
         if let Some(b) = tag.checked_sub(TAG_TRACK) {
             if let Some(count) = self.store.tracked.get(b as usize) {
-                count.fetch_sub(1, Ordering::AcqRel);
+                count.done();
             }
         }
         EndIo::Done(status)
@@ -321,6 +318,10 @@ impl Target for Merge {
         // The merge pauses (the chunk under way finishes) and goes on at
         // the next resume.
         self.store.state.lock().active = false;
+        if let Some(origin) = self.store.origin.get() {
+            // A merge waiting for other snapshots' copies stops waiting.
+            origin.commits.bump();
+        }
         if noflush {
             self.store.requeue_held();
             if let Some(origin) = self.store.origin.get() {

@@ -91,7 +91,7 @@ const KEYS: [&str; 3] = [
 
 /// One table line's target and arguments, from the grammar of each target.
 fn target(rng: &mut Rng) -> String {
-    match rng.below(9) {
+    match rng.below(11) {
         0 => "zero".into(),
         1 => "error".into(),
         2 => format!("linear {} {}", device(rng), number(rng)),
@@ -152,6 +152,15 @@ fn target(rng: &mut Rng) -> String {
             s
         }
         7 => "nosuchtarget 1 2 3".into(),
+        8 => format!("snapshot-origin {}", device(rng)),
+        9 => format!(
+            "{} {} {} {} {}",
+            rng.pick(&["snapshot", "snapshot-merge"]),
+            device(rng),
+            device(rng),
+            rng.pick(&["P", "PO", "N", "p", "X"]),
+            [8, 16, 12, 0, 1 << 20][rng.below(5) as usize]
+        ),
         _ => {
             // Mutated text: a real line with a word dropped or doubled.
             let mut words: Vec<String> = target(rng).split(' ').map(String::from).collect();
