@@ -78,6 +78,15 @@ impl<T> Slots<T> {
         self.slots.iter().flatten().map(|(_, v)| v)
     }
 
+    /// The values with their slot numbers (a value keeps its slot until
+    /// taken out), in no particular order.
+    pub(crate) fn iter_slots(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|(_, v)| (i, v)))
+    }
+
     /// The values, mutable, in no particular order.
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.slots.iter_mut().flatten().map(|(_, v)| v)

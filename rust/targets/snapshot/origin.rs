@@ -5,9 +5,10 @@
 //! every snapshot has copied the old data of their chunks.
 //!
 //! A write is held once, and mapped again only when what it waited for
-//! came: after a snapshot commits, the held writes whose chunks every
-//! snapshot now has (or that waited for room to start a copy) are mapped
-//! again; the rest stay held.
+//! came: a held write remembers which snapshots it waits for; after a
+//! snapshot commits, it is crossed off the writes whose chunks it now has,
+//! and those left waiting for none (or that waited for room to start a
+//! copy) are mapped again; the rest stay held.
 
 use super::*;
 
@@ -32,12 +33,17 @@ struct OriginState {
 /// An origin write waiting for the snapshots' copies of its chunks.
 struct HeldWrite {
     io: HeldIo,
+    /// The snapshots it waits for (bit `i`: the one in slot `i` of
+    /// `snaps`; [`MAX_SNAPSHOTS`] fit).
+    waits: u32,
     /// A snapshot had no room to start a copy it needs: mapped again after
     /// any commit (room came back), not only once its chunks are copied.
     starved: bool,
-    /// Marked by [`OriginShared::release`]: every snapshot has its chunks.
+    /// Marked by [`OriginShared::release`]: it waits for nothing more.
     ready: bool,
 }
+
+const _: () = assert!(MAX_SNAPSHOTS <= u32::BITS as usize);
 
 /// What a snapshot needs before an origin write may go on.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -82,25 +88,31 @@ impl OriginShared {
     /// the old data of its chunks; else holds it (mapped again when
     /// copies end).
     /// What the live snapshots need before a write of `[offset, offset +
-    /// len)` may go on; each starts the copies it lacks.
-    fn need(st: &OriginState, offset: u64, len: u64) -> Need {
+    /// len)` may go on, and which of them (bit `i`: slot `i`) need
+    /// something; each starts the copies it lacks.
+    fn need(st: &OriginState, offset: u64, len: u64) -> (Need, u32) {
         let mut need = Need::Nothing;
-        for snap in st.snaps.iter() {
+        let mut waits = 0u32;
+        for (i, snap) in st.snaps.iter_slots() {
             // Every snapshot starts its copies, even after one said wait.
-            match Store::before_origin_write(snap, offset, len) {
+            let this = Store::before_origin_write(snap, offset, len);
+            if this != Need::Nothing {
+                waits |= 1 << i;
+            }
+            match this {
                 Need::Nothing => {}
                 Need::Copies if need == Need::Nothing => need = Need::Copies,
                 Need::Copies => {}
                 Need::Room => need = Need::Room,
             }
         }
-        need
+        (need, waits)
     }
 
     /// [`OriginShared::need`] for a merge: the other snapshots copy the
     /// chunk it is about to overwrite.
     pub(super) fn prepare(&self, offset: u64, len: u64) -> Need {
-        Self::need(&self.state.lock(), offset, len)
+        Self::need(&self.state.lock(), offset, len).0
     }
 
     /// A snapshot goes live: origin writes copy for it from now on. False
@@ -110,12 +122,23 @@ impl OriginShared {
         st.snaps.any(|s| Arc::ptr_eq(s, store)) || st.snaps.put(store.clone()).is_ok()
     }
 
-    /// A snapshot's store goes away.
+    /// A snapshot's store goes away: no held write waits for it any more
+    /// (its slot may go to another).
     pub(super) fn leave(&self, store: &Arc<Job<Store>>) {
-        self.state
-            .lock()
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let Some(slot) = st
             .snaps
-            .take_oldest(|s| Arc::ptr_eq(s, store));
+            .iter_slots()
+            .find(|(_, s)| Arc::ptr_eq(s, store))
+            .map(|(i, _)| i)
+        else {
+            return;
+        };
+        st.snaps.take_oldest(|s| Arc::ptr_eq(s, store));
+        for h in st.held.iter_mut() {
+            h.waits &= !(1 << slot);
+        }
     }
 
     /// For a write piece to the origin: starts the copies the live
@@ -124,7 +147,7 @@ impl OriginShared {
     /// copies end).
     pub(super) fn copy_first<'a>(&self, io: Io<'a>) -> core::result::Result<Io<'a>, Mapped> {
         let mut st = self.state.lock();
-        let need = Self::need(&st, io.offset(), io.len());
+        let (need, waits) = Self::need(&st, io.offset(), io.len());
         if need == Need::Nothing {
             return Ok(io);
         }
@@ -134,6 +157,7 @@ impl OriginShared {
         let (held, mapped) = io.hold();
         let held = HeldWrite {
             io: held,
+            waits,
             starved: need == Need::Room,
             ready: false,
         };
@@ -143,18 +167,28 @@ impl OriginShared {
         Err(mapped)
     }
 
-    /// Maps again the held origin writes that can go on now (process
-    /// context, no lock held): those whose chunks every snapshot has, and
-    /// those that waited for room. The others stay held: a commit maps
-    /// again only what it freed, not every held write each time.
-    pub(super) fn release(&self) {
+    /// Snapshot `from` committed copies, went invalid or left: maps again
+    /// the held origin writes that can go on now (process context, no
+    /// lock held). `from` is crossed off the writes whose chunks it now
+    /// has; those waiting for no snapshot any more, and those that waited
+    /// for room, are mapped again. The others stay held, and no other
+    /// snapshot is looked at.
+    pub(super) fn release(&self, from: &Arc<Job<Store>>) {
         {
             let mut guard = self.state.lock();
             let st = &mut *guard;
-            let snaps = &st.snaps;
+            let slot = st
+                .snaps
+                .iter_slots()
+                .find(|(_, s)| Arc::ptr_eq(s, from))
+                .map(|(i, _)| i);
             for h in st.held.iter_mut() {
-                let (offset, len) = (h.io.offset(), h.io.len());
-                h.ready = h.starved || snaps.iter().all(|s| s.has_old_data(offset, len));
+                if let Some(i) = slot {
+                    if h.waits & (1 << i) != 0 && from.has_old_data(h.io.offset(), h.io.len()) {
+                        h.waits &= !(1 << i);
+                    }
+                }
+                h.ready = h.starved || h.waits == 0;
             }
         }
         loop {

@@ -73,6 +73,11 @@ pub mod mirror_args;
 #[path = "../../../rust/targets/mirror_log.rs"]
 pub mod mirror_log;
 
+/// RAID-4/5 arguments and md's layouts (host tests; the raid5 target of
+/// issue 16 maps with it).
+#[path = "../../../rust/targets/raid5_layout.rs"]
+pub mod raid5_layout;
+
 pub mod status;
 
 /// dm-snapshot's persistent exception store format (host tests).

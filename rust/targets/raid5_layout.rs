@@ -1,0 +1,681 @@
+// SPDX-License-Identifier: GPL-2.0
+//! RAID-4/5 arguments and geometry, as dm-raid parses its table line and
+//! md lays out data and parity (drivers/md/dm-raid.c and raid5.c, Linux
+//! 6.12). Pure `core`, no allocation, host-tested through vblkctl; the
+//! raid5 target (issue 16) maps with it.
+//!
+//! `<raid_type> <#raid_params> <chunk_size> [<option>...] <#raid_devs> (<meta_dev|-> <data_dev>)...`
+//!
+//! Geometry: the array is cut in chunks of `chunk_sectors`; a *stripe* is
+//! one chunk per leg at the same leg offset, `legs - 1` of them data and
+//! one parity (the XOR of the data chunks). Chunk `c` of the array is data
+//! chunk `c % (legs - 1)` of stripe `c / (legs - 1)`; which leg holds the
+//! parity, and which leg each data chunk, is the algorithm's:
+//!
+//! | raid type | md algorithm | parity leg of stripe `s` (`n` legs) | data chunk `i` |
+//! |---|---|---|---|
+//! | `raid4` | `PARITY_0` (dm-raid's raid4: parity first) | 0 | leg `i + 1` |
+//! | `raid5_n` | `PARITY_N` | `n - 1` | leg `i` |
+//! | `raid5_la` | `LEFT_ASYMMETRIC` | `n - 1 - s % n` | leg `i`, or `i + 1` from the parity leg on |
+//! | `raid5_ra` | `RIGHT_ASYMMETRIC` | `s % n` | as `raid5_la` |
+//! | `raid5_ls` | `LEFT_SYMMETRIC` (md's default) | `n - 1 - s % n` | leg `(p + 1 + i) % n` |
+//! | `raid5_rs` | `RIGHT_SYMMETRIC` | `s % n` | leg `(p + 1 + i) % n` |
+
+use core::fmt;
+
+/// Fewest legs (dm-raid's minimum for raid4/5: one data leg and parity).
+pub const MIN_LEGS: u32 = 2;
+/// Most legs this target takes (dm-raid allows 253; a stripe's state is
+/// per leg, and 64 keeps it a bitmap word).
+pub const MAX_LEGS: u32 = 64;
+/// Smallest chunk in sectors (4 KiB: a page per leg and chunk).
+pub const MIN_CHUNK_SECTORS: u64 = 8;
+
+/// Where a stripe's parity goes and how its data chunks follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// `raid4`: parity on the first leg (dm-raid maps it to md's
+    /// `ALGORITHM_PARITY_0`).
+    Parity0,
+    /// `raid5_n`: parity on the last leg.
+    ParityN,
+    /// `raid5_la`: parity rotates from the last leg down; data in leg
+    /// order around it.
+    LeftAsymmetric,
+    /// `raid5_ra`: parity rotates from the first leg up; data in leg
+    /// order around it.
+    RightAsymmetric,
+    /// `raid5_ls`: parity from the last leg down; data starts after it
+    /// and wraps.
+    LeftSymmetric,
+    /// `raid5_rs`: parity from the first leg up; data starts after it and
+    /// wraps.
+    RightSymmetric,
+}
+
+impl Algorithm {
+    /// The algorithm of a dm-raid raid type name (raid4/5 only).
+    pub fn from_raid_type(name: &str) -> Option<Self> {
+        Some(match name {
+            "raid4" => Algorithm::Parity0,
+            "raid5_n" => Algorithm::ParityN,
+            "raid5_la" => Algorithm::LeftAsymmetric,
+            "raid5_ra" => Algorithm::RightAsymmetric,
+            "raid5_ls" => Algorithm::LeftSymmetric,
+            "raid5_rs" => Algorithm::RightSymmetric,
+            _ => return None,
+        })
+    }
+
+    /// The raid type as the table names it.
+    pub fn raid_type(self) -> &'static str {
+        match self {
+            Algorithm::Parity0 => "raid4",
+            Algorithm::ParityN => "raid5_n",
+            Algorithm::LeftAsymmetric => "raid5_la",
+            Algorithm::RightAsymmetric => "raid5_ra",
+            Algorithm::LeftSymmetric => "raid5_ls",
+            Algorithm::RightSymmetric => "raid5_rs",
+        }
+    }
+}
+
+/// Where an array sector lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// The stripe (also the chunk number on every leg).
+    pub stripe: u64,
+    /// Which data chunk of the stripe (0 .. legs - 1).
+    pub index: u32,
+    /// The leg holding it, and the stripe's parity leg.
+    pub leg: u32,
+    pub parity_leg: u32,
+    /// The sector on the leg (same on every leg of the stripe).
+    pub leg_sector: u64,
+}
+
+/// An array's shape: legs, chunk size, algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub legs: u32,
+    pub chunk_sectors: u64,
+    pub algorithm: Algorithm,
+}
+
+impl Geometry {
+    /// Data chunks per stripe.
+    pub fn data_legs(&self) -> u32 {
+        self.legs - 1
+    }
+
+    /// Data sectors per stripe.
+    pub fn stripe_data_sectors(&self) -> u64 {
+        self.chunk_sectors * u64::from(self.data_legs())
+    }
+
+    /// The leg holding stripe `stripe`'s parity.
+    pub fn parity_leg(&self, stripe: u64) -> u32 {
+        let n = u64::from(self.legs);
+        let rotation = (stripe % n) as u32;
+        match self.algorithm {
+            Algorithm::Parity0 => 0,
+            Algorithm::ParityN => self.legs - 1,
+            Algorithm::LeftAsymmetric | Algorithm::LeftSymmetric => self.legs - 1 - rotation,
+            Algorithm::RightAsymmetric | Algorithm::RightSymmetric => rotation,
+        }
+    }
+
+    /// The leg holding data chunk `index` of stripe `stripe`.
+    pub fn data_leg(&self, stripe: u64, index: u32) -> u32 {
+        let parity = self.parity_leg(stripe);
+        match self.algorithm {
+            Algorithm::Parity0 => index + 1,
+            Algorithm::ParityN => index,
+            Algorithm::LeftAsymmetric | Algorithm::RightAsymmetric => {
+                if index >= parity {
+                    index + 1
+                } else {
+                    index
+                }
+            }
+            Algorithm::LeftSymmetric | Algorithm::RightSymmetric => {
+                (parity + 1 + index) % self.legs
+            }
+        }
+    }
+
+    /// Which data chunk of stripe `stripe` leg `leg` holds (`None`: the
+    /// parity). The inverse of [`Geometry::data_leg`].
+    pub fn data_index(&self, stripe: u64, leg: u32) -> Option<u32> {
+        let parity = self.parity_leg(stripe);
+        if leg == parity || leg >= self.legs {
+            return None;
+        }
+        Some(match self.algorithm {
+            Algorithm::Parity0 => leg - 1,
+            Algorithm::ParityN => leg,
+            Algorithm::LeftAsymmetric | Algorithm::RightAsymmetric => {
+                if leg > parity {
+                    leg - 1
+                } else {
+                    leg
+                }
+            }
+            Algorithm::LeftSymmetric | Algorithm::RightSymmetric => {
+                (leg + self.legs - parity - 1) % self.legs
+            }
+        })
+    }
+
+    /// Where array sector `sector` lives.
+    pub fn place(&self, sector: u64) -> Place {
+        let chunk = sector / self.chunk_sectors;
+        let within = sector % self.chunk_sectors;
+        let data = u64::from(self.data_legs());
+        let stripe = chunk / data;
+        let index = (chunk % data) as u32;
+        Place {
+            stripe,
+            index,
+            leg: self.data_leg(stripe, index),
+            parity_leg: self.parity_leg(stripe),
+            leg_sector: stripe * self.chunk_sectors + within,
+        }
+    }
+
+    /// The array sector at `within` sectors into data chunk `index` of
+    /// stripe `stripe`. The inverse of [`Geometry::place`].
+    pub fn array_sector(&self, stripe: u64, index: u32, within: u64) -> u64 {
+        (stripe * u64::from(self.data_legs()) + u64::from(index)) * self.chunk_sectors + within
+    }
+}
+
+/// How the array starts (dm-raid's `sync`/`nosync`, or neither).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    /// Neither: parity is computed over the whole array unless the
+    /// metadata says it is in sync.
+    Default,
+    /// `sync`: compute parity over the whole array.
+    Force,
+    /// `nosync`: the caller knows the legs agree (zeroed).
+    Skip,
+}
+
+/// The parsed table line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaidArgs<'a> {
+    pub geometry: Geometry,
+    pub sync: Sync,
+    /// Legs to rebuild from the others (bit `i`: leg `i`).
+    pub rebuild: u64,
+    /// Sectors per region of the write-intent log (0: choose).
+    pub region_size: u64,
+    /// Write-intent log flush delay in ms (0: default).
+    pub daemon_sleep_ms: u64,
+    /// Resync speed bounds in KiB/s per leg (0: no bound).
+    pub min_recovery_rate: u64,
+    pub max_recovery_rate: u64,
+    /// Stripe cache entries (0: default).
+    pub stripe_cache: u64,
+    /// `<meta_dev|-> <data_dev>` words, in leg order.
+    legs_text: &'a str,
+}
+
+impl<'a> RaidArgs<'a> {
+    /// Each leg's metadata device (`None` for `-`) and data device.
+    pub fn legs(&self) -> impl Iterator<Item = (Option<&'a str>, &'a str)> + 'a {
+        let text: &'a str = self.legs_text;
+        let mut words = text.split_ascii_whitespace();
+        core::iter::from_fn(move || {
+            let meta = words.next()?;
+            let data = words.next()?;
+            Some(((meta != "-").then_some(meta), data))
+        })
+    }
+}
+
+/// What is wrong with a table line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaidError<'a> {
+    /// Fewer words than `<raid_type> <#raid_params> <chunk_size>
+    /// <#raid_devs>` need.
+    TooShort,
+    UnknownType(&'a str),
+    /// A raid type dm-raid has that this target does not (raid0/1/6/10).
+    OtherLevel(&'a str),
+    /// `<#raid_params>`, `<#raid_devs>` or an option value is not a
+    /// number.
+    NotNumber(&'a str, &'a str),
+    /// `<#raid_params>` counts more words than there are.
+    ParamCount(u64),
+    BadChunk(u64),
+    UnknownOption(&'a str),
+    /// An option dm-raid has that this target refuses (with why).
+    Refused(&'a str, &'static str),
+    /// An option without its value.
+    MissingValue(&'a str),
+    /// `sync` and `nosync` together.
+    SyncAndNosync,
+    LegCount(u64),
+    /// `<#raid_devs>` says `.0` legs, `.1` words of devices follow.
+    DeviceWords(u64, usize),
+    RebuildIndex(u64, u32),
+    /// More legs to rebuild than parity can cover (raid4/5: one).
+    TooManyRebuilds,
+    /// The region size is not a power of two, or below a chunk.
+    BadRegion(u64),
+    /// The line's length is not a multiple of a stripe's data.
+    Length(u64, u64),
+}
+
+impl fmt::Display for RaidError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RaidError::TooShort => f.write_str(
+                "raid: expected <raid_type> <#raid_params> <chunk_size> [options] <#raid_devs> <meta_dev|-> <data_dev>...",
+            ),
+            RaidError::UnknownType(t) => write!(
+                f,
+                "raid: unknown raid type '{t}' (raid4, raid5_n, raid5_la, raid5_ra, raid5_ls, raid5_rs)"
+            ),
+            RaidError::OtherLevel(t) => write!(
+                f,
+                "raid: raid type '{t}' is not supported (raid4 and raid5 only)"
+            ),
+            RaidError::NotNumber(what, w) => write!(f, "raid: {what} '{w}' is not a number"),
+            RaidError::ParamCount(n) => write!(
+                f,
+                "raid: <#raid_params> is {n}, more than the words that follow"
+            ),
+            RaidError::BadChunk(c) => write!(
+                f,
+                "raid: chunk size {c} is not a power of two of at least {MIN_CHUNK_SECTORS} sectors"
+            ),
+            RaidError::UnknownOption(o) => write!(f, "raid: unknown option '{o}'"),
+            RaidError::Refused(o, why) => write!(f, "raid: option '{o}' is not supported: {why}"),
+            RaidError::MissingValue(o) => write!(f, "raid: option '{o}' needs a value"),
+            RaidError::SyncAndNosync => f.write_str("raid: 'sync' and 'nosync' exclude each other"),
+            RaidError::LegCount(n) => write!(
+                f,
+                "raid: {n} legs; raid4/5 take {MIN_LEGS} to {MAX_LEGS}"
+            ),
+            RaidError::DeviceWords(n, got) => write!(
+                f,
+                "raid: <#raid_devs> is {n}: expected {} device words (<meta_dev|-> <data_dev> each), got {got}",
+                2 * n
+            ),
+            RaidError::RebuildIndex(i, legs) => write!(
+                f,
+                "raid: rebuild index {i} is out of range (the array has {legs} legs)"
+            ),
+            RaidError::TooManyRebuilds => {
+                f.write_str("raid: raid4/5 can rebuild one leg at a time")
+            }
+            RaidError::BadRegion(r) => write!(
+                f,
+                "raid: region size {r} is not a power of two of at least the chunk size"
+            ),
+            RaidError::Length(len, stripe) => write!(
+                f,
+                "raid: the line's length {len} is not a multiple of a stripe's data ({stripe} sectors)"
+            ),
+        }
+    }
+}
+
+fn number<'a>(what: &'a str, word: &'a str) -> Result<u64, RaidError<'a>> {
+    word.parse::<u64>()
+        .map_err(|_| RaidError::NotNumber(what, word))
+}
+
+/// Parses a `raid` line's arguments for a line of `length` sectors.
+pub fn parse(args: &str, length: u64) -> Result<RaidArgs<'_>, RaidError<'_>> {
+    let mut words = args.split_ascii_whitespace();
+    let raid_type = words.next().ok_or(RaidError::TooShort)?;
+    let algorithm = match Algorithm::from_raid_type(raid_type) {
+        Some(a) => a,
+        None if raid_type.starts_with("raid") => {
+            let known = [
+                "raid0",
+                "raid1",
+                "raid10",
+                "raid6_zr",
+                "raid6_nr",
+                "raid6_nc",
+                "raid6_la_6",
+                "raid6_ra_6",
+                "raid6_ls_6",
+                "raid6_rs_6",
+                "raid6_n_6",
+            ];
+            if known.contains(&raid_type) {
+                return Err(RaidError::OtherLevel(raid_type));
+            }
+            return Err(RaidError::UnknownType(raid_type));
+        }
+        None => return Err(RaidError::UnknownType(raid_type)),
+    };
+    let nparams_word = words.next().ok_or(RaidError::TooShort)?;
+    let nparams = number("<#raid_params>", nparams_word)?;
+    if nparams == 0 {
+        return Err(RaidError::TooShort);
+    }
+    let chunk_word = words.next().ok_or(RaidError::TooShort)?;
+    let chunk = number("chunk size", chunk_word)?;
+    if chunk < MIN_CHUNK_SECTORS || !chunk.is_power_of_two() {
+        return Err(RaidError::BadChunk(chunk));
+    }
+    let mut out = RaidArgs {
+        geometry: Geometry {
+            legs: 0,
+            chunk_sectors: chunk,
+            algorithm,
+        },
+        sync: Sync::Default,
+        rebuild: 0,
+        region_size: 0,
+        daemon_sleep_ms: 0,
+        min_recovery_rate: 0,
+        max_recovery_rate: 0,
+        stripe_cache: 0,
+        legs_text: "",
+    };
+    let mut rebuild_raw = [0u64; 2];
+    let mut rebuilds = 0usize;
+    let mut left = nparams - 1;
+    while left > 0 {
+        let opt = words.next().ok_or(RaidError::ParamCount(nparams))?;
+        left -= 1;
+        let flag = match opt {
+            "sync" | "nosync" => {
+                let want = if opt == "sync" { Sync::Force } else { Sync::Skip };
+                if out.sync != Sync::Default && out.sync != want {
+                    return Err(RaidError::SyncAndNosync);
+                }
+                out.sync = want;
+                continue;
+            }
+            "rebuild" | "region_size" | "daemon_sleep" | "min_recovery_rate"
+            | "max_recovery_rate" | "stripe_cache" => opt,
+            "write_mostly" | "max_write_behind" => {
+                return Err(RaidError::Refused(opt, "raid1 only (dm-raid)"))
+            }
+            "raid10_copies" | "raid10_format" => {
+                return Err(RaidError::Refused(opt, "raid10 only (dm-raid)"))
+            }
+            "journal_dev" | "journal_mode" => {
+                return Err(RaidError::Refused(
+                    opt,
+                    "no journal device; the write hole is closed by the metadata devices' partial parity log",
+                ))
+            }
+            "delta_disks" | "data_offset" => {
+                return Err(RaidError::Refused(opt, "no reshape"))
+            }
+            _ => return Err(RaidError::UnknownOption(opt)),
+        };
+        if left == 0 {
+            return Err(RaidError::MissingValue(flag));
+        }
+        let value_word = words.next().ok_or(RaidError::ParamCount(nparams))?;
+        left -= 1;
+        let value = number(flag, value_word)?;
+        match flag {
+            "rebuild" => {
+                if rebuilds == rebuild_raw.len() {
+                    return Err(RaidError::TooManyRebuilds);
+                }
+                rebuild_raw[rebuilds] = value;
+                rebuilds += 1;
+            }
+            "region_size" => out.region_size = value,
+            "daemon_sleep" => out.daemon_sleep_ms = value,
+            "min_recovery_rate" => out.min_recovery_rate = value,
+            "max_recovery_rate" => out.max_recovery_rate = value,
+            _ => out.stripe_cache = value,
+        }
+    }
+    let ndevs_word = words.next().ok_or(RaidError::TooShort)?;
+    let ndevs = number("<#raid_devs>", ndevs_word)?;
+    if ndevs < u64::from(MIN_LEGS) || ndevs > u64::from(MAX_LEGS) {
+        return Err(RaidError::LegCount(ndevs));
+    }
+    let legs = ndevs as u32;
+    out.geometry.legs = legs;
+    // The rest of the line after `<#raid_devs>` (a word of `args`).
+    let rest = ndevs_word.as_ptr() as usize - args.as_ptr() as usize + ndevs_word.len();
+    let legs_text = &args[rest..];
+    let device_words = legs_text.split_ascii_whitespace().count();
+    if device_words as u64 != 2 * ndevs {
+        return Err(RaidError::DeviceWords(ndevs, device_words));
+    }
+    out.legs_text = legs_text;
+    for &index in &rebuild_raw[..rebuilds] {
+        if index >= u64::from(legs) {
+            return Err(RaidError::RebuildIndex(index, legs));
+        }
+        out.rebuild |= 1 << index;
+    }
+    if out.rebuild.count_ones() > 1 {
+        return Err(RaidError::TooManyRebuilds);
+    }
+    if out.region_size != 0 && (!out.region_size.is_power_of_two() || out.region_size < chunk) {
+        return Err(RaidError::BadRegion(out.region_size));
+    }
+    let stripe = out.geometry.stripe_data_sectors();
+    if length == 0 || length / stripe * stripe != length {
+        return Err(RaidError::Length(length, stripe));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Algorithm; 6] = [
+        Algorithm::Parity0,
+        Algorithm::ParityN,
+        Algorithm::LeftAsymmetric,
+        Algorithm::RightAsymmetric,
+        Algorithm::LeftSymmetric,
+        Algorithm::RightSymmetric,
+    ];
+
+    fn geo(legs: u32, algorithm: Algorithm) -> Geometry {
+        Geometry {
+            legs,
+            chunk_sectors: 8,
+            algorithm,
+        }
+    }
+
+    /// The legs of stripes 0..4 of a 4-leg array: `P` parity, else the
+    /// array chunk number (md's pictures in raid5.c and mdadm(8)).
+    fn picture(algorithm: Algorithm) -> [[char; 4]; 4] {
+        let g = geo(4, algorithm);
+        let mut out = [['?'; 4]; 4];
+        for (stripe, row) in out.iter_mut().enumerate() {
+            row[g.parity_leg(stripe as u64) as usize] = 'P';
+            for index in 0..3 {
+                let chunk = stripe as u32 * 3 + index;
+                row[g.data_leg(stripe as u64, index) as usize] =
+                    char::from_digit(chunk, 16).unwrap();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn md_pictures() {
+        let rows = |s: [&str; 4]| {
+            s.map(|r| {
+                let mut row = ['?'; 4];
+                for (i, c) in r.chars().enumerate() {
+                    row[i] = c;
+                }
+                row
+            })
+        };
+        assert_eq!(
+            picture(Algorithm::LeftSymmetric),
+            rows(["012P", "45P3", "8P67", "P9ab"])
+        );
+        assert_eq!(
+            picture(Algorithm::LeftAsymmetric),
+            rows(["012P", "34P5", "6P78", "P9ab"])
+        );
+        assert_eq!(
+            picture(Algorithm::RightAsymmetric),
+            rows(["P012", "3P45", "67P8", "9abP"])
+        );
+        assert_eq!(
+            picture(Algorithm::RightSymmetric),
+            rows(["P012", "5P34", "78P6", "9abP"])
+        );
+        assert_eq!(
+            picture(Algorithm::Parity0),
+            rows(["P012", "P345", "P678", "P9ab"])
+        );
+        assert_eq!(
+            picture(Algorithm::ParityN),
+            rows(["012P", "345P", "678P", "9abP"])
+        );
+    }
+
+    #[test]
+    fn place_and_back() {
+        for algorithm in ALL {
+            for legs in [2u32, 3, 4, 5, 7] {
+                let g = geo(legs, algorithm);
+                for stripe in 0..3 * u64::from(legs) {
+                    let mut seen = 0u64;
+                    for index in 0..g.data_legs() {
+                        let leg = g.data_leg(stripe, index);
+                        assert!(leg < legs && leg != g.parity_leg(stripe));
+                        assert_eq!(g.data_index(stripe, leg), Some(index));
+                        seen |= 1 << leg;
+                    }
+                    seen |= 1 << g.parity_leg(stripe);
+                    assert_eq!(seen, (1u64 << legs) - 1, "{algorithm:?} {legs} legs");
+                    assert_eq!(g.data_index(stripe, g.parity_leg(stripe)), None);
+                }
+                for sector in (0..2000).step_by(3) {
+                    let p = g.place(sector);
+                    assert_eq!(g.array_sector(p.stripe, p.index, p.leg_sector % 8), sector);
+                    assert_eq!(p.leg_sector / 8, p.stripe);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rotation_spreads_parity() {
+        for algorithm in [
+            Algorithm::LeftAsymmetric,
+            Algorithm::RightAsymmetric,
+            Algorithm::LeftSymmetric,
+            Algorithm::RightSymmetric,
+        ] {
+            let g = geo(5, algorithm);
+            let mut count = [0; 5];
+            for s in 0..50 {
+                count[g.parity_leg(s) as usize] += 1;
+            }
+            assert_eq!(count, [10; 5]);
+        }
+    }
+
+    #[test]
+    fn parses_dm_raid_lines() {
+        let a = parse(
+            "raid5_ls 3 64 region_size 1024 3 - /dev/a - /dev/b - /dev/c",
+            2 * 64 * 10,
+        )
+        .unwrap();
+        assert_eq!(a.geometry.legs, 3);
+        assert_eq!(a.geometry.chunk_sectors, 64);
+        assert_eq!(a.geometry.algorithm, Algorithm::LeftSymmetric);
+        assert_eq!(a.region_size, 1024);
+        let legs: Vec<_> = a.legs().collect();
+        assert_eq!(legs, [(None, "/dev/a"), (None, "/dev/b"), (None, "/dev/c")]);
+        let a = parse(
+            "raid4 4 8 nosync rebuild 1 3 /dev/m0 /dev/a - /dev/b - /dev/c",
+            16,
+        )
+        .unwrap();
+        assert_eq!(a.sync, Sync::Skip);
+        assert_eq!(a.rebuild, 2);
+        assert_eq!(a.legs().next(), Some((Some("/dev/m0"), "/dev/a")));
+        assert_eq!(a.geometry.algorithm, Algorithm::Parity0);
+        let a = parse("raid5_n 1 8 2 - 8:0 - 8:16", 64).unwrap();
+        assert_eq!(a.geometry.data_legs(), 1);
+        assert_eq!(a.sync, Sync::Default);
+    }
+
+    #[test]
+    fn refuses_bad_lines() {
+        fn bad(s: &str, len: u64) -> RaidError<'_> {
+            parse(s, len).unwrap_err()
+        }
+        assert_eq!(bad("", 16), RaidError::TooShort);
+        assert_eq!(
+            bad("raid7 1 8 2 - a - b", 16),
+            RaidError::UnknownType("raid7")
+        );
+        assert_eq!(
+            bad("raid1 1 8 2 - a - b", 16),
+            RaidError::OtherLevel("raid1")
+        );
+        assert_eq!(
+            bad("raid5_ls x 8 2 - a - b", 16),
+            RaidError::NotNumber("<#raid_params>", "x")
+        );
+        assert_eq!(bad("raid5_ls 1 12 2 - a - b", 24), RaidError::BadChunk(12));
+        assert_eq!(bad("raid5_ls 1 0 2 - a - b", 16), RaidError::BadChunk(0));
+        assert_eq!(bad("raid5_ls 1 4 2 - a - b", 16), RaidError::BadChunk(4));
+        assert_eq!(
+            bad("raid5_ls 2 8 bogus 2 - a - b", 16),
+            RaidError::UnknownOption("bogus")
+        );
+        assert_eq!(
+            bad("raid5_ls 2 8 rebuild", 16),
+            RaidError::MissingValue("rebuild")
+        );
+        assert_eq!(
+            bad("raid5_ls 3 8 sync nosync 2 - a - b", 16),
+            RaidError::SyncAndNosync
+        );
+        assert_eq!(bad("raid5_ls 1 8 1 - a", 8), RaidError::LegCount(1));
+        assert_eq!(
+            bad("raid5_ls 1 8 3 - a - b", 16),
+            RaidError::DeviceWords(3, 4)
+        );
+        assert_eq!(
+            bad("raid5_ls 3 8 rebuild 3 3 - a - b - c", 16),
+            RaidError::RebuildIndex(3, 3)
+        );
+        assert_eq!(
+            bad("raid5_ls 5 8 rebuild 0 rebuild 1 3 - a - b - c", 16),
+            RaidError::TooManyRebuilds
+        );
+        assert_eq!(
+            bad("raid5_ls 3 8 region_size 12 2 - a - b", 16),
+            RaidError::BadRegion(12)
+        );
+        assert_eq!(
+            bad("raid5_ls 1 8 3 - a - b - c", 24),
+            RaidError::Length(24, 16)
+        );
+        assert_eq!(bad("raid5_ls 3 8 sync", 16), RaidError::ParamCount(3));
+        assert!(matches!(
+            bad("raid5_ls 3 8 write_mostly 1 2 - a - b", 16),
+            RaidError::Refused("write_mostly", _)
+        ));
+        assert!(matches!(
+            bad("raid5_ls 3 8 journal_dev x 2 - a - b", 16),
+            RaidError::Refused("journal_dev", _)
+        ));
+    }
+}
