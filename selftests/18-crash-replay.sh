@@ -132,21 +132,16 @@ check_point() {
 		dmsetup remove --retry chk-a
 		return "$rc"
 		;;
-	snapshot)
-		# The store loads, the origin's filesystem is consistent, and the
-		# snapshot still shows the blank origin it was taken of: every
-		# origin write on disk had its exception committed before it.
+	snapshot | snapwrite)
+		# The store loads. snapshot: the origin's filesystem is consistent
+		# and the snapshot still shows the blank origin it was taken of
+		# (every origin write on disk had its exception committed before
+		# it); snapwrite: every flushed write to the snapshot is there (its
+		# filesystem is consistent) and the origin is still blank.
+		local fs=/dev/vblk/$1 blank=/dev/vblk/$1-s
+		[ "$1" = snapwrite ] && { fs=/dev/vblk/$1-s; blank=/dev/vblk/$1; }
 		stack "$1" /dev/rs >/dev/null || return 1
-		fs_ok "/dev/vblk/$1" && cmp <(sectors_of "/dev/vblk/$1-s" 0 "$snap") <(head -c $((snap * 512)) /dev/zero)
-		local rc=$?
-		unstack "$1"
-		return "$rc"
-		;;
-	snapwrite)
-		# Every flushed write to the snapshot is there (its filesystem is
-		# consistent) and the origin is still blank.
-		stack "$1" /dev/rs >/dev/null || return 1
-		fs_ok "/dev/vblk/$1-s" && cmp <(sectors_of "/dev/vblk/$1" 0 "$snap") <(head -c $((snap * 512)) /dev/zero)
+		fs_ok "$fs" && cmp <(sectors_of "$blank" 0 "$snap") <(head -c $((snap * 512)) /dev/zero)
 		local rc=$?
 		unstack "$1"
 		return "$rc"

@@ -133,6 +133,29 @@ check_output "a transient store has no metadata sectors" '^[0-9]+/32768 0$' snap
 for s in a b c d; do vblkctl remove $s; done
 dd if=/dev/vblk/base of="$tmp/origin" bs=1M iflag=direct status=none
 
+# --- a snapshot removed while origin writes wait for its copies (its COW
+# device slowed by dm-delay, 20 ms per I/O) ---
+zero $C; zero $D
+dmsetup create slowcow --table "0 $n delay $C 0 20"
+vblkctl create fast --table "0 $n snapshot $O $D N 16"
+vblkctl create slow --table "0 $n snapshot $O /dev/mapper/slowcow N 16"
+cp "$tmp/origin" "$tmp/fast"
+fio_verify /dev/vblk/base 4M --offset=8M &
+fio=$!
+for _ in $(seq 50); do
+	vblkctl status --detail base | grep -q 'writes_held=[1-9]' && break
+	sleep 0.1
+done
+check_output "origin writes wait for the slow snapshot's copies" "writes_held=[1-9]" vblkctl status --detail base
+check "... remove that snapshot meanwhile" vblkctl remove slow
+wait $fio
+check_eq "fio verify on the origin goes on to the end" 0 "$?"
+check_output "no origin write left held" "snapshots=1 writes_held=0 " vblkctl status --detail base
+check "the other snapshot keeps its image" image_is /dev/vblk/fast "$tmp/fast"
+vblkctl remove fast
+dmsetup remove slowcow
+dd if=/dev/vblk/base of="$tmp/origin" bs=1M iflag=direct status=none
+
 # --- merge: the origin rolls back to the snapshot's content ---
 # merged: until the store's allocated sectors equal its metadata (dm's
 # "merge done"), at most 120 s.

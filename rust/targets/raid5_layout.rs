@@ -190,6 +190,181 @@ impl Geometry {
     }
 }
 
+/// What a write does to one data chunk's page in a row of a stripe (a
+/// row: the same 4 KiB on every leg, md's `stripe_head`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageWrite {
+    Untouched,
+    /// Some of its sectors: the old page is needed to fill the rest.
+    Partial,
+    Full,
+}
+
+/// How a row's new parity is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Parity = XOR of every data page, old ones read (reconstruct-write;
+    /// no read for a full row).
+    Reconstruct,
+    /// Parity = old parity XOR old data XOR new data of the written pages
+    /// (read-modify-write).
+    ReadModifyWrite,
+    /// The parity leg is gone: data pages are written alone.
+    DataOnly,
+}
+
+/// A row write's plan: the legs to read first and the legs written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowPlan {
+    pub mode: WriteMode,
+    /// Legs read before the parity is computed (bit `i`: leg `i`).
+    pub reads: u64,
+    /// Legs written: the live data legs written to, and the parity leg.
+    pub writes: u64,
+}
+
+/// A row write that cannot be done: more legs are gone than parity
+/// covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyFailed;
+
+impl Geometry {
+    /// Plans a write to one row of stripe `stripe`: `pages[i]` is what it
+    /// does to data chunk `i`; `failed` the legs that can be neither read
+    /// nor written; `in_sync` whether the row's parity is known good (a
+    /// row not yet synced must not be read-modify-written: its parity
+    /// would carry the old error on, as md forces reconstruct-write
+    /// there). Chooses the mode with fewer reads, read-modify-write only
+    /// when strictly cheaper (md's default).
+    pub fn plan_row(
+        &self,
+        stripe: u64,
+        pages: &[PageWrite],
+        failed: u64,
+        in_sync: bool,
+    ) -> Result<RowPlan, TooManyFailed> {
+        let all = (1u64 << self.legs) - 1;
+        let failed = failed & all;
+        if failed.count_ones() > 1 {
+            return Err(TooManyFailed);
+        }
+        let parity = 1u64 << self.parity_leg(stripe);
+        let mut written = 0u64; // data legs written (Partial or Full)
+        let mut partial = 0u64;
+        let mut untouched = 0u64;
+        for (i, page) in pages.iter().enumerate().take(self.data_legs() as usize) {
+            let leg = 1u64 << self.data_leg(stripe, i as u32);
+            match page {
+                PageWrite::Untouched => untouched |= leg,
+                PageWrite::Partial => {
+                    written |= leg;
+                    partial |= leg;
+                }
+                PageWrite::Full => written |= leg,
+            }
+        }
+        let writes = (written | parity) & !failed;
+        if failed & parity != 0 {
+            return Ok(RowPlan {
+                mode: WriteMode::DataOnly,
+                reads: 0,
+                writes,
+            });
+        }
+        if failed & partial != 0 {
+            // The old page of the lost leg is needed: rebuilt from every
+            // other leg, parity included; then the parity is remade.
+            return Ok(RowPlan {
+                mode: WriteMode::Reconstruct,
+                reads: all & !failed,
+                writes,
+            });
+        }
+        let rmw_reads = written | parity;
+        let rcw_reads = untouched | partial;
+        let rmw_ok = rmw_reads & failed == 0 && in_sync;
+        let rcw_ok = rcw_reads & failed == 0;
+        let rmw_cheaper = rmw_reads.count_ones() < rcw_reads.count_ones();
+        let mode = match (rmw_ok, rcw_ok) {
+            (true, true) if rmw_cheaper => WriteMode::ReadModifyWrite,
+            (_, true) => WriteMode::Reconstruct,
+            (true, false) => WriteMode::ReadModifyWrite,
+            // Not in sync and a lost untouched page: the parity cannot be
+            // trusted to rebuild what it must keep.
+            (false, false) => return Err(TooManyFailed),
+        };
+        let reads = match mode {
+            WriteMode::ReadModifyWrite => rmw_reads,
+            _ => rcw_reads,
+        };
+        Ok(RowPlan {
+            mode,
+            reads,
+            writes,
+        })
+    }
+}
+
+/// Sectors in a row's page (4 KiB).
+pub const ROW_SECTORS: u64 = 8;
+
+impl Geometry {
+    /// Rows per chunk.
+    pub fn rows_per_chunk(&self) -> u64 {
+        self.chunk_sectors / ROW_SECTORS
+    }
+
+    /// What a write of array sectors `[offset, offset + len)` does to row
+    /// `row` of stripe `stripe`, page by page (`out[i]`: data chunk `i`);
+    /// whether it touches the row at all.
+    pub fn row_pages(
+        &self,
+        stripe: u64,
+        row: u64,
+        offset: u64,
+        len: u64,
+        out: &mut [PageWrite],
+    ) -> bool {
+        let end = offset.saturating_add(len);
+        let mut any = false;
+        for (i, page) in out.iter_mut().enumerate().take(self.data_legs() as usize) {
+            let start = self.array_sector(stripe, i as u32, row * ROW_SECTORS);
+            let stop = start + ROW_SECTORS;
+            *page = if offset <= start && end >= stop {
+                PageWrite::Full
+            } else if offset < stop && end > start {
+                PageWrite::Partial
+            } else {
+                PageWrite::Untouched
+            };
+            any |= *page != PageWrite::Untouched;
+        }
+        any
+    }
+
+    /// The stripes `[offset, offset + len)` touches (`len` > 0).
+    pub fn stripes(&self, offset: u64, len: u64) -> core::ops::RangeInclusive<u64> {
+        let per = self.stripe_data_sectors();
+        offset / per..=(offset + len.max(1) - 1) / per
+    }
+}
+
+/// `dst ^= src` byte for byte (parity), over the shorter of the two.
+pub fn xor_into(dst: &mut [u8], src: &[u8]) {
+    let n = dst.len().min(src.len());
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (dw, sw) in (&mut d).zip(&mut s) {
+        let x = u64::from_ne_bytes([dw[0], dw[1], dw[2], dw[3], dw[4], dw[5], dw[6], dw[7]])
+            ^ u64::from_ne_bytes([sw[0], sw[1], sw[2], sw[3], sw[4], sw[5], sw[6], sw[7]]);
+        dw.copy_from_slice(&x.to_ne_bytes());
+    }
+    for (db, sb) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *db ^= sb;
+    }
+}
+
 /// How the array starts (dm-raid's `sync`/`nosync`, or neither).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sync {
@@ -677,5 +852,105 @@ mod tests {
             bad("raid5_ls 3 8 journal_dev x 2 - a - b", 16),
             RaidError::Refused("journal_dev", _)
         ));
+    }
+    #[test]
+    fn plans_rows_as_md() {
+        use PageWrite::{Full, Partial, Untouched};
+        // 5 legs, left-symmetric, stripe 0: parity on leg 4, data 0..3 on
+        // legs 0..3.
+        let g = geo(5, Algorithm::LeftSymmetric);
+        let plan =
+            |pages: &[PageWrite], failed: u64, in_sync: bool| g.plan_row(0, pages, failed, in_sync);
+        let full = plan(&[Full; 4], 0, true).unwrap();
+        assert_eq!(full.mode, WriteMode::Reconstruct);
+        assert_eq!((full.reads, full.writes), (0, 0b11111));
+        // One page: read it and the parity (2) rather than 3 others.
+        let one = plan(&[Full, Untouched, Untouched, Untouched], 0, true).unwrap();
+        assert_eq!(one.mode, WriteMode::ReadModifyWrite);
+        assert_eq!((one.reads, one.writes), (0b10001, 0b10001));
+        // Three pages: read the fourth (1) rather than 3 + parity.
+        let three = plan(&[Full, Full, Full, Untouched], 0, true).unwrap();
+        assert_eq!(three.mode, WriteMode::Reconstruct);
+        assert_eq!(three.reads, 0b01000);
+        // Two of four: 3 reads either way, reconstruct-write (md's tie).
+        let two = plan(&[Full, Full, Untouched, Untouched], 0, true).unwrap();
+        assert_eq!((two.mode, two.reads), (WriteMode::Reconstruct, 0b01100));
+        // A partial page is read in both modes.
+        let part = plan(&[Partial, Full, Full, Full], 0, true).unwrap();
+        assert_eq!((part.mode, part.reads), (WriteMode::Reconstruct, 0b00001));
+        // Not in sync: never read-modify-write.
+        let dirty = plan(&[Full, Untouched, Untouched, Untouched], 0, false).unwrap();
+        assert_eq!((dirty.mode, dirty.reads), (WriteMode::Reconstruct, 0b01110));
+        // Degraded: the parity leg gone: data alone.
+        let nop = plan(&[Full, Untouched, Untouched, Untouched], 0b10000, true).unwrap();
+        assert_eq!(
+            (nop.mode, nop.reads, nop.writes),
+            (WriteMode::DataOnly, 0, 0b00001)
+        );
+        // An untouched page's leg gone: only read-modify-write works.
+        let rmw = plan(&[Full, Full, Full, Untouched], 0b01000, true).unwrap();
+        assert_eq!((rmw.mode, rmw.reads), (WriteMode::ReadModifyWrite, 0b10111));
+        // A written page's leg gone: reconstruct-write, not written there.
+        let rcw = plan(&[Full, Untouched, Untouched, Untouched], 0b00001, true).unwrap();
+        assert_eq!(
+            (rcw.mode, rcw.reads, rcw.writes),
+            (WriteMode::Reconstruct, 0b01110, 0b10000)
+        );
+        // A partial page's leg gone: rebuild it from all the others.
+        let rebuild = plan(&[Partial, Untouched, Untouched, Untouched], 0b00001, true).unwrap();
+        assert_eq!(
+            (rebuild.mode, rebuild.reads),
+            (WriteMode::Reconstruct, 0b11110)
+        );
+        // Two legs gone, or a lost untouched page in a row not in sync.
+        assert_eq!(plan(&[Full; 4], 0b00011, true), Err(TooManyFailed));
+        assert_eq!(
+            plan(&[Full, Full, Full, Untouched], 0b01000, false),
+            Err(TooManyFailed)
+        );
+    }
+
+    #[test]
+    fn xor_makes_parity() {
+        let a: Vec<u8> = (0..37u8).collect();
+        let b: Vec<u8> = (0..37u8).map(|x| x.wrapping_mul(7) ^ 0x5a).collect();
+        let mut p = vec![0u8; 37];
+        xor_into(&mut p, &a);
+        xor_into(&mut p, &b);
+        // Any leg is the XOR of the others.
+        let mut again = p.clone();
+        xor_into(&mut again, &b);
+        assert_eq!(again, a);
+        for i in 0..37 {
+            assert_eq!(p[i], a[i] ^ b[i]);
+        }
+    }
+    #[test]
+    fn row_pages_of_a_write() {
+        use PageWrite::{Full, Partial, Untouched};
+        // 4 legs (3 data), 16-sector chunks: 2 rows per chunk; a stripe
+        // holds 48 array sectors: chunk 0 = 0..16, 1 = 16..32, 2 = 32..48.
+        let g = Geometry {
+            legs: 4,
+            chunk_sectors: 16,
+            algorithm: Algorithm::LeftSymmetric,
+        };
+        assert_eq!(g.rows_per_chunk(), 2);
+        let mut p = [Untouched; 3];
+        // Sectors 4..28: row 0 of chunk 0 partly (4..8), row 1 of chunk 0
+        // fully (8..16), row 0 of chunk 1 fully (16..24), row 1 partly.
+        assert!(g.row_pages(0, 0, 4, 24, &mut p));
+        assert_eq!(p, [Partial, Full, Untouched]);
+        assert!(g.row_pages(0, 1, 4, 24, &mut p));
+        assert_eq!(p, [Full, Partial, Untouched]);
+        assert!(!g.row_pages(1, 0, 4, 24, &mut p));
+        assert_eq!(p, [Untouched; 3]);
+        // A whole stripe: every page of every row full.
+        for row in 0..2 {
+            assert!(g.row_pages(2, row, 96, 48, &mut p));
+            assert_eq!(p, [Full; 3]);
+        }
+        assert_eq!(g.stripes(40, 16), 0..=1);
+        assert_eq!(g.stripes(48, 48), 1..=1);
     }
 }

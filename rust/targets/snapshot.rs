@@ -763,6 +763,21 @@ fn open_store(
 
 /// The parts of `[offset, offset + len)` in each chunk of `cs` sectors:
 /// (sectors from the piece's start, length, chunk, sectors into the
+/// Refuses a line longer than its origin device (`text`: as the table
+/// names it).
+fn origin_fits(ctor: &mut Ctor<'_>, what: &str, origin: &BlockDevice, text: &str) -> Result {
+    if ctor.length > origin.sectors() {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "{what}: the line has {} sectors, the origin '{text}' only {}",
+            ctor.length,
+            origin.sectors()
+        );
+    }
+    Ok(())
+}
+
 /// chunk).
 fn chunk_parts(cs: u64, offset: u64, len: u64) -> impl Iterator<Item = (u64, u64, u64, u64)> {
     let end = offset + len;
@@ -836,16 +851,7 @@ fn attach_store(
             args.cow
         );
     }
-    if ctor.length > origin_dev.sectors() {
-        return fail!(
-            ctor.reply,
-            EINVAL,
-            "{what}: the line has {} sectors, the origin '{}' only {}",
-            ctor.length,
-            args.origin,
-            origin_dev.sectors()
-        );
-    }
+    origin_fits(ctor, what, &origin_dev, args.origin)?;
     ctor.charge(
         STORE_BYTES + Copier::<Job<Store>>::state_bytes(COPY_LANES),
         "snapshot: the exception store and copy buffers",

@@ -225,15 +225,7 @@ pub(crate) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         };
     let text = dev;
     let dev = ctor.open_device(text)?;
-    if ctor.length > dev.sectors() {
-        return fail!(
-            ctor.reply,
-            EINVAL,
-            "snapshot-origin: the line has {} sectors, the origin '{text}' only {}",
-            ctor.length,
-            dev.sectors()
-        );
-    }
+    origin_fits(ctor, "snapshot-origin", &dev, text)?;
     let shared = match ctor
         .peers
         .acquire(ORIGIN_KIND, u64::from(dev.devt()), OriginShared::new)
