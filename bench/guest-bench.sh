@@ -120,12 +120,13 @@ no_sched() {
 	return 0
 }
 
-# setup_BACKING: fills DEVS with 4 lower devices of equal size.
+# setup_BACKING: fills DEVS with 4 (brd) or 8 (null_blk: no memory, so
+# four legs a side cost nothing) lower devices of equal size.
 setup_nullb() {
 	local i d
 	mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config || return 1
 	DEVS=()
-	for i in 0 1 2 3; do
+	for i in 0 1 2 3 4 5 6 7; do
 		d=$NULLB_CFG/bnull$i
 		mkdir "$d" || return 1
 		echo 4096 >"$d/size"         # MiB; no memory behind it
@@ -138,7 +139,7 @@ setup_nullb() {
 		[ -b "$d" ] || return 1
 		no_sched "$d"
 	done
-	BACKING_DESC="null_blk via configfs, 4 x 4096 MiB, memory_backed=0, irqmode=$(cat "$NULLB_CFG/bnull0/irqmode"), queue_mode=$(cat "$NULLB_CFG/bnull0/queue_mode"), hw_queue_depth=$(cat "$NULLB_CFG/bnull0/hw_queue_depth"), submit_queues=$(cat "$NULLB_CFG/bnull0/submit_queues"), blocksize=$(cat "$NULLB_CFG/bnull0/blocksize")"
+	BACKING_DESC="null_blk via configfs, 8 x 4096 MiB, memory_backed=0, irqmode=$(cat "$NULLB_CFG/bnull0/irqmode"), queue_mode=$(cat "$NULLB_CFG/bnull0/queue_mode"), hw_queue_depth=$(cat "$NULLB_CFG/bnull0/hw_queue_depth"), submit_queues=$(cat "$NULLB_CFG/bnull0/submit_queues"), blocksize=$(cat "$NULLB_CFG/bnull0/blocksize")"
 }
 
 setup_brd() {
@@ -158,14 +159,16 @@ teardown_nullb() { nullb_rm; }
 teardown_brd() { :; }
 
 # expand TEMPLATE SIDE: a table from targets.list with the side's own lower
-# devices filled in ($D0 $D1: the backing's D0 D1 for vblk, D2 D3 for dm).
-# $D2, $D3 are left unset: the targets loop below skips lines that use them.
+# devices filled in: the first half of the backing's devices for vblk, the
+# second half for dm ($D0 $D1 on brd's 4; $D0..$D3 on null_blk's 8).
 expand() {
-	local D0 D1 DSZ=$dsz N=$3 P0 P1 P2 P3 P4 P5 P6 P7 i
+	local D0 D1 D2 D3 DSZ=$dsz N=$3 P0 P1 P2 P3 P4 P5 P6 P7 i half=$((${#DEVS[@]} / 2)) base
 	case "$2" in
-	vblk) D0=${DEVS[0]} D1=${DEVS[1]} ;;
-	dm) D0=${DEVS[2]} D1=${DEVS[3]} ;;
+	vblk) base=0 ;;
+	dm) base=$half ;;
 	esac
+	D0=${DEVS[$base]} D1=${DEVS[$((base + 1))]}
+	if [ "$half" -ge 4 ]; then D2=${DEVS[$((base + 2))]} D3=${DEVS[$((base + 3))]}; fi
 	for i in 0 1 2 3 4 5 6 7; do
 		case "$2" in
 		vblk) printf -v "P$i" '%s' "/dev/vblk/$VBLK_NAME-pre$i" ;;
@@ -275,8 +278,8 @@ while IFS= read -r line; do
 	read -r name ndev only <<<"$head"
 	[ -z "$target_filter" ] || [[ " $target_filter " == *" $name "* ]] || continue
 	if ! [[ $ndev =~ ^[0-9]+$ ]] || [ -z "$dt" ]; then say "skipping $name: not 'NAME NDEVS | VBLK TABLE | DM TABLE'"; continue; fi
-	if [ "$ndev" -gt 2 ] || [[ "$vt$dt$vp$dp" =~ \$\{?D[2-9] ]]; then
-		say "skipping $name: it needs more than 2 lower devices (NDEVS $ndev, or \$D2/\$D3 in a table); vblk and dm each get 2, half of the backing's 4"
+	if [ "$ndev" -gt 4 ] || [[ "$vt$dt$vp$dp" =~ \$\{?D[4-9] ]]; then
+		say "skipping $name: it needs more than 4 lower devices (NDEVS $ndev, or \$D4.. in a table); vblk and dm each get at most 4, half of null_blk's 8"
 		continue
 	fi
 	read -r _ _ vtype _ <<<"$vt"
@@ -313,7 +316,8 @@ for backing in $backings; do
 	for d in "${DEVS[@]}"; do
 		[ "$(blockdev --getsz "$d")" = "$dsz" ] || die "$backing: ${DEVS[*]} differ in size"
 	done
-	BACKING_DESC="$BACKING_DESC; vblk on ${DEVS[0]} ${DEVS[1]}, dm on ${DEVS[2]} ${DEVS[3]}, raw run on ${DEVS[0]}"
+	half=$((${#DEVS[@]} / 2))
+	BACKING_DESC="$BACKING_DESC; vblk on ${DEVS[*]:0:$half}, dm on ${DEVS[*]:$half}, raw run on ${DEVS[0]}"
 	backing_json=$(jq -c --arg b "$backing" --arg d "$BACKING_DESC" '. + {($b): $d}' <<<"$backing_json")
 	say "$backing: $BACKING_DESC"
 	JOB_NAME=() JOB_SHAPE=() JOB_SIDE=() JOB_DEV=()
@@ -323,6 +327,10 @@ for backing in $backings; do
 	for i in "${!T_NAME[@]}"; do
 		if [ -n "${T_ONLY[$i]}" ] && [[ ",${T_ONLY[$i]}," != *",$backing,"* ]]; then
 			say "skipping ${T_NAME[$i]} on $backing: only on ${T_ONLY[$i]}"
+			continue
+		fi
+		if [ "${T_NDEV[$i]}" -gt $((${#DEVS[@]} / 2)) ]; then
+			say "skipping ${T_NAME[$i]} on $backing: it needs ${T_NDEV[$i]} lower devices a side, $backing has $((${#DEVS[@]} / 2))"
 			continue
 		fi
 		vtable=$(expand "${T_VBLK[$i]}" vblk "${T_NDEV[$i]}")

@@ -101,6 +101,12 @@ impl RqFlags {
     pub(crate) fn readahead(self) -> bool {
         self.0 & bindings::VBLK_CONST_REQ_RAHEAD != 0
     }
+
+    /// Forced unit access: the data must be durable when the request
+    /// completes.
+    pub(crate) fn fua(self) -> bool {
+        self.0 & bindings::VBLK_CONST_REQ_FUA != 0
+    }
 }
 
 /// What a started request asks for, read in one go.
@@ -449,6 +455,30 @@ impl<T: QueueHandler> Pending<T> {
             // ends (a read's buffer, filled by us); one segment at a time.
             unsafe { with_mapped(&seg, |bytes| bytes.fill(0)) };
         }
+    }
+
+    /// Copies the request's data from byte `offset` on into `buf` (a
+    /// write's data, for a target that computes from it: parity), clamped
+    /// to the request's data.
+    pub(crate) fn copy_out(&self, offset: u64, buf: &mut [u8]) {
+        // SAFETY: the request is pending (invariant): it does not end while
+        // the cursor is used, in this call.
+        let mut c = unsafe { Cursor::seek(self.raw, offset) };
+        // SAFETY: the submitter's data is only read here.
+        unsafe { c.copy_out(buf) };
+    }
+
+    /// Copies `buf` into the request's data from byte `offset` on (a read
+    /// the target serves from its own buffer), clamped to the request's
+    /// data. The caller sent no lower I/O for these bytes.
+    pub(crate) fn copy_in(&self, offset: u64, buf: &[u8]) {
+        // SAFETY: the request is pending (invariant): it does not end while
+        // the cursor is used, in this call.
+        let mut c = unsafe { Cursor::seek(self.raw, offset) };
+        // SAFETY: a read's buffer is ours to fill until the request ends;
+        // no lower bio targets these bytes (caller), so nothing else
+        // writes them meanwhile.
+        unsafe { c.copy_in(buf) };
     }
 
     /// Sends sectors `[skip, skip + len)` of the request to `dev` at

@@ -29,6 +29,11 @@ mod mirror_args;
 // Pure disk log format and region math, shared with vblkctl's host tests.
 #[allow(unreachable_pub, dead_code)]
 mod mirror_log;
+mod raid5;
+// Pure layout math, argument parsing and write planning, shared with
+// vblkctl's host tests.
+#[allow(unreachable_pub, dead_code)]
+mod raid5_layout;
 mod snapshot;
 // Pure exception store format and argument parsing, shared with vblkctl's
 // host tests.
@@ -61,7 +66,7 @@ const fn v1(name: &'static str, construct: crate::vblk::target::Constructor) -> 
 
 /// Every target type: the module hands the list to the framework (LOAD
 /// looks names up in it, TARGETS lists it).
-pub(crate) const TYPES: [TargetType; 10] = [
+pub(crate) const TYPES: [TargetType; 11] = [
     v1("linear", linear::construct),
     v1("zero", zero::construct),
     v1("error", error::construct),
@@ -72,6 +77,7 @@ pub(crate) const TYPES: [TargetType; 10] = [
     v1("snapshot-origin", snapshot::construct_origin),
     v1("snapshot", snapshot::construct_snapshot),
     v1("snapshot-merge", snapshot::construct_merge),
+    v1("raid", raid5::construct),
 ];
 
 /// Constructs a target that takes no arguments and has no state (dm's

@@ -25,9 +25,10 @@ use core::fmt;
 
 /// Fewest legs (dm-raid's minimum for raid4/5: one data leg and parity).
 pub const MIN_LEGS: u32 = 2;
-/// Most legs this target takes (dm-raid allows 253; a stripe's state is
-/// per leg, and 64 keeps it a bitmap word).
-pub const MAX_LEGS: u32 = 64;
+/// Most legs this target takes (dm-raid allows 253): one batch of the
+/// target's own I/O reaches at most 32 devices, and a stripe's legs are
+/// bits of a word.
+pub const MAX_LEGS: u32 = 32;
 /// Smallest chunk in sectors (4 KiB: a page per leg and chunk).
 pub const MIN_CHUNK_SECTORS: u64 = 8;
 
@@ -265,9 +266,10 @@ impl Geometry {
         }
         let writes = (written | parity) & !failed;
         if failed & parity != 0 {
+            // A partly written page is written whole: its old page first.
             return Ok(RowPlan {
                 mode: WriteMode::DataOnly,
-                reads: 0,
+                reads: partial & !failed,
                 writes,
             });
         }
@@ -340,6 +342,24 @@ impl Geometry {
             any |= *page != PageWrite::Untouched;
         }
         any
+    }
+
+    /// The sectors of data chunk `index` of stripe `stripe` that array
+    /// sectors `[offset, offset + len)` cover inside the chunk's window
+    /// `[lo, hi)` (sectors from the chunk's start), as a range of the
+    /// same kind; `None` if they cover none.
+    pub fn chunk_span(
+        &self,
+        stripe: u64,
+        index: u32,
+        (lo, hi): (u64, u64),
+        offset: u64,
+        len: u64,
+    ) -> Option<(u64, u64)> {
+        let base = self.array_sector(stripe, index, 0);
+        let start = offset.max(base + lo);
+        let end = offset.saturating_add(len).min(base + hi);
+        (start < end).then(|| (start - base, end - base))
     }
 
     /// The stripes `[offset, offset + len)` touches (`len` > 0).
@@ -887,6 +907,11 @@ mod tests {
             (nop.mode, nop.reads, nop.writes),
             (WriteMode::DataOnly, 0, 0b00001)
         );
+        let part = plan(&[Partial, Untouched, Untouched, Untouched], 0b10000, true).unwrap();
+        assert_eq!(
+            (part.mode, part.reads, part.writes),
+            (WriteMode::DataOnly, 0b00001, 0b00001)
+        );
         // An untouched page's leg gone: only read-modify-write works.
         let rmw = plan(&[Full, Full, Full, Untouched], 0b01000, true).unwrap();
         assert_eq!((rmw.mode, rmw.reads), (WriteMode::ReadModifyWrite, 0b10111));
@@ -925,6 +950,24 @@ mod tests {
             assert_eq!(p[i], a[i] ^ b[i]);
         }
     }
+    #[test]
+    fn chunk_span_is_the_window_part_of_a_range() {
+        let g = Geometry {
+            legs: 4,
+            chunk_sectors: 256,
+            algorithm: Algorithm::LeftSymmetric,
+        };
+        // Stripe 1's data chunk 0 starts at array sector 768.
+        assert_eq!(g.chunk_span(1, 0, (0, 128), 768 + 10, 20), Some((10, 30)));
+        assert_eq!(g.chunk_span(1, 0, (128, 256), 768 + 10, 20), None);
+        // A range over chunks 0 and 1: chunk 1 has its first 16 sectors.
+        assert_eq!(g.chunk_span(1, 1, (0, 128), 768 + 200, 72), Some((0, 16)));
+        assert_eq!(
+            g.chunk_span(1, 0, (128, 256), 768 + 200, 72),
+            Some((200, 256))
+        );
+    }
+
     #[test]
     fn row_pages_of_a_write() {
         use PageWrite::{Full, Partial, Untouched};

@@ -430,6 +430,38 @@ impl HeldIo {
         self.len
     }
 
+    /// Copies the piece's data from byte `at` of the piece on into `buf`
+    /// (clamped to the piece): a write's new data, for a target that
+    /// computes from it before anything is sent.
+    pub(crate) fn read_data(&self, at: u64, buf: &mut [u8]) {
+        let n = self.clamp(at, buf.len());
+        self.rq.copy_out(self.skip * 512 + at, &mut buf[..n]);
+    }
+
+    /// Copies `buf` into the piece's data from byte `at` on (clamped to
+    /// the piece): a read the target serves itself (data rebuilt from
+    /// parity), then answered with [`HeldIo::complete`].
+    pub(crate) fn write_data(&self, at: u64, buf: &[u8]) {
+        let n = self.clamp(at, buf.len());
+        self.rq.copy_in(self.skip * 512 + at, &buf[..n]);
+    }
+
+    /// How many of `want` bytes from `at` on lie inside the piece.
+    fn clamp(&self, at: u64, want: usize) -> usize {
+        let left = (self.len * 512).saturating_sub(at);
+        want.min(usize::try_from(left).unwrap_or(usize::MAX))
+    }
+
+    /// Answers the piece: the target did its I/O itself (a write's data
+    /// and parity are on the legs, a read's data was copied in with
+    /// [`HeldIo::write_data`]). A failed `status` fails the request.
+    pub(crate) fn complete(mut self, status: Status) {
+        self.answered = true;
+        if !status.is_ok() {
+            self.rq.fail(status);
+        }
+    }
+
     /// Maps the piece again with its line's target, here (process context:
     /// the target's worker; not under a lock the target's `map` takes).
     pub(crate) fn redispatch(self) {

@@ -38,6 +38,45 @@ impl<T> Slots<T> {
         Ok(())
     }
 
+    /// Puts `value` in a free slot and returns the slot's number (the
+    /// value keeps it until taken out); gives the value back if all are
+    /// taken.
+    pub(crate) fn put_slot(&mut self, value: T) -> core::result::Result<usize, T> {
+        let Some(i) = self.slots.iter().position(|s| s.is_none()) else {
+            return Err(value);
+        };
+        self.slots[i] = Some((self.next, value));
+        self.next += 1;
+        self.used += 1;
+        Ok(i)
+    }
+
+    /// The value in slot `i`, if any.
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.slots.get_mut(i)?.as_mut().map(|(_, v)| v)
+    }
+
+    /// Takes the value out of slot `i`.
+    pub(crate) fn take(&mut self, i: usize) -> Option<T> {
+        let v = self.slots.get_mut(i)?.take()?;
+        self.used -= 1;
+        Some(v.1)
+    }
+
+    /// The slot of the oldest value for which `pick` holds.
+    pub(crate) fn oldest(&self, mut pick: impl FnMut(&T) -> bool) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.as_ref()
+                    .filter(|(_, v)| pick(v))
+                    .map(|(seq, _)| (*seq, i))
+            })
+            .min()
+            .map(|(_, i)| i)
+    }
+
     /// Takes out the oldest value for which `pick` holds.
     pub(crate) fn take_oldest(&mut self, mut pick: impl FnMut(&T) -> bool) -> Option<T> {
         let oldest = self
