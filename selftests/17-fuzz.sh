@@ -62,6 +62,7 @@ nth "LOAD mirror (disk log)" --table "0 8192 mirror disk 2 /dev/ram0 1024 2 /dev
 nth "LOAD snapshot-origin" --table "0 8192 snapshot-origin /dev/fz"
 dd if=/dev/zero of=/dev/ram1 bs=1M count=8 oflag=direct status=none
 nth "LOAD snapshot (persistent store: header read, areas loaded)" --table "0 8192 snapshot /dev/fz /dev/ram1 P 16"
+nth "LOAD raid (lanes, buffers, worker)" --table "0 8192 raid raid5_ls 2 8 nosync 3 - /dev/fz - /dev/ram0 - /dev/ram1"
 # RESUME creates a disk: ~800 fault points, ~0.3 s each under TCG. make
 # test tries every VBLK_FAIL_NTH_STRIDE-th (10); make test-long every one.
 stride=${VBLK_FAIL_NTH_STRIDE:-10}

@@ -80,6 +80,8 @@ zero_legs $legs4
 check "create for random writes" vblkctl create r --table "$(raid_line raid5_la nosync $legs4)"
 check "fio verify, mixed block sizes" fio_verify /dev/vblk/r 16M --bssplit=512/10:4k/40:12k/20:64k/20:192k/10 --iodepth=8
 check_output "small writes were read-modify-writes and reconstruct-writes" "rmw=[1-9][0-9]* rcw=[1-9]" vblkctl status --detail r
+check "sequential 4k writes at depth 16, verified" fio_verify /dev/vblk/r 8M --rw=write --bs=4k --iodepth=16
+check_output "writes queued for one unit were gathered into one op" "gathered=[1-9]" vblkctl status --detail r
 gone r
 check_eq "parity right after random writes" 0 "$(xor_rows $legs4)"
 
@@ -92,7 +94,7 @@ dmsetup create rdd --table "0 $per delay /dev/rd 0 20"
 slow4="/dev/ra /dev/rb /dev/rc /dev/mapper/rdd"
 check "create without nosync: initial sync" vblkctl create r --table "$(raid_line raid5_rs "" $slow4)"
 check_output "status shows the resync, legs not in sync" "^0 $len raid raid5_rs 4 aaaa [0-9]+/$per resync 0 0 -$" vblkctl status r
-check "fio verify while the array syncs" fio_verify /dev/vblk/r 12M
+check "fio verify (mixed block sizes) while the array syncs" fio_verify /dev/vblk/r 12M --bssplit=4k/40:16k/30:64k/20:256k/10
 check "the sync ends" raid_wait_idle r
 check_output "in sync: all legs A, ratio full" "^0 $len raid raid5_rs 4 AAAA $per/$per idle 0 0 -$" vblkctl status r
 check_output "the sync passed every unit" "units_synced=$((per / chunk)) " vblkctl status --detail r
@@ -127,7 +129,7 @@ fio --name=w --filename=/dev/vblk/r --size=16M --direct=1 --ioengine=libaio --io
 	--rw=randwrite --bssplit=4k/50:64k/50 --verify=crc32c --do_verify=0 --verify_state_save=1 \
 	--verify_state_save=0 --randrepeat=1 --output-format=terse >/dev/null
 ( sleep 2; dmsetup suspend --noflush rlb && dmsetup load rlb --table "0 $per error" && dmsetup resume rlb ) &
-check "fio verify while leg 1 fails" fio_verify /dev/vblk/r 16M --iodepth=8 --time_based=0 --loops=2
+check "fio verify (mixed block sizes) while leg 1 fails" fio_verify /dev/vblk/r 16M --iodepth=8 --loops=2 --bssplit=4k/50:16k/30:128k/20
 wait
 check_output "leg 1 dead, the rest alive" "^0 $len raid raid5_ls 4 ADAA " vblkctl status r
 check "degraded: fio verify (reads rebuilt from parity)" fio_verify /dev/vblk/r 16M --bs=16k
@@ -148,7 +150,7 @@ rlegs="/dev/mapper/rla /dev/re /dev/mapper/rlc /dev/mapper/rld"
 check "create with rebuild 1" vblkctl create r --table "$(raid_line raid5_ls "rebuild 1" $rlegs)"
 check_output "status shows the recovery of leg 1" "^0 $len raid raid5_ls 4 AaAA [0-9]+/$per recover 0 0 -$" vblkctl status r
 check_eq "what was written degraded reads back while leg 1 is rebuilt" "$sum_degraded" "$(sectors_of /dev/vblk/r 0 16384 | sha256sum)"
-check "fio verify while leg 1 is rebuilt" fio_verify /dev/vblk/r 8M --offset=8M
+check "fio verify (mixed block sizes) while leg 1 is rebuilt" fio_verify /dev/vblk/r 8M --offset=8M --bssplit=4k/50:16k/30:128k/20
 check "the rebuild ends" raid_wait_idle r
 check_output "rebuilt: AAAA" "^0 $len raid raid5_ls 4 AAAA $per/$per idle 0 0 -$" vblkctl status r
 gone r

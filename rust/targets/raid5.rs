@@ -27,7 +27,8 @@
 //! rebuilds leg `i` from the others the same way.
 
 use super::raid5_layout::{
-    self, xor_into, Geometry, PageWrite, RaidArgs, RowPlan, WriteMode, MAX_LEGS, ROW_SECTORS,
+    self, sector_bits, xor_into, Geometry, PageWrite, RaidArgs, RowPlan, WriteMode, MAX_LEGS,
+    ROW_SECTORS,
 };
 use super::{write_device, Ctor, Done, EndIo, Io, Mapped, Target};
 use crate::sys::aio::{AioDest, AioDone, AioOp, AsyncIo, DestErrors, MAX_DESTS};
@@ -139,12 +140,18 @@ enum Step {
     Over(Status),
 }
 
+/// Most writes one unit op carries (md's stripe head gathers every bio
+/// of its stripe the same way).
+const MAX_GATHER: usize = 16;
+
 /// One unit being worked on: window `[lo, hi)` of stripe `stripe`'s
 /// chunks on every leg.
 struct UnitOp {
     kind: Kind,
-    /// The piece (slot in `State::pieces`) a write or read belongs to.
-    piece: usize,
+    /// The pieces (slots in `State::pieces`) a read (one) or writes
+    /// (several waiting for the same unit, gathered) belong to.
+    pieces: [usize; MAX_GATHER],
+    count: usize,
     unit: u64,
     stripe: u64,
     lo: u64,
@@ -156,6 +163,11 @@ struct UnitOp {
 }
 
 impl UnitOp {
+    /// The slots of the op's pieces.
+    fn slots(&self) -> &[usize] {
+        &self.pieces[..self.count]
+    }
+
     /// Bytes of the op's window on one leg.
     fn bytes(&self) -> usize {
         ((self.hi - self.lo) * 512) as usize
@@ -189,6 +201,10 @@ struct State {
     /// Units locked by a read retry ([`Target::finish`]), which waits for
     /// them synchronously.
     retry_locked: Slots<u64>,
+    /// Pieces whose last op ended, answered by the worker once it let go
+    /// of the lock (ending a request runs the block layer's completion
+    /// code, which must not find the lock held).
+    finished: Slots<(HeldIo, Status)>,
     /// Passes must not start units (suspend, removal).
     stop: bool,
 }
@@ -248,6 +264,8 @@ struct Stats {
     rebuilt_reads: AtomicU64,
     read_retries: AtomicU64,
     units_synced: AtomicU64,
+    /// Writes that joined another's unit op.
+    gathered: AtomicU64,
 }
 
 /// The target: stops the engine when the table goes away.
@@ -415,6 +433,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
                     mismatches: 0,
                 },
                 retry_locked: engine.retry_locked,
+                finished: engine.finished,
                 stop: true,
             },
             "vblk::Raid5::state"
@@ -457,6 +476,7 @@ struct Engine {
     lanes: KVec<Lane>,
     pieces: Slots<Piece>,
     retry_locked: Slots<u64>,
+    finished: Slots<(HeldIo, Status)>,
     retry_buf: IoBuffer,
 }
 
@@ -479,6 +499,7 @@ impl Engine {
             // flush machinery's.
             pieces: Slots::new(QUEUE_DEPTH as usize + 1)?,
             retry_locked: Slots::new(16)?,
+            finished: Slots::new(QUEUE_DEPTH as usize + 1)?,
             retry_buf: IoBuffer::new(lane_bytes)?,
         })
     }
@@ -658,24 +679,31 @@ impl Core {
                         ..
                     }) = st.pieces.take(slot)
                     {
-                        io.complete(status);
+                        Self::finish_piece(st, io, status);
                     }
                 }
                 continue;
             }
             piece.running += 1;
-            let kind = if piece.write { Kind::Write } else { Kind::Read };
-            return Some(UnitOp {
-                kind,
-                piece: slot,
+            let write = piece.write;
+            let mut op = UnitOp {
+                kind: if write { Kind::Write } else { Kind::Read },
+                pieces: [slot; MAX_GATHER],
+                count: 1,
                 unit,
                 stripe,
-                lo: a / ROW_SECTORS * ROW_SECTORS,
-                hi: b.div_ceil(ROW_SECTORS) * ROW_SECTORS,
+                lo: a,
+                hi: b,
                 step: Step::Start,
                 plan: None,
                 rebuilt: None,
-            });
+            };
+            if write {
+                self.gather(st, &mut op);
+            }
+            op.lo = op.lo / ROW_SECTORS * ROW_SECTORS;
+            op.hi = op.hi.div_ceil(ROW_SECTORS) * ROW_SECTORS;
+            return Some(op);
         }
         // Pieces first: the pass takes a lane only when none waits.
         let ps = &st.pass;
@@ -692,7 +720,8 @@ impl Core {
         st.pass.running = true;
         Some(UnitOp {
             kind: Kind::Sync(pass),
-            piece: usize::MAX,
+            pieces: [usize::MAX; MAX_GATHER],
+            count: 0,
             unit,
             stripe,
             lo,
@@ -703,63 +732,85 @@ impl Core {
         })
     }
 
-    /// One step of lane `i`; whether it did anything.
-    fn step(this: &Arc<Job<Core>>, i: usize) -> bool {
-        let core: &Core = this;
-        let mut st = core.state.lock();
-        if st.lanes[i].buf.is_none() {
-            let Some((buf, errors)) = core.aios[i].take() else {
-                return false;
+    /// Adds to write op `op` the other writes waiting for its unit (each
+    /// whose next unit it is), widening its window: sequential small
+    /// writes that queued behind a busy unit go out as one op, a full
+    /// stripe without reads when together they cover it.
+    fn gather(&self, st: &mut State, op: &mut UnitOp) {
+        while op.count < MAX_GATHER {
+            let unit = op.unit;
+            let Some(slot) = st
+                .pieces
+                .oldest(|p| p.write && p.io.is_some() && !p.all_started() && p.next_unit == unit)
+            else {
+                return;
             };
-            st.lanes[i].buf = Some(buf);
-            core.io_ended(&mut st.lanes[i], errors);
-        }
-        if st.lanes[i].op.is_none() {
-            let Some(op) = core.next_op(&mut st) else {
-                return false;
+            let Some(piece) = st.pieces.get_mut(slot) else {
+                return;
             };
-            st.lanes[i].op = Some(op);
-        }
-        let State {
-            lanes,
-            pieces,
-            pass,
-            ..
-        } = &mut *st;
-        let lane = &mut lanes[i];
-        let (Some(op), Some(buf)) = (lane.op.as_mut(), lane.buf.as_mut()) else {
-            return false;
-        };
-        let next = match op.step {
-            Step::Start => core.start(op, pieces, buf),
-            Step::Read => match op.kind {
-                Kind::Write => match pieces.get_mut(op.piece) {
-                    Some(piece) => core.compute_write(op, piece, buf),
-                    None => Next::Done(Status::IO_ERROR),
-                },
-                Kind::Read => match pieces.get_mut(op.piece) {
-                    Some(piece) => core.compute_read(op, piece, buf),
-                    None => Next::Done(Status::IO_ERROR),
-                },
-                Kind::Sync(p) => core.compute_sync(op, p, buf, &mut pass.mismatches),
-            },
-            Step::Over(status) => Next::Done(status),
-            // Waiting for the lane's I/O.
-            Step::Reading(_) | Step::Writing(_) => return false,
-        };
-        match next {
-            Next::Io(aio_op, mask) => {
-                if let Some(buf) = lane.buf.take() {
-                    if let Err(buf) = core.submit(this, i, aio_op, mask, op, buf) {
-                        lane.buf = Some(buf);
-                        // Could not start: as if every leg of it failed.
-                        core.io_ended(lane, DestErrors(u32::MAX));
-                    }
+            piece.next_unit += 1;
+            piece.running += 1;
+            for i in 0..self.geo.data_legs() {
+                let (_, lo, hi) = self.unit_window(unit);
+                if let Some((s, e)) = self.span(op.stripe, i, lo, hi, piece.offset, piece.len) {
+                    op.lo = op.lo.min(s);
+                    op.hi = op.hi.max(e);
                 }
             }
-            Next::Done(status) => core.op_done(&mut st, i, status),
+            op.pieces[op.count] = slot;
+            op.count += 1;
+            self.stats.gathered.fetch_add(1, Ordering::Relaxed);
         }
-        true
+    }
+
+    /// Moves lane `i`'s op on until it waits for its I/O or is over.
+    fn advance(this: &Arc<Job<Core>>, st: &mut State, i: usize) {
+        let core: &Core = this;
+        loop {
+            let State {
+                lanes,
+                pieces,
+                pass,
+                ..
+            } = &mut *st;
+            let lane = &mut lanes[i];
+            let (Some(op), Some(buf)) = (lane.op.as_mut(), lane.buf.as_mut()) else {
+                return;
+            };
+            let next = match op.step {
+                Step::Start => core.start(op, pieces, buf),
+                Step::Read => match op.kind {
+                    Kind::Write => core.compute_write(op, pieces, buf),
+                    Kind::Read => match pieces.get_mut(op.pieces[0]) {
+                        Some(piece) => core.compute_read(op, piece, buf),
+                        None => Next::Done(Status::IO_ERROR),
+                    },
+                    Kind::Sync(p) => core.compute_sync(op, p, buf, &mut pass.mismatches),
+                },
+                Step::Over(status) => Next::Done(status),
+                // Waiting for the lane's I/O.
+                Step::Reading(_) | Step::Writing(_) => return,
+            };
+            match next {
+                Next::Io(aio_op, mask) => {
+                    let Some(buf) = lane.buf.take() else {
+                        return;
+                    };
+                    match core.submit(this, i, aio_op, mask, op, buf) {
+                        Ok(()) => return,
+                        Err(buf) => {
+                            lane.buf = Some(buf);
+                            // Could not start: as if every leg of it failed.
+                            core.io_ended(lane, DestErrors(u32::MAX));
+                        }
+                    }
+                }
+                Next::Done(status) => {
+                    core.op_done(st, i, status);
+                    return;
+                }
+            }
+        }
     }
 
     /// Submits the lane's batch over `mask`'s legs; gives the buffer
@@ -878,21 +929,39 @@ impl Core {
             }
             Kind::Write | Kind::Read => {
                 self.wake.notify_all();
-                let Some(piece) = st.pieces.get_mut(op.piece) else {
-                    return;
-                };
-                piece.running -= 1;
-                if !status.is_ok() {
-                    piece.status = status;
-                }
-                if piece.running == 0 && piece.all_started() {
-                    if let Some(piece) = st.pieces.take(op.piece) {
-                        if let Some(io) = piece.io {
-                            io.complete(piece.status);
+                for &slot in op.slots() {
+                    let Some(piece) = st.pieces.get_mut(slot) else {
+                        continue;
+                    };
+                    piece.running -= 1;
+                    if !status.is_ok() {
+                        piece.status = status;
+                    }
+                    if piece.running == 0 && piece.all_started() {
+                        if let Some(piece) = st.pieces.take(slot) {
+                            if let Some(io) = piece.io {
+                                Self::finish_piece(st, io, piece.status);
+                            }
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// Queues a piece's answer for the worker (there is a slot for every
+    /// piece; a piece not queued is failed by its drop).
+    fn finish_piece(st: &mut State, io: HeldIo, status: Status) {
+        let _ = st.finished.put((io, status));
+    }
+
+    /// Answers the finished pieces, outside the lock.
+    fn answer_finished(&self) {
+        loop {
+            let Some((io, status)) = self.state.lock().finished.take_oldest(|_| true) else {
+                return;
+            };
+            io.complete(status);
         }
     }
 
@@ -928,17 +997,29 @@ impl Core {
         op.rebuilt = None;
         match op.kind {
             Kind::Write => {
-                let Some(piece) = pieces.get_mut(op.piece) else {
-                    return Next::Done(Status::IO_ERROR);
-                };
+                // What the op's writes together do to each data page: a
+                // sector bit per page (a unit is at most 128 sectors).
                 let mut pages = [PageWrite::Untouched; MAX_LEGS as usize];
+                let window = sector_bits(0, op.hi - op.lo);
                 for i in 0..self.geo.data_legs() {
-                    pages[i as usize] =
-                        match self.span(op.stripe, i, op.lo, op.hi, piece.offset, piece.len) {
-                            None => PageWrite::Untouched,
-                            Some((s, e)) if s == op.lo && e == op.hi => PageWrite::Full,
-                            Some(_) => PageWrite::Partial,
+                    let mut covered = 0u128;
+                    for &slot in op.slots() {
+                        let Some(piece) = pieces.get_mut(slot) else {
+                            continue;
                         };
+                        if let Some((s, e)) =
+                            self.span(op.stripe, i, op.lo, op.hi, piece.offset, piece.len)
+                        {
+                            covered |= sector_bits(s - op.lo, e - op.lo);
+                        }
+                    }
+                    pages[i as usize] = if covered == 0 {
+                        PageWrite::Untouched
+                    } else if covered & window == window {
+                        PageWrite::Full
+                    } else {
+                        PageWrite::Partial
+                    };
                 }
                 let in_sync = self.in_sync(at, len);
                 let Ok(plan) = self.geo.plan_row(op.stripe, &pages, unreadable, in_sync) else {
@@ -963,10 +1044,10 @@ impl Core {
                 if plan.reads != 0 {
                     return Next::Io(AioOp::Read, plan.reads);
                 }
-                self.compute_write(op, piece, buf)
+                self.compute_write(op, pieces, buf)
             }
             Kind::Read => {
-                let Some(piece) = pieces.get_mut(op.piece) else {
+                let Some(piece) = pieces.get_mut(op.pieces[0]) else {
                     return Next::Done(Status::IO_ERROR);
                 };
                 let mut wanted = 0u64;
@@ -1025,86 +1106,111 @@ impl Core {
         legs[at..at + n].copy_from_slice(&scratch[..n]);
     }
 
-    /// Copies the piece's new data of the op's unit into the data legs'
-    /// slots, calling `before(leg, buf)` first for each leg written.
-    fn put_new_data(
+    /// Where a piece's data in unit (`stripe`, `[lo, hi)`) lies: for each
+    /// data chunk it covers, its byte offset in the piece and its bytes in
+    /// a lane buffer.
+    fn piece_parts(
         &self,
-        op: &UnitOp,
-        piece: &Piece,
-        buf: &mut [u8],
-        before: &mut dyn FnMut(u32, &mut [u8]),
-    ) {
+        (stripe, lo, hi): (u64, u64, u64),
+        offset: u64,
+        len: u64,
+    ) -> impl Iterator<Item = (u64, core::ops::Range<usize>)> + '_ {
+        (0..self.geo.data_legs()).filter_map(move |i| {
+            let (s, e) = self.span(stripe, i, lo, hi, offset, len)?;
+            let leg = self.geo.data_leg(stripe, i);
+            let at = self.slot(leg) + ((s - lo) * 512) as usize;
+            let piece_byte = (self.geo.array_sector(stripe, i, s) - offset) * 512;
+            Some((piece_byte, at..at + ((e - s) * 512) as usize))
+        })
+    }
+
+    /// Copies the piece's new data of the op's unit into the data legs'
+    /// slots.
+    fn put_new_data(&self, op: &UnitOp, piece: &Piece, buf: &mut [u8]) {
         let Some(io) = piece.io.as_ref() else {
             return;
         };
-        for i in 0..self.geo.data_legs() {
-            let Some((s, e)) = self.span(op.stripe, i, op.lo, op.hi, piece.offset, piece.len)
-            else {
-                continue;
-            };
-            let leg = self.geo.data_leg(op.stripe, i);
-            before(leg, buf);
-            let from = self.geo.array_sector(op.stripe, i, s) - piece.offset;
-            let at = self.slot(leg) + ((s - op.lo) * 512) as usize;
-            io.read_data(from * 512, &mut buf[at..at + ((e - s) * 512) as usize]);
+        for (from, bytes) in self.piece_parts((op.stripe, op.lo, op.hi), piece.offset, piece.len) {
+            io.read_data(from, &mut buf[bytes]);
         }
     }
 
-    /// The reads of a write ended (or none were needed): puts the new data
-    /// in, makes the parity, and says which legs to write.
-    fn compute_write(&self, op: &mut UnitOp, piece: &mut Piece, buf: &mut IoBuffer) -> Next {
+    /// The data legs the op's writes touch.
+    fn written_legs(&self, op: &UnitOp, pieces: &mut Slots<Piece>) -> u64 {
+        let mut written = 0u64;
+        for &slot in op.slots() {
+            let Some(piece) = pieces.get_mut(slot) else {
+                continue;
+            };
+            for i in 0..self.geo.data_legs() {
+                if self
+                    .span(op.stripe, i, op.lo, op.hi, piece.offset, piece.len)
+                    .is_some()
+                {
+                    written |= 1 << self.geo.data_leg(op.stripe, i);
+                }
+            }
+        }
+        written
+    }
+
+    /// The reads of a write op ended (or none were needed): puts the new
+    /// data of its writes in (oldest first), makes the parity, and says
+    /// which legs to write.
+    fn compute_write(
+        &self,
+        op: &mut UnitOp,
+        pieces: &mut Slots<Piece>,
+        buf: &mut IoBuffer,
+    ) -> Next {
         let Some(plan) = op.plan else {
             return Next::Done(Status::IO_ERROR);
         };
         let all = (1u64 << self.geo.legs) - 1;
         let parity = self.geo.parity_leg(op.stripe);
+        let n = op.bytes();
+        let written = self.written_legs(op, pieces);
         let buf: &mut [u8] = buf;
         if let Some(lost) = op.rebuilt {
             // Its old page, from every other leg (parity included).
-            self.xor_legs(buf, op.bytes(), all & !(1 << lost));
-            self.scratch_to(buf, op.bytes(), lost);
+            self.xor_legs(buf, n, all & !(1 << lost));
+            self.scratch_to(buf, n, lost);
+        }
+        let scratch = self.slot(self.geo.legs);
+        if plan.mode == WriteMode::ReadModifyWrite {
+            // New parity = old parity ^ old data ^ new data.
+            let p = self.slot(parity);
+            buf.copy_within(p..p + n, scratch);
+            for leg in bits(written) {
+                let (lo, hi) = buf.split_at_mut(scratch);
+                let at = self.slot(leg);
+                xor_into(&mut hi[..n], &lo[at..at + n]);
+            }
+        }
+        let mut fua = false;
+        for &slot in op.slots() {
+            if let Some(piece) = pieces.get_mut(slot) {
+                fua |= piece.fua;
+                self.put_new_data(op, piece, buf);
+            }
         }
         match plan.mode {
             WriteMode::ReadModifyWrite => {
-                // New parity = old parity ^ old data ^ new data.
-                let n = ((op.hi - op.lo) * 512) as usize;
-                let p = self.slot(parity);
-                let s = self.slot(self.geo.legs);
-                buf.copy_within(p..p + n, s);
-                let slot_of = |leg: u32| self.slot(leg);
-                let scratch_at = s;
-                let mut xor_old = |leg: u32, b: &mut [u8]| {
-                    let (lo, hi) = b.split_at_mut(scratch_at);
-                    let at = slot_of(leg);
-                    xor_into(&mut hi[..n], &lo[at..at + n]);
-                };
-                self.put_new_data(op, piece, buf, &mut xor_old);
-                let mut written = 0u64;
-                for i in 0..self.geo.data_legs() {
-                    if self
-                        .span(op.stripe, i, op.lo, op.hi, piece.offset, piece.len)
-                        .is_some()
-                    {
-                        written |= 1 << self.geo.data_leg(op.stripe, i);
-                    }
-                }
                 for leg in bits(written) {
-                    let (lo, hi) = buf.split_at_mut(s);
+                    let (lo, hi) = buf.split_at_mut(scratch);
                     let at = self.slot(leg);
                     xor_into(&mut hi[..n], &lo[at..at + n]);
                 }
-                self.scratch_to(buf, op.bytes(), parity);
+                self.scratch_to(buf, n, parity);
             }
             WriteMode::Reconstruct => {
-                self.put_new_data(op, piece, buf, &mut |_, _| {});
-                let data = all & !(1 << parity);
-                self.xor_legs(buf, op.bytes(), data);
-                self.scratch_to(buf, op.bytes(), parity);
+                self.xor_legs(buf, n, all & !(1 << parity));
+                self.scratch_to(buf, n, parity);
             }
-            WriteMode::DataOnly => self.put_new_data(op, piece, buf, &mut |_, _| {}),
+            WriteMode::DataOnly => {}
         }
         let flags = WriteFlags {
-            fua: piece.fua,
+            fua,
             ..WriteFlags::default()
         };
         Next::Io(AioOp::Write(flags), plan.writes)
@@ -1122,15 +1228,8 @@ impl Core {
         let Some(io) = piece.io.as_ref() else {
             return Next::Done(Status::IO_ERROR);
         };
-        for i in 0..self.geo.data_legs() {
-            let Some((s, e)) = self.span(op.stripe, i, op.lo, op.hi, piece.offset, piece.len)
-            else {
-                continue;
-            };
-            let leg = self.geo.data_leg(op.stripe, i);
-            let to = self.geo.array_sector(op.stripe, i, s) - piece.offset;
-            let at = self.slot(leg) + ((s - op.lo) * 512) as usize;
-            io.write_data(to * 512, &buf[at..at + ((e - s) * 512) as usize]);
+        for (to, bytes) in self.piece_parts((op.stripe, op.lo, op.hi), piece.offset, piece.len) {
+            io.write_data(to, &buf[bytes]);
         }
         Next::Done(Status::OK)
     }
@@ -1182,15 +1281,39 @@ impl AioDone for Job<Core> {
     }
 }
 
-/// The engine, on the array's worker: moves every lane on until each
-/// waits for its I/O or has nothing to do. Never waits for I/O.
+/// The engine, on the array's worker: takes the lanes' ended I/O and moves
+/// their ops on, then gives idle lanes new ops, until nothing moves. Never
+/// waits for I/O.
 impl Deferred for Core {
     fn run(this: &Arc<Job<Core>>) {
         loop {
             let mut moved = false;
             for lane in 0..this.aios.len() {
-                moved |= Core::step(this, lane);
+                // Lock-free until a batch did end.
+                let Some((buf, errors)) = this.aios[lane].take() else {
+                    continue;
+                };
+                let mut st = this.state.lock();
+                st.lanes[lane].buf = Some(buf);
+                this.io_ended(&mut st.lanes[lane], errors);
+                Core::advance(this, &mut st, lane);
+                moved = true;
             }
+            let mut st = this.state.lock();
+            for lane in 0..this.aios.len() {
+                let l = &st.lanes[lane];
+                if l.op.is_some() || l.buf.is_none() {
+                    continue;
+                }
+                let Some(op) = this.next_op(&mut st) else {
+                    break;
+                };
+                st.lanes[lane].op = Some(op);
+                Core::advance(this, &mut st, lane);
+                moved = true;
+            }
+            drop(st);
+            this.answer_finished();
             if !moved {
                 return;
             }
@@ -1280,14 +1403,8 @@ impl Core {
                 self.scratch_to(bytes, n, lost);
             }
             let (offset, len) = (done.offset(), done.len());
-            for i in 0..self.geo.data_legs() {
-                let Some((s, e)) = self.span(stripe, i, lo, hi, offset, len) else {
-                    continue;
-                };
-                let leg = self.geo.data_leg(stripe, i);
-                let to = self.geo.array_sector(stripe, i, s) - offset;
-                let from = self.slot(leg) + ((s - lo) * 512) as usize;
-                done.write(to * 512, &bytes[from..from + ((e - s) * 512) as usize]);
+            for (to, range) in self.piece_parts((stripe, lo, hi), offset, len) {
+                done.write(to, &bytes[range]);
             }
             return true;
         }
@@ -1558,7 +1675,7 @@ impl Target for Raid5 {
         drop(st);
         write!(
             out,
-            "lanes={} unit_sectors={} pieces_waiting={pieces} lanes_busy={busy} rmw={} rcw={} data_only={} rebuilt_reads={} read_retries={} units_synced={}",
+            "lanes={} unit_sectors={} pieces_waiting={pieces} lanes_busy={busy} rmw={} rcw={} data_only={} rebuilt_reads={} read_retries={} units_synced={} gathered={}",
             core.aios.len(),
             core.unit_sectors,
             s.rmw.load(Ordering::Relaxed),
@@ -1567,6 +1684,7 @@ impl Target for Raid5 {
             s.rebuilt_reads.load(Ordering::Relaxed),
             s.read_retries.load(Ordering::Relaxed),
             s.units_synced.load(Ordering::Relaxed),
+            s.gathered.load(Ordering::Relaxed),
         )?;
         for (key, get) in [
             (" reads=", (|l: &Leg| &l.reads) as fn(&Leg) -> &AtomicU64),

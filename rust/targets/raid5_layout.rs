@@ -369,6 +369,19 @@ impl Geometry {
     }
 }
 
+/// Bits `[s, e)` of a 128-sector mask (a unit's sectors, one bit each;
+/// `e` ≤ 128): which sectors of a window some write covers.
+pub fn sector_bits(s: u64, e: u64) -> u128 {
+    let upto = |n: u64| {
+        if n >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << n) - 1
+        }
+    };
+    upto(e) & !upto(s)
+}
+
 /// `dst ^= src` byte for byte (parity), over the shorter of the two.
 pub fn xor_into(dst: &mut [u8], src: &[u8]) {
     let n = dst.len().min(src.len());
@@ -950,6 +963,20 @@ mod tests {
             assert_eq!(p[i], a[i] ^ b[i]);
         }
     }
+    #[test]
+    fn sector_bits_cover_the_range() {
+        assert_eq!(sector_bits(0, 0), 0);
+        assert_eq!(sector_bits(0, 8), 0xff);
+        assert_eq!(sector_bits(8, 16), 0xff00);
+        assert_eq!(sector_bits(0, 128), u128::MAX);
+        assert_eq!(sector_bits(120, 128), 0xffu128 << 120);
+        // Two writes of a window, together whole.
+        assert_eq!(
+            sector_bits(0, 64) | sector_bits(64, 128),
+            sector_bits(0, 128)
+        );
+    }
+
     #[test]
     fn chunk_span_is_the_window_part_of_a_range() {
         let g = Geometry {

@@ -78,19 +78,9 @@ impl<T> Slots<T> {
     }
 
     /// Takes out the oldest value for which `pick` holds.
-    pub(crate) fn take_oldest(&mut self, mut pick: impl FnMut(&T) -> bool) -> Option<T> {
-        let oldest = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                s.as_ref()
-                    .filter(|(_, v)| pick(v))
-                    .map(|(seq, _)| (*seq, i))
-            })
-            .min()?;
-        self.used -= 1;
-        self.slots[oldest.1].take().map(|(_, v)| v)
+    pub(crate) fn take_oldest(&mut self, pick: impl FnMut(&T) -> bool) -> Option<T> {
+        let i = self.oldest(pick)?;
+        self.take(i)
     }
 
     /// Whether some value satisfies `test`.

@@ -91,7 +91,7 @@ const KEYS: [&str; 3] = [
 
 /// One table line's target and arguments, from the grammar of each target.
 fn target(rng: &mut Rng) -> String {
-    match rng.below(11) {
+    match rng.below(12) {
         0 => "zero".into(),
         1 => "error".into(),
         2 => format!("linear {} {}", device(rng), number(rng)),
@@ -161,6 +161,46 @@ fn target(rng: &mut Rng) -> String {
             rng.pick(&["P", "PO", "N", "p", "X"]),
             [8, 16, 12, 0, 1 << 20][rng.below(5) as usize]
         ),
+        10 => {
+            let legs = 1 + rng.below(4);
+            let mut opts: Vec<String> = vec![[8, 16, 7, 0, 128][rng.below(5) as usize].to_string()];
+            for _ in 0..rng.below(3) {
+                opts.push(
+                    rng.pick(&[
+                        "sync",
+                        "nosync",
+                        "rebuild 1",
+                        "rebuild 9",
+                        "region_size 1024",
+                        "stripe_cache 64",
+                        "write_mostly 0",
+                        "bogus",
+                    ])
+                    .to_string(),
+                );
+            }
+            let words: usize = opts.iter().map(|o| o.split(' ').count()).sum();
+            let mut s = format!(
+                "raid {} {} {} {legs}",
+                rng.pick(&["raid5_ls", "raid4", "raid5_n", "raid5_rs", "raid6_zr", "raid1"]),
+                words,
+                opts.join(" ")
+            );
+            for _ in 0..legs {
+                let meta = if rng.chance(10) {
+                    device(rng)
+                } else {
+                    "-".into()
+                };
+                let data = if rng.chance(10) {
+                    "-".into()
+                } else {
+                    device(rng)
+                };
+                s += &format!(" {meta} {data}");
+            }
+            s
+        }
         _ => {
             // Mutated text: a real line with a word dropped or doubled.
             let mut words: Vec<String> = target(rng).split(' ').map(String::from).collect();
