@@ -54,6 +54,8 @@ check_eq "status as dm-raid prints it (nosync, idle)" "$dm_status" "$(vblkctl st
 check_output "status --detail adds the engine's counters" \
 	" \\| lanes=[0-9]+ unit_sectors=128 pieces_waiting=0 lanes_busy=0 rmw=0 rcw=0 .* reads=[0-9,]+ writes=[0-9,]+$" \
 	vblkctl status --detail r
+check_eq "status --json: type, per-leg health, sync action, counters" "raid5_ls AAAA idle 32" \
+	"$(vblkctl --json status --detail r | python3 -c 'import json,sys; d=json.load(sys.stdin)[0]["detail"]; print(d["raid_type"], "".join(l["health"] for l in d["legs"]), d["sync"]["action"], d["counters"]["lanes"])')"
 gone r
 
 # --- md's layout, both ways, every algorithm ---

@@ -497,6 +497,7 @@ fn status_detail(target: &str, status: &str, counters: &str) -> Option<serde_jso
     match target {
         "mirror" => vblkctl::status::mirror_json(status, counters),
         "snapshot" => vblkctl::status::snapshot_json(status, counters),
+        "raid" => vblkctl::status::raid_json(status, counters),
         "striped" => {
             let words: Vec<&str> = status.split_whitespace().collect();
             let n: usize = words.first()?.parse().ok()?;

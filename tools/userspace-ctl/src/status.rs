@@ -95,9 +95,84 @@ pub fn snapshot_json(status: &str, counters: &str) -> Option<Value> {
     Some(out)
 }
 
+/// A raid line's status, dm-raid's fields (`raid5_ls 4 AaAA 512/16384
+/// recover 0 0 -`), and its counters (`lanes=N ... reads=a,b,c
+/// writes=a,b,c`), as `{"raid_type", "legs": [{"health", "reads",
+/// "writes"}], "sync": {"sectors_in_sync", "sectors", "action"},
+/// "mismatch_sectors", "data_offset", "journal", "counters": {...}}`.
+/// `None` if the fields do not parse.
+pub fn raid_json(status: &str, counters: &str) -> Option<Value> {
+    let w: Vec<&str> = status.split_whitespace().collect();
+    let [raid_type, n, health, ratio, action, mismatch, data_offset, journal] = w.as_slice() else {
+        return None;
+    };
+    let n: usize = n.parse().ok()?;
+    if health.chars().count() != n {
+        return None;
+    }
+    let (synced, total) = ratio.split_once('/')?;
+    let field = |key: &str| {
+        counters
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    };
+    let per_leg = |key: &str| -> Vec<Option<u64>> {
+        let list: Vec<Option<u64>> = field(key)
+            .map(|v| v.split(',').map(|x| x.parse().ok()).collect())
+            .unwrap_or_default();
+        (0..n).map(|i| list.get(i).copied().flatten()).collect()
+    };
+    let (reads, writes) = (per_leg("reads"), per_leg("writes"));
+    let legs: Vec<Value> = health
+        .chars()
+        .enumerate()
+        .map(|(i, h)| json!({"health": h.to_string(), "reads": reads[i], "writes": writes[i]}))
+        .collect();
+    let mut counts = serde_json::Map::new();
+    for kv in counters.split_whitespace() {
+        if let Some((k, v)) = kv.split_once('=') {
+            if let Ok(x) = v.parse::<u64>() {
+                counts.insert(k.to_string(), x.into());
+            }
+        }
+    }
+    Some(json!({
+        "raid_type": raid_type,
+        "legs": legs,
+        "sync": {
+            "sectors_in_sync": synced.parse::<u64>().ok()?,
+            "sectors": total.parse::<u64>().ok()?,
+            "action": action,
+        },
+        "mismatch_sectors": mismatch.parse::<u64>().ok()?,
+        "data_offset": data_offset.parse::<u64>().ok()?,
+        "journal": journal,
+        "counters": counts,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raid_status_as_json() {
+        let v = raid_json(
+            "raid5_ls 4 AaAA 512/16384 recover 0 0 -",
+            "lanes=32 unit_sectors=128 rmw=3 reads=1,0,2,3 writes=4,5,6,7",
+        )
+        .unwrap();
+        assert_eq!(v["raid_type"], "raid5_ls");
+        assert_eq!(v["legs"][1]["health"], "a");
+        assert_eq!(v["legs"][3]["reads"], 3);
+        assert_eq!(v["legs"][0]["writes"], 4);
+        assert_eq!(v["sync"]["sectors_in_sync"], 512);
+        assert_eq!(v["sync"]["action"], "recover");
+        assert_eq!(v["counters"]["rmw"], 3);
+        assert!(raid_json("raid5_ls 4 AAA 1/2 idle 0 0 -", "").is_none());
+        assert!(raid_json("raid5_ls 4 AAAA 1-2 idle 0 0 -", "").is_none());
+        assert!(raid_json("raid5_ls 4 AAAA 1/2 idle 0 0", "").is_none());
+    }
 
     #[test]
     fn mirror_core_with_counters() {
