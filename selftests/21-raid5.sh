@@ -14,6 +14,7 @@ mb=8                    # MiB per leg
 per=$((mb * 2048))      # sectors per leg
 chunk=128               # 64 KiB
 for d in ra rb rc rd re; do nullb "$d" $mb; done
+nullb rm 4   # metadata device: the write-intent log
 legs4="/dev/ra /dev/rb /dev/rc /dev/rd"
 len=$((3 * per))
 
@@ -52,28 +53,30 @@ check "create a 4-leg raid5_ls" vblkctl create r --table "$line"
 check_eq "table is what dmsetup prints for the same line" "$dm_table" "$(vblkctl table r)"
 check_eq "status as dm-raid prints it (nosync, idle)" "$dm_status" "$(vblkctl status r)"
 check_output "status --detail adds the engine's counters" \
-	" \\| lanes=[0-9]+ unit_sectors=128 pieces_waiting=0 lanes_busy=0 rmw=0 rcw=0 .* reads=[0-9,]+ writes=[0-9,]+$" \
+	" \\| regions_in_sync=2/2 region_sectors=8192 lanes=[0-9]+ unit_sectors=128 pieces_waiting=0 lanes_busy=0 rmw=0 rcw=0 .* reads=[0-9,]+ writes=[0-9,]+$" \
 	vblkctl status --detail r
 check_eq "status --json: type, per-leg health, sync action, counters" "raid5_ls AAAA idle 32" \
 	"$(vblkctl --json status --detail r | python3 -c 'import json,sys; d=json.load(sys.stdin)[0]["detail"]; print(d["raid_type"], "".join(l["health"] for l in d["legs"]), d["sync"]["action"], d["counters"]["lanes"])')"
 gone r
 
 # --- md's layout, both ways, every algorithm ---
+# 8 MiB each way (43 stripes: every parity position many times).
+lay=16384
 for type in raid4 raid5_n raid5_la raid5_ra raid5_ls raid5_rs; do
 	zero_legs $legs4
 	line=$(raid_line $type nosync $legs4)
-	head -c $((len * 512)) /dev/urandom >"$tmp/v"
-	head -c $((len * 512)) /dev/urandom >"$tmp/d"
+	head -c $((lay * 512)) /dev/urandom >"$tmp/v"
+	head -c $((lay * 512)) /dev/urandom >"$tmp/d"
 	vblkctl create r --table "$line" &&
 		dd if="$tmp/v" of=/dev/vblk/r bs=1M oflag=direct status=none
 	gone r
 	check_eq "$type: vblk's random writes leave the parity right" 0 "$(xor_rows $legs4)"
 	dmsetup create dmr --table "$line"
-	check "$type: dm-raid reads what vblk wrote" same_bytes "$tmp/v" /dev/mapper/dmr "$len"
+	check "$type: dm-raid reads what vblk wrote" same_bytes "$tmp/v" /dev/mapper/dmr "$lay"
 	dd if="$tmp/d" of=/dev/mapper/dmr bs=1M oflag=direct status=none
 	dm_gone dmr
 	vblkctl create r --table "$line"
-	check "$type: vblk reads what dm-raid wrote" same_bytes "$tmp/d" /dev/vblk/r "$len"
+	check "$type: vblk reads what dm-raid wrote" same_bytes "$tmp/d" /dev/vblk/r "$lay"
 	gone r
 done
 
@@ -184,6 +187,54 @@ check "the resync ends" raid_wait_idle r
 gone r
 check_eq "parity right after the resync" 0 "$(xor_rows $legs4)"
 
+# --- write-intent log on a metadata device ---
+# 16 regions of 1024 leg sectors (8 stripes, 3072 array sectors each).
+zero_legs $legs4 /dev/rm
+dd if=/dev/urandom of=/dev/rc bs=1M count=$mb oflag=direct status=none
+# raid_log_line OPTS META LEGS...: leg 0 with a metadata device.
+raid_log_line() {
+	local opts="region_size 1024${1:+ $1}" meta=$2 first=$3 n=0 words="" l; shift 3
+	for l in "$@"; do words="$words - $l"; n=$((n + 1)); done
+	echo "0 $((n * per)) raid raid5_ls $(( $(echo "$opts" | wc -w) + 1 )) $chunk $opts $((n + 1)) $meta $first$words"
+}
+units=$((per / chunk))
+check "create with a new log: a full sync" vblkctl create r --table "$(raid_log_line "" /dev/rm /dev/ra /dev/rb /dev/rc /dev/rd)"
+check_eq "table names the metadata device" "0 $len raid raid5_ls 3 $chunk region_size 1024 4 $(devno /dev/rm) $(devno /dev/ra) - $(devno /dev/rb) - $(devno /dev/rc) - $(devno /dev/rd)" "$(vblkctl table r)"
+check "the sync ends" raid_wait_idle r
+check_output "every unit synced, every region in sync" "regions_in_sync=16/16 region_sectors=1024 .* units_synced=$units " vblkctl status --detail r
+check "fio verify with the log" fio_verify /dev/vblk/r 8M --bssplit=4k/50:64k/50
+gone r
+check_eq "a clean stop leaves all 16 regions clean in the log" 16 "$(mirror_clean_bits /dev/rm 16)"
+check_eq "parity right" 0 "$(xor_rows $legs4)"
+check "reloaded on a clean log" vblkctl create r --table "$(raid_log_line "" /dev/rm /dev/ra /dev/rb /dev/rc /dev/rd)"
+check_output "in sync at once: nothing resynced" "^0 $len raid raid5_ls 4 AAAA $per/$per idle 0 0 -$" vblkctl status r
+check_output "no unit synced" "units_synced=0 " vblkctl status --detail r
+gone r
+# Writes confined to region 3 (array sectors 9216..12288), cut in flight.
+for l in a b c d m; do dmsetup create "rl$l" --table "0 $(sectors /dev/r$l) linear /dev/r$l 0"; done
+vblkctl create r --table "$(raid_log_line "" /dev/mapper/rlm $mlegs)"
+fio --name=cut --filename=/dev/vblk/r --direct=1 --ioengine=libaio --iodepth=8 --rw=randwrite \
+	--bssplit=4k/50:12k/50 --offset=$((9216 * 512)) --size=$((3072 * 512)) --time_based --runtime=60 >/dev/null 2>&1 &
+fio_pid=$!
+sleep 3
+diag "clean bits in the log while region 3 is written: $(mirror_clean_bits /dev/mapper/rlm 16) of 16"
+for l in a b c d m; do dmsetup suspend --noflush "rl$l"; done
+for l in a b c d m; do dmsetup load "rl$l" --table "0 $(sectors /dev/r$l) error"; dmsetup resume "rl$l"; done
+wait $fio_pid
+gone r
+for l in a b c d m; do dm_gone "rl$l"; done
+dirty=$((16 - $(mirror_clean_bits /dev/rm 16)))
+check "the log has region 3 dirty, at most, after the cut ($dirty dirty)" test "$dirty" -le 1
+vblkctl create r --table "$(raid_log_line "" /dev/rm /dev/ra /dev/rb /dev/rc /dev/rd)"
+check "after the cut: the sync of the dirty regions ends" raid_wait_idle r
+synced=$(vblkctl status --detail r | sed -n 's/.* units_synced=\([0-9]*\).*/\1/p')
+check "only the dirty region was resynced ($synced of $units units)" test "$synced" -le $((1024 / chunk))
+gone r
+check_eq "parity right after the partial resync" 0 "$(xor_rows $legs4)"
+dmsetup create tiny --table "0 1 linear /dev/re 0"
+check_output "a metadata device too small for the log refused" "too small" vblkctl create bad --table "$(raid_log_line "" /dev/mapper/tiny /dev/ra /dev/rb /dev/rc /dev/rd)"
+dm_gone tiny
+
 # --- a missing leg ('- -'): starts degraded ---
 zero_legs $legs4
 check "create with leg 2 missing" vblkctl create r --table "0 $len raid raid5_ls 2 $chunk nosync 4 - /dev/ra - /dev/rb - - - /dev/rd"
@@ -215,7 +266,7 @@ bad "sync and nosync" "0 $len raid raid5_ls 3 $chunk sync nosync 4 - /dev/ra - /
 bad "a missing device" "0 $len raid raid5_ls 1 $chunk 4 - /dev/ra - /dev/rb - /dev/rc - /dev/nope" "nope"
 bad "an option without its value" "0 $len raid raid5_ls 2 $chunk region_size 4 - /dev/ra - /dev/rb - /dev/rc - /dev/rd" "region_size"
 bad "write_mostly refused" "0 $len raid raid5_ls 3 $chunk write_mostly 1 4 - /dev/ra - /dev/rb - /dev/rc - /dev/rd" "write_mostly"
-bad "a metadata device" "0 $len raid raid5_ls 1 $chunk 4 /dev/re /dev/ra - /dev/rb - /dev/rc - /dev/rd" "metadata"
+bad "a metadata device that is a leg" "0 $len raid raid5_ls 1 $chunk 4 /dev/rb /dev/ra - /dev/rb - /dev/rc - /dev/rd" "leg"
 bad "a missing leg without nosync" "0 $len raid raid5_ls 1 $chunk 4 - /dev/ra - - - /dev/rc - /dev/rd" "nosync"
 bad "two missing legs" "0 $len raid raid5_ls 2 $chunk nosync 4 - /dev/ra - - - - - /dev/rd" "missing"
 bad "not a number" "0 $len raid raid5_ls x $chunk 4 - /dev/ra - /dev/rb - /dev/rc - /dev/rd" "number"
@@ -225,6 +276,6 @@ check_output "check while a check runs refused" "while" sh -c "vblkctl message r
 vblkctl message r 0 idle
 gone r
 
-nullb_rm ra rb rc rd re
+nullb_rm ra rb rc rd re rm
 rm -rf "$tmp"
 done_testing

@@ -26,6 +26,7 @@
 //! reconstruct-writes, which make their rows consistent); `rebuild <i>`
 //! rebuilds leg `i` from the others the same way.
 
+use super::mirror_log::{self, SyncMode};
 use super::raid5_layout::{
     self, sector_bits, xor_into, Geometry, PageWrite, RaidArgs, RowPlan, WriteMode, MAX_LEGS,
     ROW_SECTORS,
@@ -39,6 +40,7 @@ use crate::sys::limits::QueueLimits;
 use crate::sys::workqueue::{Deferred, Job, OwnedQueue};
 use crate::vblk::io::HeldIo;
 use crate::vblk::message::{fail, Reply};
+use crate::vblk::region::{DirtyLog, LogWriter, RegionMap};
 use crate::vblk::slots::Slots;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +49,12 @@ use kernel::error::Result;
 use kernel::prelude::*;
 use kernel::sync::{Arc, CondVar, Mutex};
 
+/// Region of the write-intent log unless `region_size` says (dm-raid's
+/// default: 4 MiB of each leg).
+const DEFAULT_REGION_SECTORS: u64 = 8192;
+/// How often idle regions are recorded clean while writes come, unless
+/// `daemon_sleep` says.
+const DEFAULT_DAEMON_SLEEP_MS: u64 = 1000;
 /// Largest unit (per leg) in sectors: 64 KiB.
 const MAX_UNIT_SECTORS: u64 = 128;
 /// Bytes of lane buffers a unit may take on all legs together; wider
@@ -61,6 +69,9 @@ const MAX_LANES: usize = 128;
 /// data starts at sector 0), or none (`- -`: missing, the array degraded).
 struct Leg {
     dev: Option<Arc<BlockDevice>>,
+    /// Its metadata device (`<meta_dev>`), if the line gave one: the
+    /// first one holds the write-intent log.
+    meta: Option<Arc<BlockDevice>>,
     reads: AtomicU64,
     writes: AtomicU64,
 }
@@ -130,6 +141,8 @@ enum Kind {
 enum Step {
     /// Plan (again) and start the reads.
     Start,
+    /// Waiting for log generation `.0` on disk (its regions' dirty marks).
+    WaitLog(u64),
     /// The legs of the mask are being read.
     Reading(u64),
     /// The reads ended: compute, then write (or end).
@@ -157,6 +170,8 @@ struct UnitOp {
     lo: u64,
     hi: u64,
     step: Step,
+    /// A write's regions were counted (and dirtied in the log).
+    counted: bool,
     plan: Option<RowPlan>,
     /// The leg whose data a read or write rebuilds from the others.
     rebuilt: Option<u32>,
@@ -205,6 +220,15 @@ struct State {
     /// of the lock (ending a request runs the block layer's completion
     /// code, which must not find the lock held).
     finished: Slots<(HeldIo, Status)>,
+    /// Writes in flight and sync bits per region (with a log: what it
+    /// says at load, and what the resync did since).
+    regions: RegionMap,
+    /// The log's image (empty without one).
+    log: DirtyLog,
+    /// The first resume read the log.
+    loaded: bool,
+    /// A region went idle: clean when the engine is.
+    clean_wanted: bool,
     /// Passes must not start units (suspend, removal).
     stop: bool,
 }
@@ -221,6 +245,12 @@ struct Core {
     legs: KVec<Leg>,
     /// The parsed line, for TABLE (`sync`/`nosync`, options).
     table: TableArgs,
+    /// Writes the write-intent log (`None` without metadata devices).
+    log_writer: Option<Arc<LogWriter>>,
+    /// Leg sectors per region of the log.
+    region: u64,
+    /// When the last clean round ran (ms, monotonic).
+    last_clean_ms: AtomicU64,
     /// Dead legs (bit per leg).
     failed: AtomicU64,
     /// Legs being rebuilt: above `recover_pos` their data is rebuilt
@@ -284,13 +314,6 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
     let mut legs = KVec::new();
     let mut missing = 0u64;
     for (i, (meta, data)) in parsed.legs().enumerate() {
-        if let Some(meta) = meta {
-            return fail!(
-                ctor.reply,
-                EINVAL,
-                "raid: leg {i}: metadata device '{meta}' given; this target keeps no metadata yet (use '-'): a full resync runs at every load unless 'nosync'"
-            );
-        }
         if data == "-" {
             // dm-raid's missing leg: the array starts degraded.
             missing |= 1 << i;
@@ -300,6 +323,13 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
                     EINVAL,
                     "raid: legs {} are missing; raid4/5 survives one",
                     Legs(missing)
+                );
+            }
+            if meta.is_some() {
+                return fail!(
+                    ctor.reply,
+                    EINVAL,
+                    "raid: leg {i} is missing ('- -'): it takes no metadata device either"
                 );
             }
             if parsed.sync != raid5_layout::Sync::Skip {
@@ -318,6 +348,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
             }
             let leg = Leg {
                 dev: None,
+                meta: None,
                 reads: AtomicU64::new(0),
                 writes: AtomicU64::new(0),
             };
@@ -357,8 +388,13 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
                 block * 512
             );
         }
+        let meta = match meta {
+            Some(text) => Some(ctor.open_device(text)?),
+            None => None,
+        };
         let leg = Leg {
             dev: Some(dev),
+            meta,
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
         };
@@ -366,6 +402,69 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
             return fail!(ctor.reply, ENOMEM, "out of memory constructing raid");
         }
     }
+    // The write-intent log: dm's disk log format (as the mirror's) on the
+    // first metadata device, one bit per region of leg sectors.
+    let region = match parsed.region_size {
+        0 => DEFAULT_REGION_SECTORS.max(geo.chunk_sectors),
+        r => r,
+    };
+    let Ok(nr) = u32::try_from(per_leg.div_ceil(region)) else {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "raid: too many regions of {region} sectors (use a larger region_size)"
+        );
+    };
+    let log_dev = legs.iter().find_map(|l| l.meta.clone());
+    let log_bytes = match &log_dev {
+        None => 0,
+        Some(dev) => {
+            let bytes =
+                mirror_log::log_size_bytes(nr, dev.logical_block_size()).unwrap_or(u64::MAX);
+            if bytes > dev.sectors().saturating_mul(512) {
+                return fail!(
+                    ctor.reply,
+                    EINVAL,
+                    "raid: metadata device {} is too small: the log of {nr} regions needs {bytes} bytes",
+                    dev.name()
+                );
+            }
+            if legs
+                .iter()
+                .any(|l| l.dev.as_ref().is_some_and(|d| d.devt() == dev.devt()))
+            {
+                return fail!(
+                    ctor.reply,
+                    EINVAL,
+                    "raid: metadata device {} is also a data leg",
+                    dev.name()
+                );
+            }
+            bytes as usize
+        }
+    };
+    let writer_bytes = log_dev
+        .as_ref()
+        .map_or(0, |dev| LogWriter::state_bytes(dev, log_bytes));
+    ctor.charge(
+        RegionMap::state_bytes(nr) + log_bytes as u64 + writer_bytes,
+        "raid: the region state",
+    )?;
+    let bits = mirror_log::BITSET_OFFSET
+        ..mirror_log::BITSET_OFFSET + mirror_log::bitset_bytes(nr) as usize;
+    let writer = log_dev
+        .map(|dev| LogWriter::new(dev, log_bytes).and_then(|init| Arc::pin_init(init, GFP_KERNEL)));
+    let (Ok(regions), Ok(log), Ok(log_writer)) = (
+        RegionMap::new(region as u32, nr, per_leg),
+        DirtyLog::new(log_bytes, (log_bytes > 0).then_some(bits)),
+        writer.transpose(),
+    ) else {
+        return fail!(
+            ctor.reply,
+            ENOMEM,
+            "out of memory for the raid's region state"
+        );
+    };
     let unit_sectors = unit_sectors(&geo);
     let lanes = match parsed.stripe_cache {
         0 => DEFAULT_LANES,
@@ -384,16 +483,13 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
     let Ok(worker) = queue.and_then(|q| Ok(Arc::new(q, GFP_KERNEL)?)) else {
         return fail!(ctor.reply, ENOMEM, "out of memory for the raid's workqueue");
     };
-    let pass = initial_pass(&parsed);
+    // The resync (if any) is decided at the first resume, from the log.
+    let pass = initial_pass(&parsed).filter(|p| *p != Pass::Resync);
     let recovering = match pass {
         Some(Pass::Recover(mask)) => u64::from(mask),
         _ => 0,
     };
-    let synced = if pass == Some(Pass::Resync) {
-        0
-    } else {
-        u64::MAX
-    };
+    let synced = 0;
     let units_per_chunk = geo.chunk_sectors / unit_sectors;
     let (length, events) = (ctor.length, ctor.events.clone());
     let core = Job::new(pin_init!(Core {
@@ -412,6 +508,9 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
             max_recovery_rate: parsed.max_recovery_rate,
             stripe_cache: parsed.stripe_cache,
         },
+        log_writer,
+        region,
+        last_clean_ms: AtomicU64::new(0),
         failed: AtomicU64::new(missing),
         recovering: AtomicU64::new(recovering),
         recover_pos: AtomicU64::new(0),
@@ -434,6 +533,10 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
                 },
                 retry_locked: engine.retry_locked,
                 finished: engine.finished,
+                regions,
+                log,
+                loaded: false,
+                clean_wanted: false,
                 stop: true,
             },
             "vblk::Raid5::state"
@@ -562,8 +665,8 @@ impl Core {
     }
 
     /// Whether the parity of leg sectors `[at, at + len)` is known good.
-    fn in_sync(&self, at: u64, len: u64) -> bool {
-        at + len <= self.synced_pos.load(Ordering::Acquire)
+    fn in_sync(&self, regions: &RegionMap, at: u64, len: u64) -> bool {
+        at + len <= self.synced_pos.load(Ordering::Acquire) || regions.all_in_sync(at, len)
     }
 
     /// The unit holding leg sector `at` of stripe `stripe`'s chunks.
@@ -695,6 +798,7 @@ impl Core {
                 lo: a,
                 hi: b,
                 step: Step::Start,
+                counted: false,
                 plan: None,
                 rebuilt: None,
             };
@@ -706,9 +810,23 @@ impl Core {
             return Some(op);
         }
         // Pieces first: the pass takes a lane only when none waits.
+        let pass = st.pass.pass?;
+        if st.pass.running || st.pass.frozen || st.stop {
+            return None;
+        }
+        if pass == Pass::Resync {
+            // Regions the log says are in sync are skipped.
+            while st.pass.pos < self.per_leg && st.regions.is_sync(st.pass.pos / self.region) {
+                st.pass.pos = ((st.pass.pos / self.region + 1) * self.region).min(self.per_leg);
+                self.synced_pos.store(st.pass.pos, Ordering::Release);
+            }
+            if st.pass.pos >= self.per_leg {
+                self.pass_ended(&mut st.pass);
+                return None;
+            }
+        }
         let ps = &st.pass;
-        let pass = ps.pass?;
-        if ps.running || ps.frozen || st.stop || ps.pos >= self.per_leg {
+        if ps.pos >= self.per_leg {
             return None;
         }
         let stripe = ps.pos / self.geo.chunk_sectors;
@@ -727,6 +845,7 @@ impl Core {
             lo,
             hi,
             step: Step::Start,
+            counted: false,
             plan: None,
             rebuilt: None,
         })
@@ -771,6 +890,8 @@ impl Core {
                 lanes,
                 pieces,
                 pass,
+                regions,
+                log,
                 ..
             } = &mut *st;
             let lane = &mut lanes[i];
@@ -778,7 +899,14 @@ impl Core {
                 return;
             };
             let next = match op.step {
-                Step::Start => core.start(op, pieces, buf),
+                Step::Start => core.start(op, pieces, (regions, log), buf),
+                Step::WaitLog(gen) => {
+                    if core.log_writer.as_ref().is_some_and(|w| w.written() < gen) {
+                        return;
+                    }
+                    op.step = Step::Start;
+                    continue;
+                }
                 Step::Read => match op.kind {
                     Kind::Write => core.compute_write(op, pieces, buf),
                     Kind::Read => match pieces.get_mut(op.pieces[0]) {
@@ -809,6 +937,7 @@ impl Core {
                     core.op_done(st, i, status);
                     return;
                 }
+                Next::Wait => return,
             }
         }
     }
@@ -917,7 +1046,15 @@ impl Core {
                     let (stripe, _, hi) = self.unit_window(op.unit);
                     ps.pos = stripe * self.geo.chunk_sectors + hi;
                     match pass {
-                        Pass::Resync => self.synced_pos.store(ps.pos, Ordering::Release),
+                        Pass::Resync => {
+                            self.synced_pos.store(ps.pos, Ordering::Release);
+                            // A region passed whole is in sync (the log
+                            // may call it clean once idle).
+                            if ps.pos % self.region == 0 || ps.pos >= self.per_leg {
+                                st.regions.end_recovery((ps.pos - 1) / self.region, true);
+                                st.clean_wanted = true;
+                            }
+                        }
                         Pass::Recover(_) => self.recover_pos.store(ps.pos, Ordering::Release),
                         _ => {}
                     }
@@ -929,6 +1066,12 @@ impl Core {
             }
             Kind::Write | Kind::Read => {
                 self.wake.notify_all();
+                if op.counted {
+                    let at = op.stripe * self.geo.chunk_sectors + op.lo;
+                    if st.regions.end_write(at, op.hi - op.lo) {
+                        st.clean_wanted = true;
+                    }
+                }
                 for &slot in op.slots() {
                     let Some(piece) = st.pieces.get_mut(slot) else {
                         continue;
@@ -984,14 +1127,33 @@ impl Core {
 enum Next {
     Io(AioOp, u64),
     Done(Status),
+    /// Waiting for the log (`Step::WaitLog`).
+    Wait,
 }
 
 impl Core {
     /// Plans unit op `op` and says which legs to read (or, with nothing to
     /// read, computes and says which to write).
-    fn start(&self, op: &mut UnitOp, pieces: &mut Slots<Piece>, buf: &mut IoBuffer) -> Next {
+    fn start(
+        &self,
+        op: &mut UnitOp,
+        pieces: &mut Slots<Piece>,
+        (regions, log): (&mut RegionMap, &mut DirtyLog),
+        buf: &mut IoBuffer,
+    ) -> Next {
         let at = op.stripe * self.geo.chunk_sectors + op.lo;
         let len = op.hi - op.lo;
+        if op.kind == Kind::Write && !op.counted {
+            // Its regions stay dirty in the log until it is over; the
+            // write waits for their marks to be on disk.
+            op.counted = true;
+            regions.begin_write(at, len);
+            let gen = log.mark_dirty(regions.regions(at, len));
+            if self.log_writer.as_ref().is_some_and(|w| gen > w.written()) {
+                op.step = Step::WaitLog(gen);
+                return Next::Wait;
+            }
+        }
         let unreadable = self.unreadable(at, len);
         let all = (1u64 << self.geo.legs) - 1;
         op.rebuilt = None;
@@ -1021,7 +1183,7 @@ impl Core {
                         PageWrite::Partial
                     };
                 }
-                let in_sync = self.in_sync(at, len);
+                let in_sync = self.in_sync(regions, at, len);
                 let Ok(plan) = self.geo.plan_row(op.stripe, &pages, unreadable, in_sync) else {
                     return Next::Done(Status::IO_ERROR);
                 };
@@ -1287,7 +1449,7 @@ impl AioDone for Job<Core> {
 impl Deferred for Core {
     fn run(this: &Arc<Job<Core>>) {
         loop {
-            let mut moved = false;
+            let mut moved = this.commit_log();
             for lane in 0..this.aios.len() {
                 // Lock-free until a batch did end.
                 let Some((buf, errors)) = this.aios[lane].take() else {
@@ -1312,9 +1474,13 @@ impl Deferred for Core {
                 Core::advance(this, &mut st, lane);
                 moved = true;
             }
+            let idle = st.lanes.iter().all(|l| l.op.is_none());
             drop(st);
             this.answer_finished();
             if !moved {
+                if idle {
+                    this.clean(false);
+                }
                 return;
             }
         }
@@ -1322,6 +1488,141 @@ impl Deferred for Core {
 }
 
 impl Core {
+    /// Writes the log if a write waits for its dirty marks (synchronous:
+    /// the log's blocks, a FLUSH, the header with FUA), then lets those
+    /// writes go on. Whether any did.
+    fn commit_log(self: &Arc<Job<Core>>) -> bool {
+        let Some(writer) = &self.log_writer else {
+            return false;
+        };
+        let want = self.state.lock().log.dirty_gen();
+        if want <= writer.written() {
+            return false;
+        }
+        if writer
+            .commit(want, |buf| self.state.lock().log.snapshot(buf))
+            .is_err()
+        {
+            // As dm: the log failed, writes go on without it (a crash
+            // then needs a full resync: 'sync' at the next load).
+            pr_warn!("vblk raid: writing the write-intent log failed\n");
+        }
+        let mut st = self.state.lock();
+        let mut moved = false;
+        for lane in 0..self.aios.len() {
+            if matches!(
+                st.lanes[lane].op.as_ref().map(|o| o.step),
+                Some(Step::WaitLog(_))
+            ) {
+                Core::advance(self, &mut st, lane);
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// Records idle, synced regions clean in the log: the legs flushed
+    /// first (their data durable), then the bits set, then the log
+    /// written. Rounds skip regions written since the last one. `all`: at
+    /// suspend, every idle region at once (two rounds).
+    fn clean(&self, all: bool) {
+        let Some(writer) = &self.log_writer else {
+            return;
+        };
+        let now = kernel::time::Ktime::ktime_get().to_ms().max(0) as u64;
+        let sleep = match self.table.daemon_sleep_ms {
+            0 => DEFAULT_DAEMON_SLEEP_MS,
+            ms => ms,
+        };
+        if !all && now < self.last_clean_ms.load(Ordering::Relaxed) + sleep {
+            // At most a round per daemon_sleep while writes come; the
+            // regions stay dirty meanwhile (a crash resyncs them).
+            return;
+        }
+        for _ in 0..1 + usize::from(all) {
+            {
+                let mut st = self.state.lock();
+                if !st.loaded || (!all && !core::mem::take(&mut st.clean_wanted)) {
+                    return;
+                }
+                st.regions.untouch_all();
+            }
+            self.last_clean_ms.store(now, Ordering::Relaxed);
+            // A leg whose cache did not flush may lose what it said it
+            // wrote: nothing is called clean this round.
+            let failed = self.failed();
+            let flushed = self.legs.iter().enumerate().all(|(i, leg)| {
+                failed & (1 << i) != 0
+                    || match leg.dev.as_ref() {
+                        Some(dev) => dev.flush().is_ok(),
+                        None => true,
+                    }
+            });
+            if !flushed {
+                return;
+            }
+            let gen = {
+                let mut st = self.state.lock();
+                let State { regions, log, .. } = &mut *st;
+                log.mark_clean(regions.nr(), |r| regions.cleanable(r))
+            };
+            if let Some(gen) = gen {
+                let _ = writer.commit(gen, |buf| self.state.lock().log.snapshot(buf));
+            }
+        }
+    }
+
+    /// The first resume: reads the log and sets the regions' sync bits
+    /// from it (dm's disk log rules: a valid header keeps its bits unless
+    /// 'sync' or 'nosync'); without a log, none in sync unless 'nosync'.
+    /// A resync starts if a region is out of sync (and no rebuild runs).
+    fn load(&self, sync: raid5_layout::Sync) {
+        let mode = match sync {
+            raid5_layout::Sync::Default => SyncMode::Default,
+            raid5_layout::Sync::Force => SyncMode::Force,
+            raid5_layout::Sync::Skip => SyncMode::No,
+        };
+        let mut gen = 0;
+        match &self.log_writer {
+            None => {
+                let mut st = self.state.lock();
+                let all = sync == raid5_layout::Sync::Skip;
+                let nr = st.regions.nr();
+                st.regions.load_sync(None, all, if all { nr } else { 0 });
+            }
+            Some(writer) => writer.read(|disk, read_ok| {
+                let mut st = self.state.lock();
+                let nr = st.regions.nr() as u32;
+                let buf = st.log.image_mut();
+                let n = buf.len().min(disk.len());
+                buf[..n].copy_from_slice(&disk[..n]);
+                let in_sync = match mirror_log::resume(buf, nr, mode, read_ok) {
+                    Ok(r) => r.in_sync,
+                    Err(_) => 0,
+                };
+                let st = &mut *st;
+                st.regions.load_sync(st.log.clean_bits(), false, in_sync);
+                gen = st.log.changed();
+            }),
+        }
+        let mut st = self.state.lock();
+        st.loaded = true;
+        match st.pass.pass {
+            // A rebuild trusts the other legs' parity (as md).
+            Some(_) => self.synced_pos.store(u64::MAX, Ordering::Release),
+            None if !st.regions.all_synced() => {
+                st.pass.pass = Some(Pass::Resync);
+                st.pass.pos = 0;
+                self.synced_pos.store(0, Ordering::Release);
+            }
+            None => self.synced_pos.store(u64::MAX, Ordering::Release),
+        }
+        drop(st);
+        if let Some(writer) = &self.log_writer {
+            let _ = writer.commit(gen, |buf| self.state.lock().log.snapshot(buf));
+        }
+    }
+
     /// Rebuilds a read piece whose leg failed under it, here (process
     /// context, [`Target::finish`]): unit by unit, each locked while its
     /// legs are read and the lost one is rebuilt.
@@ -1469,7 +1770,10 @@ impl Core {
         st.pass.pos = 0;
         st.pass.frozen = false;
         match pass {
-            Pass::Resync => this.synced_pos.store(0, Ordering::Release),
+            Pass::Resync => {
+                this.synced_pos.store(0, Ordering::Release);
+                st.regions.load_sync(None, false, 0);
+            }
             Pass::Check | Pass::Repair => st.pass.mismatches = 0,
             Pass::Recover(_) => {}
         }
@@ -1569,6 +1873,9 @@ impl Target for Raid5 {
             if let Some(dev) = leg.dev.as_ref() {
                 f(dev, 0, self.core.per_leg);
             }
+            if let Some(meta) = leg.meta.as_ref() {
+                f(meta, 0, meta.sectors());
+            }
         }
     }
 
@@ -1589,8 +1896,18 @@ impl Target for Raid5 {
 
     fn resume(&self) {
         let core = &self.core;
+        let loaded = core.state.lock().loaded;
+        if !loaded {
+            core.load(core.table.sync);
+        }
         core.state.lock().stop = false;
         core.worker.kick(core);
+    }
+
+    fn postsuspend(&self) {
+        // A clean stop leaves every idle region clean: the next load
+        // resyncs nothing.
+        self.core.clean(true);
     }
 
     fn presuspend(&self, _noflush: bool) -> Result {
@@ -1642,7 +1959,12 @@ impl Target for Raid5 {
         }
         write!(out, " {}", core.geo.legs)?;
         for leg in core.legs.iter() {
-            out.write_str(" - ")?;
+            out.write_char(' ')?;
+            match leg.meta.as_ref() {
+                Some(meta) => write_device(out, meta)?,
+                None => out.write_char('-')?,
+            }
+            out.write_char(' ')?;
             match leg.dev.as_ref() {
                 Some(dev) => write_device(out, dev)?,
                 None => out.write_char('-')?,
@@ -1672,10 +1994,12 @@ impl Target for Raid5 {
             st.pieces.len(),
             st.lanes.iter().filter(|l| l.op.is_some()).count(),
         );
+        let (in_sync, nr) = (st.regions.in_sync(), st.regions.nr());
         drop(st);
         write!(
             out,
-            "lanes={} unit_sectors={} pieces_waiting={pieces} lanes_busy={busy} rmw={} rcw={} data_only={} rebuilt_reads={} read_retries={} units_synced={} gathered={}",
+            "regions_in_sync={in_sync}/{nr} region_sectors={} lanes={} unit_sectors={} pieces_waiting={pieces} lanes_busy={busy} rmw={} rcw={} data_only={} rebuilt_reads={} read_retries={} units_synced={} gathered={}",
+            core.region,
             core.aios.len(),
             core.unit_sectors,
             s.rmw.load(Ordering::Relaxed),
