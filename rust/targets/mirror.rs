@@ -55,7 +55,9 @@ use crate::vblk::copy::{Copier, CopyClient, CopyJob, CopyResult};
 use crate::vblk::io::HeldIo;
 use crate::vblk::message::fail;
 use crate::vblk::peers::PeerRef;
-use crate::vblk::region::{DirtyLog, LogWriter, RegionMap};
+use crate::vblk::region::{
+    region_state, region_state_bytes, DirtyLog, DiskLog, LogWriter, RegionMap,
+};
 use crate::vblk::slots::Slots;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -196,6 +198,18 @@ struct Core {
     state: Mutex<State>,
 }
 
+/// A log of `nr` regions in dm's disk-log format (`bytes` of it, whole
+/// blocks) on `dev`: the clean bits sit after dm's header. Raid5's
+/// write-intent log uses the same format.
+pub(super) fn dm_disk_log(dev: Arc<BlockDevice>, bytes: usize, nr: u32) -> DiskLog {
+    DiskLog {
+        dev,
+        bytes,
+        bits: mirror_log::BITSET_OFFSET
+            ..mirror_log::BITSET_OFFSET + mirror_log::bitset_bytes(nr) as usize,
+    }
+}
+
 /// The target: stops its background work when the table goes away.
 pub(crate) struct Mirror {
     core: Arc<Job<Core>>,
@@ -295,23 +309,14 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         _ => None,
     };
     let nr = parsed.nr_regions;
-    let writer_bytes = log_dev
-        .as_ref()
-        .map_or(0, |dev| LogWriter::state_bytes(dev, log_bytes));
+    let disk_log = log_dev.map(|dev| dm_disk_log(dev, log_bytes, nr));
     ctor.charge(
-        RegionMap::state_bytes(nr) + log_bytes as u64 + writer_bytes,
+        region_state_bytes(nr, disk_log.as_ref()),
         "mirror: the region state",
     )?;
-    // The clean bits sit after dm's header.
-    let bits = mirror_log::BITSET_OFFSET
-        ..mirror_log::BITSET_OFFSET + mirror_log::bitset_bytes(nr) as usize;
-    let writer = log_dev
-        .map(|dev| LogWriter::new(dev, log_bytes).and_then(|init| Arc::pin_init(init, GFP_KERNEL)));
-    let (Ok(regions), Ok(log), Ok(log_writer)) = (
-        RegionMap::new(parsed.region_size, nr, ctor.length),
-        DirtyLog::new(log_bytes, (log_bytes > 0).then_some(bits)),
-        writer.transpose(),
-    ) else {
+    let Ok((regions, log, log_writer)) =
+        region_state(parsed.region_size, nr, ctor.length, disk_log)
+    else {
         return fail!(
             ctor.reply,
             ENOMEM,

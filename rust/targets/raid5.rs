@@ -40,7 +40,7 @@ use crate::sys::limits::QueueLimits;
 use crate::sys::workqueue::{Deferred, Job, OwnedQueue};
 use crate::vblk::io::HeldIo;
 use crate::vblk::message::{fail, Reply};
-use crate::vblk::region::{DirtyLog, LogWriter, RegionMap};
+use crate::vblk::region::{region_state, region_state_bytes, DirtyLog, LogWriter, RegionMap};
 use crate::vblk::slots::Slots;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -443,22 +443,12 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
             bytes as usize
         }
     };
-    let writer_bytes = log_dev
-        .as_ref()
-        .map_or(0, |dev| LogWriter::state_bytes(dev, log_bytes));
+    let disk_log = log_dev.map(|dev| super::mirror::dm_disk_log(dev, log_bytes, nr));
     ctor.charge(
-        RegionMap::state_bytes(nr) + log_bytes as u64 + writer_bytes,
+        region_state_bytes(nr, disk_log.as_ref()),
         "raid: the region state",
     )?;
-    let bits = mirror_log::BITSET_OFFSET
-        ..mirror_log::BITSET_OFFSET + mirror_log::bitset_bytes(nr) as usize;
-    let writer = log_dev
-        .map(|dev| LogWriter::new(dev, log_bytes).and_then(|init| Arc::pin_init(init, GFP_KERNEL)));
-    let (Ok(regions), Ok(log), Ok(log_writer)) = (
-        RegionMap::new(region as u32, nr, per_leg),
-        DirtyLog::new(log_bytes, (log_bytes > 0).then_some(bits)),
-        writer.transpose(),
-    ) else {
+    let Ok((regions, log, log_writer)) = region_state(region as u32, nr, per_leg, disk_log) else {
         return fail!(
             ctor.reply,
             ENOMEM,

@@ -219,6 +219,41 @@ impl RegionMap {
     }
 }
 
+/// A log on disk for [`region_state`]: its device, the image's size (whole
+/// blocks of the device) and where in it the clean bits are.
+pub(crate) struct DiskLog {
+    pub(crate) dev: Arc<BlockDevice>,
+    pub(crate) bytes: usize,
+    pub(crate) bits: Range<usize>,
+}
+
+/// Bytes [`region_state`] holds for `nr` regions and the log (for the
+/// table's charge).
+pub(crate) fn region_state_bytes(nr: u32, log: Option<&DiskLog>) -> u64 {
+    RegionMap::state_bytes(nr)
+        + log.map_or(0, |l| {
+            l.bytes as u64 + LogWriter::state_bytes(&l.dev, l.bytes)
+        })
+}
+
+/// A redundant target's region state: `nr` regions of `region_size`
+/// sectors over `length`, none in sync; the log's image (empty without a
+/// disk log: every write is clean to go) and its writer.
+pub(crate) fn region_state(
+    region_size: u32,
+    nr: u32,
+    length: u64,
+    log: Option<DiskLog>,
+) -> Result<(RegionMap, DirtyLog, Option<Arc<LogWriter>>)> {
+    let regions = RegionMap::new(region_size, nr, length)?;
+    let Some(log) = log else {
+        return Ok((regions, DirtyLog::new(0, None)?, None));
+    };
+    let image = DirtyLog::new(log.bytes, Some(log.bits))?;
+    let writer = Arc::pin_init(LogWriter::new(log.dev, log.bytes)?, GFP_KERNEL)?;
+    Ok((regions, image, Some(writer)))
+}
+
 /// Bytes of a bitmap of `nr` regions.
 fn bitmap_bytes(nr: u32) -> usize {
     (nr as usize).div_ceil(8)

@@ -2,6 +2,21 @@
 
 use serde_json::{json, Value};
 
+/// The value of `key=value` in a counters text.
+fn counter<'a>(counters: &'a str, key: &str) -> Option<&'a str> {
+    counters
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// A per-leg counter (`key=a,b,c`) as `n` values (`None` where missing).
+fn per_leg(counters: &str, key: &str, n: usize) -> Vec<Option<u64>> {
+    let list: Vec<Option<u64>> = counter(counters, key)
+        .map(|v| v.split(',').map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    (0..n).map(|i| list.get(i).copied().flatten()).collect()
+}
+
 /// A mirror line's status, dm's fields
 /// (`2 1:0 1:1 3/8 1 AA 1 core` or `... 3 disk 1:2 A`) and vblk's
 /// counters (`sync_sectors=S/T resync_copied=N held_for_copy=N
@@ -23,18 +38,11 @@ pub fn mirror_json(status: &str, counters: &str) -> Option<Value> {
         (Some("disk"), Some(dev), Some(h)) => json!({"type": "disk", "device": dev, "health": h}),
         _ => return None,
     };
-    let field = |key: &str| {
-        counters
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-    };
-    let per_leg = |key: &str| -> Vec<Option<u64>> {
-        let list: Vec<Option<u64>> = field(key)
-            .map(|v| v.split(',').map(|x| x.parse().ok()).collect())
-            .unwrap_or_default();
-        (0..n).map(|i| list.get(i).copied().flatten()).collect()
-    };
-    let (reads, writes) = (per_leg("reads"), per_leg("writes"));
+    let field = |key: &str| counter(counters, key);
+    let (reads, writes) = (
+        per_leg(counters, "reads", n),
+        per_leg(counters, "writes", n),
+    );
     let legs: Vec<Value> = devices
         .iter()
         .zip(health.chars())
@@ -111,18 +119,10 @@ pub fn raid_json(status: &str, counters: &str) -> Option<Value> {
         return None;
     }
     let (synced, total) = ratio.split_once('/')?;
-    let field = |key: &str| {
-        counters
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-    };
-    let per_leg = |key: &str| -> Vec<Option<u64>> {
-        let list: Vec<Option<u64>> = field(key)
-            .map(|v| v.split(',').map(|x| x.parse().ok()).collect())
-            .unwrap_or_default();
-        (0..n).map(|i| list.get(i).copied().flatten()).collect()
-    };
-    let (reads, writes) = (per_leg("reads"), per_leg("writes"));
+    let (reads, writes) = (
+        per_leg(counters, "reads", n),
+        per_leg(counters, "writes", n),
+    );
     let legs: Vec<Value> = health
         .chars()
         .enumerate()
