@@ -35,6 +35,7 @@ pub mod metadata_block;
 /// they have in the kernel crate (`crate::vblk::...`).
 pub mod vblk {
     pub use super::bitmap;
+    pub use super::metadata_block;
 }
 
 /// MESSAGE payloads (keys from a file or standard input).
@@ -79,6 +80,10 @@ pub mod mirror_log;
 pub mod raid5_layout;
 
 pub mod status;
+
+/// dm-thin's metadata format (host tests, against thin_restore's output).
+#[path = "../../../rust/targets/thin_format.rs"]
+pub mod thin_format;
 
 /// dm-snapshot's persistent exception store format (host tests).
 #[path = "../../../rust/targets/snapshot_store.rs"]
