@@ -85,6 +85,17 @@ pub mod status;
 #[path = "../../../rust/targets/thin_format.rs"]
 pub mod thin_format;
 
+/// Copy-on-write changes of dm-thin's btrees (host tests, checked with
+/// thin_check).
+#[path = "../../../rust/targets/thin_btree.rs"]
+pub mod thin_btree;
+
+/// The targets' pure modules that others use, at the path they have in
+/// the kernel crate (`crate::targets::...`).
+pub mod targets {
+    pub use super::thin_format;
+}
+
 /// dm-snapshot's persistent exception store format (host tests).
 #[path = "../../../rust/targets/snapshot_store.rs"]
 pub mod snapshot_store;

@@ -1,0 +1,926 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Changing dm-thin's btrees copy-on-write, as persistent-data does: a
+//! node the last commit can still see is never written; it is shadowed
+//! (copied to a block allocated in this transaction, the parent pointed
+//! at the copy) and the copy changed. A shadowed node that was shared
+//! (a snapshot's tree) hands its references on: the copy's children or
+//! values gain one, the original loses the parent's. Full nodes split on
+//! the way down, so each half is at least a third full (thin_check's
+//! rule) and a parent always has room for the new half.
+//!
+//! Pure `core`: blocks come and go through a [`Transaction`] (the
+//! thin target's metadata cache and space maps; the host tests' image),
+//! nodes are edited in caller-provided buffers (no 4 KiB buffers on a
+//! kernel stack).
+
+use crate::targets::thin_format::{
+    self as fmt, init_node, seal_node, FormatError, Node, BLOCK_BYTES, NODE_HEADER_BYTES, NODE_LEAF,
+};
+use crate::vblk::metadata_block::Crc32c;
+
+/// What a leaf's values are, for the references a shadow hands on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Plain data (device details, space-map entries): nothing to count.
+    Plain,
+    /// A metadata block (the mapping tree's top level: a device's tree root).
+    Metadata,
+    /// A data block (a device's mapping: `block << 24 | time`).
+    Data,
+}
+
+/// One level of a (possibly multi-level) tree: its leaves' value size
+/// and kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Level {
+    pub value_size: usize,
+    pub kind: ValueKind,
+}
+
+/// The mapping tree: device id → the device's tree root; block → mapping.
+pub const MAPPING_LEVELS: [Level; 2] = [
+    Level {
+        value_size: 8,
+        kind: ValueKind::Metadata,
+    },
+    Level {
+        value_size: 8,
+        kind: ValueKind::Data,
+    },
+];
+
+/// The details tree: device id → details.
+pub const DETAILS_LEVELS: [Level; 1] = [Level {
+    value_size: fmt::DETAILS_BYTES,
+    kind: ValueKind::Plain,
+}];
+
+/// The metadata blocks and reference counts a change runs against.
+pub trait Transaction {
+    /// Reads metadata block `nr`.
+    fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError>;
+    /// Writes metadata block `nr` (sealed by the caller).
+    fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError>;
+    /// A block free now and in the last commit, counted once.
+    fn alloc(&mut self) -> Result<u64, FormatError>;
+    /// Whether `nr` was allocated in this transaction (changed in place).
+    fn is_new(&self, nr: u64) -> bool;
+    /// Metadata block `nr`'s count.
+    fn count(&self, nr: u64) -> u32;
+    /// One more reference to metadata block `nr`.
+    fn inc(&mut self, nr: u64) -> Result<(), FormatError>;
+    /// One reference less to metadata block `nr`.
+    fn dec(&mut self, nr: u64) -> Result<(), FormatError>;
+    /// One more reference to data block `nr`.
+    fn inc_data(&mut self, nr: u64) -> Result<(), FormatError>;
+    /// One reference less to data block `nr`.
+    fn dec_data(&mut self, nr: u64) -> Result<(), FormatError>;
+    /// The CRC-32C update function blocks are sealed with.
+    fn crc(&self) -> Crc32c;
+}
+
+/// The buffers one change edits nodes in.
+pub struct Scratch {
+    bufs: [[u8; BLOCK_BYTES]; 3],
+}
+
+impl Scratch {
+    /// Three zeroed buffers (the caller puts them on the heap in the
+    /// kernel).
+    pub const fn new() -> Self {
+        Scratch {
+            bufs: [[0; BLOCK_BYTES]; 3],
+        }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// A node being edited in a buffer (header fields read on demand).
+struct NodeBuf<'a>(&'a mut [u8; BLOCK_BYTES]);
+
+impl NodeBuf<'_> {
+    fn flags(&self) -> u32 {
+        le32(self.0, 4)
+    }
+    fn is_leaf(&self) -> bool {
+        self.flags() == NODE_LEAF
+    }
+    fn nr_entries(&self) -> u32 {
+        le32(self.0, 16)
+    }
+    fn set_nr_entries(&mut self, n: u32) {
+        put32(self.0, 16, n);
+    }
+    fn max_entries(&self) -> u32 {
+        le32(self.0, 20)
+    }
+    fn value_size(&self) -> usize {
+        le32(self.0, 24) as usize
+    }
+    fn key(&self, i: u32) -> u64 {
+        le64(self.0, NODE_HEADER_BYTES + 8 * i as usize)
+    }
+    fn set_key(&mut self, i: u32, k: u64) {
+        put64(self.0, NODE_HEADER_BYTES + 8 * i as usize, k);
+    }
+    fn value_at(&self, i: u32) -> usize {
+        NODE_HEADER_BYTES + 8 * self.max_entries() as usize + self.value_size() * i as usize
+    }
+    fn value(&self, i: u32) -> &[u8] {
+        let at = self.value_at(i);
+        &self.0[at..at + self.value_size()]
+    }
+    fn set_value(&mut self, i: u32, v: &[u8]) {
+        let at = self.value_at(i);
+        let vs = self.value_size();
+        self.0[at..at + vs].copy_from_slice(v);
+    }
+    fn child(&self, i: u32) -> u64 {
+        le64(self.value(i), 0)
+    }
+    /// The last entry with key ≤ `key`.
+    fn lower_bound(&self, key: u64) -> Option<u32> {
+        let (mut lo, mut hi) = (0u32, self.nr_entries());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(mid) <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1)
+    }
+    /// Opens a gap at `i` and puts `key` → `value` there (room checked
+    /// by the caller).
+    fn insert_at(&mut self, i: u32, key: u64, value: &[u8]) {
+        let n = self.nr_entries();
+        let (vs, max) = (self.value_size(), self.max_entries() as usize);
+        let k0 = NODE_HEADER_BYTES;
+        let v0 = NODE_HEADER_BYTES + 8 * max;
+        let i = i as usize;
+        self.0
+            .copy_within(k0 + 8 * i..k0 + 8 * n as usize, k0 + 8 * (i + 1));
+        self.0
+            .copy_within(v0 + vs * i..v0 + vs * n as usize, v0 + vs * (i + 1));
+        self.set_nr_entries(n + 1);
+        self.set_key(i as u32, key);
+        self.set_value(i as u32, value);
+    }
+}
+
+/// Reads and checks node `nr` into `buf`.
+fn read_node<T: Transaction + ?Sized>(
+    tx: &mut T,
+    nr: u64,
+    leaf_value: usize,
+    buf: &mut [u8; BLOCK_BYTES],
+) -> Result<(), FormatError> {
+    tx.read(nr, buf)?;
+    Node::decode(&buf[..], nr, leaf_value, tx.crc())?;
+    Ok(())
+}
+
+/// Makes node `nr` (read into `buf`) writable: itself if allocated in
+/// this transaction, else a copy in a new block; a shared original hands
+/// its references on to the copy. Returns the node's block now.
+fn shadow<T: Transaction + ?Sized>(
+    tx: &mut T,
+    nr: u64,
+    level: Level,
+    buf: &mut [u8; BLOCK_BYTES],
+) -> Result<u64, FormatError> {
+    read_node(tx, nr, level.value_size, buf)?;
+    if tx.is_new(nr) {
+        return Ok(nr);
+    }
+    let copy = tx.alloc()?;
+    if tx.count(nr) > 1 {
+        let node = NodeBuf(buf);
+        for i in 0..node.nr_entries() {
+            if !node.is_leaf() {
+                tx.inc(node.child(i))?;
+            } else {
+                match level.kind {
+                    ValueKind::Plain => {}
+                    ValueKind::Metadata => tx.inc(le64(node.value(i), 0))?,
+                    ValueKind::Data => tx.inc_data(fmt::mapping_parts(le64(node.value(i), 0)).0)?,
+                }
+            }
+        }
+    }
+    tx.dec(nr)?;
+    Ok(copy)
+}
+
+/// Seals `buf` as node `nr` and writes it.
+fn put_node<T: Transaction + ?Sized>(
+    tx: &mut T,
+    nr: u64,
+    buf: &mut [u8; BLOCK_BYTES],
+) -> Result<(), FormatError> {
+    seal_node(&mut buf[..], nr, tx.crc())?;
+    tx.write(nr, buf)
+}
+
+/// A new, empty leaf for `level` (a device's tree before its first
+/// mapping, an empty details tree): its block.
+pub fn empty_tree<T: Transaction + ?Sized>(
+    tx: &mut T,
+    level: Level,
+    scratch: &mut Scratch,
+) -> Result<u64, FormatError> {
+    let nr = tx.alloc()?;
+    let buf = &mut scratch.bufs[0];
+    init_node(&mut buf[..], true, level.value_size);
+    put_node(tx, nr, buf)?;
+    Ok(nr)
+}
+
+/// Moves the upper half of the full node in `left` to `right` (a new
+/// block `right_nr`); both written. Returns the right half's first key.
+fn split_into<T: Transaction + ?Sized>(
+    tx: &mut T,
+    left_nr: u64,
+    left: &mut [u8; BLOCK_BYTES],
+    right_nr: u64,
+    right: &mut [u8; BLOCK_BYTES],
+) -> Result<u64, FormatError> {
+    let (n, vs, flags) = {
+        let l = NodeBuf(left);
+        (l.nr_entries(), l.value_size(), l.flags())
+    };
+    init_node(&mut right[..], flags == NODE_LEAF, vs);
+    let keep = n / 2;
+    {
+        let l = NodeBuf(left);
+        let mut r = NodeBuf(right);
+        for i in keep..n {
+            let (k, v) = (l.key(i), l.value(i));
+            let at = i - keep;
+            r.set_nr_entries(at + 1);
+            r.set_key(at, k);
+            r.set_value(at, v);
+        }
+    }
+    NodeBuf(left).set_nr_entries(keep);
+    let first = NodeBuf(right).key(0);
+    put_node(tx, left_nr, left)?;
+    put_node(tx, right_nr, right)?;
+    Ok(first)
+}
+
+/// Inserts (or overwrites) `keys` → `value` in the tree at `root` whose
+/// levels are `levels` (one key per level; a lower level's tree must
+/// exist: its root is the upper leaf's value). An overwritten value loses
+/// its reference (as dm's `dm_btree_insert`); a new one is the caller's
+/// to count. Returns the tree's root now and whether the key was new.
+pub fn insert<T: Transaction + ?Sized>(
+    tx: &mut T,
+    scratch: &mut Scratch,
+    root: u64,
+    levels: &[Level],
+    keys: &[u64],
+    value: &[u8],
+) -> Result<(u64, bool), FormatError> {
+    let [a, b, c] = &mut scratch.bufs;
+    let (mut cur, mut spare, mut c) = (a, b, c);
+    let last = levels.len() - 1;
+    let new_root = shadow(tx, root, levels[0], cur)?;
+    // A full root splits beneath itself: its entries move to two new
+    // children and it points at them (the root's block stays).
+    if NodeBuf(cur).nr_entries() == NodeBuf(cur).max_entries() {
+        split_root(tx, new_root, cur, spare, c)?;
+    }
+    let mut nr = new_root;
+    let mut level = 0usize;
+    loop {
+        let key = keys[level];
+        if NodeBuf(cur).is_leaf() {
+            let node = NodeBuf(cur);
+            let pos = node.lower_bound(key);
+            let exact = pos.is_some_and(|i| node.key(i) == key);
+            if level < last {
+                // The lower level's tree: shadow its root, point at it.
+                let Some(i) = pos.filter(|_| exact) else {
+                    return Err(FormatError::Value {
+                        key,
+                        what: "no tree at this key of the upper level",
+                    });
+                };
+                let sub = node.child(i);
+                let sub_new = shadow(tx, sub, levels[level + 1], spare)?;
+                NodeBuf(cur).set_value(i, &sub_new.to_le_bytes());
+                put_node(tx, nr, cur)?;
+                // The upper leaf is written: its buffer is free for a
+                // split of the lower root (whose block stays).
+                if NodeBuf(spare).nr_entries() == NodeBuf(spare).max_entries() {
+                    split_root(tx, sub_new, spare, cur, c)?;
+                }
+                core::mem::swap(&mut cur, &mut spare);
+                nr = sub_new;
+                level += 1;
+                continue;
+            }
+            let mut node = NodeBuf(cur);
+            if exact {
+                let i = pos.unwrap_or(0);
+                let old = le64(node.value(i), 0);
+                match levels[level].kind {
+                    ValueKind::Plain => {}
+                    ValueKind::Metadata => tx.dec(old)?,
+                    ValueKind::Data => {
+                        let (old_block, _) = fmt::mapping_parts(old);
+                        let (new_block, _) = fmt::mapping_parts(le64(value, 0));
+                        if old_block != new_block {
+                            tx.dec_data(old_block)?;
+                        }
+                    }
+                }
+                node.set_value(i, value);
+            } else {
+                let at = pos.map_or(0, |i| i + 1);
+                node.insert_at(at, key, value);
+            }
+            put_node(tx, nr, cur)?;
+            return Ok((new_root, !exact));
+        }
+        // Internal: go down the child whose range holds the key (the
+        // first, its key lowered, if the key is below every key).
+        let i = {
+            let mut node = NodeBuf(cur);
+            match node.lower_bound(key) {
+                Some(i) => i,
+                None => {
+                    node.set_key(0, key);
+                    0
+                }
+            }
+        };
+        let child = NodeBuf(cur).child(i);
+        let child_new = shadow(tx, child, levels[level], spare)?;
+        NodeBuf(cur).set_value(i, &child_new.to_le_bytes());
+        let mut next = child_new;
+        if NodeBuf(spare).nr_entries() == NodeBuf(spare).max_entries() {
+            let right = tx.alloc()?;
+            let first = split_into(tx, child_new, spare, right, c)?;
+            NodeBuf(cur).insert_at(i + 1, first, &right.to_le_bytes());
+            if key >= first {
+                // Continue in the right half (in `c`).
+                core::mem::swap(&mut spare, &mut c);
+                next = right;
+            }
+        }
+        put_node(tx, nr, cur)?;
+        core::mem::swap(&mut cur, &mut spare);
+        nr = next;
+    }
+}
+
+/// Splits the full root in `root` (block `nr`) beneath itself: two new
+/// children take its halves, the root becomes an internal node of two
+/// entries (left in `root`, the halves written from `l` and `r`).
+fn split_root<T: Transaction + ?Sized>(
+    tx: &mut T,
+    nr: u64,
+    root: &mut [u8; BLOCK_BYTES],
+    l: &mut [u8; BLOCK_BYTES],
+    r: &mut [u8; BLOCK_BYTES],
+) -> Result<(), FormatError> {
+    let (left_nr, right_nr) = (tx.alloc()?, tx.alloc()?);
+    l.copy_from_slice(&root[..]);
+    let first = split_into(tx, left_nr, l, right_nr, r)?;
+    let left_first = NodeBuf(l).key(0);
+    init_node(&mut root[..], false, 8);
+    let mut node = NodeBuf(root);
+    node.insert_at(0, left_first, &left_nr.to_le_bytes());
+    node.insert_at(1, first, &right_nr.to_le_bytes());
+    put_node(tx, nr, root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::thin_format::{
+        bitmap_set, lookup, mapping_parts, mapping_value, push_entry, BlockSource, DeviceDetails,
+        IndexEntry, SmRoot, Superblock, ENTRIES_PER_BITMAP,
+    };
+    use crate::vblk::metadata_block::{seal, SALT_BITMAP, SALT_INDEX};
+    use std::collections::BTreeMap;
+
+    fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        crc
+    }
+
+    const META_BLOCKS: u64 = 2048;
+    const DATA_BLOCKS: u64 = 20000;
+
+    /// A pool in memory: the metadata image, the counts, the data counts.
+    struct Pool {
+        image: Vec<u8>,
+        counts: Vec<u32>,
+        committed: Vec<u32>,
+        new: Vec<bool>,
+        data: BTreeMap<u64, u32>,
+        mapping_root: u64,
+        details_root: u64,
+        next_data: u64,
+        time: u32,
+    }
+
+    impl BlockSource for Pool {
+        fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+            Transaction::read(self, nr, buf)
+        }
+    }
+
+    impl Transaction for Pool {
+        fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+            let at = nr as usize * BLOCK_BYTES;
+            buf.copy_from_slice(&self.image[at..at + BLOCK_BYTES]);
+            Ok(())
+        }
+        fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+            assert!(
+                self.new[nr as usize],
+                "block {nr} written but not new in this transaction"
+            );
+            let at = nr as usize * BLOCK_BYTES;
+            self.image[at..at + BLOCK_BYTES].copy_from_slice(buf);
+            Ok(())
+        }
+        fn alloc(&mut self) -> Result<u64, FormatError> {
+            let nr = (0..META_BLOCKS as usize)
+                .find(|&i| self.counts[i] == 0 && self.committed[i] == 0)
+                .ok_or(FormatError::Value {
+                    key: 0,
+                    what: "metadata full",
+                })?;
+            self.counts[nr] = 1;
+            self.new[nr] = true;
+            Ok(nr as u64)
+        }
+        fn is_new(&self, nr: u64) -> bool {
+            self.new[nr as usize]
+        }
+        fn count(&self, nr: u64) -> u32 {
+            self.counts[nr as usize]
+        }
+        fn inc(&mut self, nr: u64) -> Result<(), FormatError> {
+            self.counts[nr as usize] += 1;
+            Ok(())
+        }
+        fn dec(&mut self, nr: u64) -> Result<(), FormatError> {
+            let c = &mut self.counts[nr as usize];
+            assert!(*c > 0, "dec of free block {nr}");
+            *c -= 1;
+            Ok(())
+        }
+        fn inc_data(&mut self, nr: u64) -> Result<(), FormatError> {
+            *self.data.entry(nr).or_insert(0) += 1;
+            Ok(())
+        }
+        fn dec_data(&mut self, nr: u64) -> Result<(), FormatError> {
+            let c = self.data.get_mut(&nr).expect("dec of a free data block");
+            *c -= 1;
+            if *c == 0 {
+                self.data.remove(&nr);
+            }
+            Ok(())
+        }
+        fn crc(&self) -> Crc32c {
+            crc32c_soft
+        }
+    }
+
+    impl Pool {
+        fn new() -> Self {
+            let mut p = Pool {
+                image: vec![0; META_BLOCKS as usize * BLOCK_BYTES],
+                counts: vec![0; META_BLOCKS as usize],
+                committed: vec![0; META_BLOCKS as usize],
+                new: vec![false; META_BLOCKS as usize],
+                data: BTreeMap::new(),
+                mapping_root: 0,
+                details_root: 0,
+                next_data: 0,
+                time: 0,
+            };
+            p.counts[0] = 1; // the superblock
+            let mut s = Scratch::new();
+            p.mapping_root = empty_tree(&mut p, MAPPING_LEVELS[0], &mut s).unwrap();
+            p.details_root = empty_tree(&mut p, DETAILS_LEVELS[0], &mut s).unwrap();
+            p
+        }
+
+        fn set_details(&mut self, dev: u64, d: DeviceDetails) {
+            let mut s = Scratch::new();
+            let (root, _) = insert(
+                self,
+                &mut s,
+                self.details_root,
+                &DETAILS_LEVELS,
+                &[dev],
+                &d.encode(),
+            )
+            .unwrap();
+            self.details_root = root;
+        }
+
+        fn create_thin(&mut self, dev: u64) {
+            let mut s = Scratch::new();
+            let sub = empty_tree(self, MAPPING_LEVELS[1], &mut s).unwrap();
+            let (root, new) = insert(
+                self,
+                &mut s,
+                self.mapping_root,
+                &MAPPING_LEVELS[..1],
+                &[dev],
+                &sub.to_le_bytes(),
+            )
+            .unwrap();
+            assert!(new);
+            self.mapping_root = root;
+            self.set_details(
+                dev,
+                DeviceDetails {
+                    creation_time: self.time,
+                    snapshotted_time: self.time,
+                    ..Default::default()
+                },
+            );
+        }
+
+        fn dev_root(&mut self, dev: u64) -> u64 {
+            let mut buf = [0u8; BLOCK_BYTES];
+            let mut v = [0u8; 8];
+            assert!(lookup(
+                self,
+                &mut buf,
+                self.mapping_root,
+                8,
+                dev,
+                &mut v,
+                crc32c_soft
+            )
+            .unwrap());
+            u64::from_le_bytes(v)
+        }
+
+        /// dm's create_snap: the origin's tree shared under a new id.
+        fn create_snap(&mut self, dev: u64, origin: u64) {
+            let root = self.dev_root(origin);
+            self.inc(root).unwrap();
+            let mut s = Scratch::new();
+            let (r, new) = insert(
+                self,
+                &mut s,
+                self.mapping_root,
+                &MAPPING_LEVELS[..1],
+                &[dev],
+                &root.to_le_bytes(),
+            )
+            .unwrap();
+            assert!(new);
+            self.mapping_root = r;
+            self.time += 1;
+            self.set_details(
+                dev,
+                DeviceDetails {
+                    creation_time: self.time,
+                    snapshotted_time: self.time,
+                    ..Default::default()
+                },
+            );
+        }
+
+        /// Maps `block` of `dev` to a new data block.
+        fn map(&mut self, dev: u64, block: u64) -> u64 {
+            let data = self.next_data;
+            self.next_data += 1;
+            self.inc_data(data).unwrap();
+            let mut s = Scratch::new();
+            let (r, _) = insert(
+                self,
+                &mut s,
+                self.mapping_root,
+                &MAPPING_LEVELS,
+                &[dev, block],
+                &mapping_value(data, self.time).to_le_bytes(),
+            )
+            .unwrap();
+            self.mapping_root = r;
+            data
+        }
+
+        /// Writes both space maps and the superblock (a commit), then
+        /// starts the next transaction.
+        fn commit(&mut self) {
+            let nbm = META_BLOCKS.div_ceil(ENTRIES_PER_BITMAP);
+            let dnbm = DATA_BLOCKS.div_ceil(ENTRIES_PER_BITMAP);
+            let mut s = Scratch::new();
+            // The space maps' own blocks first (they count themselves).
+            let mbitmaps: Vec<u64> = (0..nbm).map(|_| self.alloc().unwrap()).collect();
+            let mindex = self.alloc().unwrap();
+            let mref = empty_tree(
+                self,
+                Level {
+                    value_size: 4,
+                    kind: ValueKind::Plain,
+                },
+                &mut s,
+            )
+            .unwrap();
+            let dbitmaps: Vec<u64> = (0..dnbm).map(|_| self.alloc().unwrap()).collect();
+            let dindex = empty_tree(
+                self,
+                Level {
+                    value_size: 16,
+                    kind: ValueKind::Plain,
+                },
+                &mut s,
+            )
+            .unwrap();
+            let dref = empty_tree(
+                self,
+                Level {
+                    value_size: 4,
+                    kind: ValueKind::Plain,
+                },
+                &mut s,
+            )
+            .unwrap();
+            // Data space map.
+            let mut dindex_leaf = [0u8; BLOCK_BYTES];
+            init_node(&mut dindex_leaf, true, 16);
+            let mut dref_leaf = [0u8; BLOCK_BYTES];
+            init_node(&mut dref_leaf, true, 4);
+            for (b, &nr) in dbitmaps.iter().enumerate() {
+                let mut bm = [0u8; BLOCK_BYTES];
+                let first = b as u64 * ENTRIES_PER_BITMAP;
+                let mut free = (ENTRIES_PER_BITMAP.min(DATA_BLOCKS - first)) as u32;
+                for (&blk, &c) in self.data.range(first..first + ENTRIES_PER_BITMAP) {
+                    bitmap_set(&mut bm, blk - first, c.min(3) as u8);
+                    free -= 1;
+                    if c >= 3 {
+                        assert!(push_entry(&mut dref_leaf, blk, &c.to_le_bytes()));
+                    }
+                }
+                seal(&mut bm, SALT_BITMAP, nr, crc32c_soft).unwrap();
+                self.write(nr, &bm).unwrap();
+                let mut e = [0u8; 16];
+                IndexEntry {
+                    blocknr: nr,
+                    nr_free: free,
+                    none_free_before: 0,
+                }
+                .encode(&mut e);
+                assert!(push_entry(&mut dindex_leaf, b as u64, &e));
+            }
+            put_node(self, dindex, &mut dindex_leaf).unwrap();
+            put_node(self, dref, &mut dref_leaf).unwrap();
+            // Metadata space map, from the counts as they are now.
+            let mut mref_leaf = [0u8; BLOCK_BYTES];
+            init_node(&mut mref_leaf, true, 4);
+            let mut index = [0u8; BLOCK_BYTES];
+            let mut allocated = 0;
+            for (b, &nr) in mbitmaps.iter().enumerate() {
+                let mut bm = [0u8; BLOCK_BYTES];
+                let first = b as u64 * ENTRIES_PER_BITMAP;
+                let end = (first + ENTRIES_PER_BITMAP).min(META_BLOCKS);
+                let mut free = (end - first) as u32;
+                for blk in first..end {
+                    let c = self.counts[blk as usize];
+                    if c > 0 {
+                        bitmap_set(&mut bm, blk - first, c.min(3) as u8);
+                        free -= 1;
+                        allocated += 1;
+                    }
+                    if c >= 3 {
+                        assert!(push_entry(&mut mref_leaf, blk, &c.to_le_bytes()));
+                    }
+                }
+                seal(&mut bm, SALT_BITMAP, nr, crc32c_soft).unwrap();
+                self.write(nr, &bm).unwrap();
+                IndexEntry {
+                    blocknr: nr,
+                    nr_free: free,
+                    none_free_before: 0,
+                }
+                .encode(&mut index[16 + 16 * b..]);
+            }
+            seal(&mut index, SALT_INDEX, mindex, crc32c_soft).unwrap();
+            self.write(mindex, &index).unwrap();
+            put_node(self, mref, &mut mref_leaf).unwrap();
+            let sb = Superblock {
+                version: 2,
+                time: self.time,
+                transaction_id: 1,
+                data_sm: SmRoot {
+                    nr_blocks: DATA_BLOCKS,
+                    nr_allocated: self.data.len() as u64,
+                    bitmap_root: dindex,
+                    ref_count_root: dref,
+                },
+                metadata_sm: SmRoot {
+                    nr_blocks: META_BLOCKS,
+                    nr_allocated: allocated,
+                    bitmap_root: mindex,
+                    ref_count_root: mref,
+                },
+                mapping_root: self.mapping_root,
+                details_root: self.details_root,
+                data_block_size: 128,
+                metadata_nr_blocks: META_BLOCKS,
+                ..Default::default()
+            };
+            let mut block = [0u8; BLOCK_BYTES];
+            sb.encode(&mut block, crc32c_soft).unwrap();
+            self.image[..BLOCK_BYTES].copy_from_slice(&block);
+            // The space maps are rebuilt by every commit: release them.
+            for nr in mbitmaps
+                .into_iter()
+                .chain([mindex, mref])
+                .chain(dbitmaps)
+                .chain([dindex, dref])
+            {
+                self.counts[nr as usize] -= 1;
+            }
+            self.committed.clone_from(&self.counts);
+            self.new.fill(false);
+        }
+
+        /// Every mapping of `dev` (block → data block).
+        fn mappings(&mut self, dev: u64) -> BTreeMap<u64, u64> {
+            let root = self.dev_root(dev);
+            let mut out = BTreeMap::new();
+            let mut buf = [0u8; BLOCK_BYTES];
+            fmt::walk(self, &mut buf, root, 8, crc32c_soft, &mut |v| {
+                if let fmt::Visit::Entry { key, value } = v {
+                    out.insert(key, mapping_parts(le64(value, 0)).0);
+                }
+                Ok(true)
+            })
+            .unwrap();
+            out
+        }
+
+        fn check(&mut self) -> fmt::Summary {
+            let mut counts = vec![0u32; META_BLOCKS as usize];
+            let sum = fmt::check(self, &mut counts, crc32c_soft).unwrap();
+            assert_eq!(
+                sum.metadata_counts_off, 0,
+                "vblk's summary counts are exact"
+            );
+            sum
+        }
+
+        /// thin_check's and thin_dump's view of the image.
+        fn thin_tools(&self) -> String {
+            use std::process::Command;
+            static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("vblk-btree-{}-{run}", std::process::id()));
+            std::fs::write(&path, &self.image).unwrap();
+            let chk = Command::new("thin_check")
+                .arg(&path)
+                .output()
+                .expect("thin_check");
+            let dump = Command::new("thin_dump")
+                .arg(&path)
+                .output()
+                .expect("thin_dump");
+            let _ = std::fs::remove_file(&path);
+            assert!(
+                chk.status.success(),
+                "thin_check: {}{}",
+                String::from_utf8_lossy(&chk.stdout),
+                String::from_utf8_lossy(&chk.stderr)
+            );
+            String::from_utf8(dump.stdout).unwrap()
+        }
+    }
+
+    /// Counts mappings in thin_dump's XML for `dev` (single and ranges).
+    fn dumped_blocks(xml: &str, dev: u64) -> u64 {
+        let Some(start) = xml.find(&format!("<device dev_id=\"{dev}\"")) else {
+            return 0;
+        };
+        let body = &xml[start..start + xml[start..].find("</device>").unwrap()];
+        body.lines()
+            .map(|l| {
+                if l.contains("single_mapping") {
+                    1
+                } else if let Some(i) = l.find("length=\"") {
+                    l[i + 8..].split('"').next().unwrap().parse().unwrap()
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn inserts_split_and_thin_check_accepts_them() {
+        let mut p = Pool::new();
+        for dev in 0..3 {
+            p.create_thin(dev);
+        }
+        // Device 0: 3000 blocks in a scrambled order (splits at every level).
+        let mut want = BTreeMap::new();
+        for i in 0..3000u64 {
+            let block = (i * 7919) % 3000;
+            want.insert(block, p.map(0, block));
+        }
+        p.map(1, 5);
+        p.commit();
+        let sum = p.check();
+        assert_eq!((sum.devices, sum.mappings), (3, 3001));
+        assert_eq!(p.mappings(0), want);
+        let xml = p.thin_tools();
+        assert_eq!(dumped_blocks(&xml, 0), 3000);
+        assert_eq!(dumped_blocks(&xml, 1), 1);
+        assert_eq!(dumped_blocks(&xml, 2), 0);
+    }
+
+    #[test]
+    fn a_snapshot_shares_until_written_and_counts_stay_exact() {
+        let mut p = Pool::new();
+        p.create_thin(0);
+        let mut origin = BTreeMap::new();
+        for b in 0..1000u64 {
+            origin.insert(b, p.map(0, b));
+        }
+        p.commit();
+        p.create_snap(1, 0);
+        p.commit();
+        p.check();
+        // Overwrite every third block of the origin after the snapshot:
+        // the shared nodes are shadowed, the snapshot keeps the old data.
+        let mut now = origin.clone();
+        for b in (0..1000u64).step_by(3) {
+            let old = now[&b];
+            let new = p.map(0, b);
+            now.insert(b, new);
+            assert_ne!(old, new);
+        }
+        // A snapshot of the snapshot (three trees share nodes: counts of 3
+        // go to the ref-count tree).
+        p.create_snap(2, 1);
+        p.commit();
+        let sum = p.check();
+        assert_eq!(sum.devices, 3);
+        assert_eq!(p.mappings(0), now);
+        assert_eq!(p.mappings(1), origin);
+        assert_eq!(p.mappings(2), origin);
+        // Data blocks: the origin's 1000 plus 334 overwritten; the shared
+        // ones counted per device.
+        assert_eq!(p.data.len(), 1334);
+        let xml = p.thin_tools();
+        for dev in 0..3 {
+            assert_eq!(dumped_blocks(&xml, dev), 1000, "device {dev}");
+        }
+        // Writes to the second-level snapshot leave the first alone.
+        p.map(2, 10);
+        p.commit();
+        p.check();
+        assert_eq!(p.mappings(1), origin);
+        p.thin_tools();
+    }
+}
