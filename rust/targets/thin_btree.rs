@@ -296,10 +296,10 @@ fn split_into<T: Transaction + ?Sized>(
 }
 
 /// Inserts (or overwrites) `keys` → `value` in the tree at `root` whose
-/// levels are `levels` (one key per level; a lower level's tree must
-/// exist: its root is the upper leaf's value). An overwritten value loses
-/// its reference (as dm's `dm_btree_insert`); a new one is the caller's
-/// to count. Returns the tree's root now and whether the key was new.
+/// levels are `levels` (one key per level down to the value's; a lower
+/// level's tree must exist: its root is the upper leaf's value). An
+/// overwritten value loses its reference (as dm's `dm_btree_insert`); a
+/// new one is the caller's to count. Returns the tree's root now and whether the key was new.
 pub fn insert<T: Transaction + ?Sized>(
     tx: &mut T,
     scratch: &mut Scratch,
@@ -310,7 +310,7 @@ pub fn insert<T: Transaction + ?Sized>(
 ) -> Result<(u64, bool), FormatError> {
     let [a, b, c] = &mut scratch.bufs;
     let (mut cur, mut spare, mut c) = (a, b, c);
-    let last = levels.len() - 1;
+    let last = keys.len() - 1;
     let new_root = shadow(tx, root, levels[0], cur)?;
     // A full root splits beneath itself: its entries move to two new
     // children and it points at them (the root's block stays).
@@ -348,26 +348,24 @@ pub fn insert<T: Transaction + ?Sized>(
                 continue;
             }
             let mut node = NodeBuf(cur);
+            let mut old = [0u8; 32];
+            let vs = node.value_size();
             if exact {
                 let i = pos.unwrap_or(0);
-                let old = le64(node.value(i), 0);
-                match levels[level].kind {
-                    ValueKind::Plain => {}
-                    ValueKind::Metadata => tx.dec(old)?,
-                    ValueKind::Data => {
-                        let (old_block, _) = fmt::mapping_parts(old);
-                        let (new_block, _) = fmt::mapping_parts(le64(value, 0));
-                        if old_block != new_block {
-                            tx.dec_data(old_block)?;
-                        }
-                    }
-                }
+                old[..vs].copy_from_slice(node.value(i));
                 node.set_value(i, value);
             } else {
                 let at = pos.map_or(0, |i| i + 1);
                 node.insert_at(at, key, value);
             }
             put_node(tx, nr, cur)?;
+            if exact && old[..vs] != value[..] {
+                let same_block = levels[level].kind == ValueKind::Data
+                    && fmt::mapping_parts(le64(&old, 0)).0 == fmt::mapping_parts(le64(value, 0)).0;
+                if !same_block {
+                    release_value(tx, c, levels, level, &old[..vs])?;
+                }
+            }
             return Ok((new_root, !exact));
         }
         // Internal: go down the child whose range holds the key (the
@@ -421,6 +419,263 @@ fn split_root<T: Transaction + ?Sized>(
     node.insert_at(0, left_first, &left_nr.to_le_bytes());
     node.insert_at(1, first, &right_nr.to_le_bytes());
     put_node(tx, nr, root)
+}
+
+/// Removes `keys` from the tree at `root` whose levels are `levels`
+/// (one key per level, as [`insert`]); the removed value loses its
+/// reference (a device's tree released whole when that was its last).
+/// Nodes below a third full on the way down are merged with or refilled
+/// from a sibling first, so every node but the root stays at least a
+/// third full; a root left with one child takes the child's place.
+/// Returns the tree's root now and whether the key was there.
+pub fn remove<T: Transaction + ?Sized>(
+    tx: &mut T,
+    scratch: &mut Scratch,
+    root: u64,
+    levels: &[Level],
+    keys: &[u64],
+) -> Result<(u64, bool), FormatError> {
+    let [a, b, c] = &mut scratch.bufs;
+    let (mut cur, mut spare, mut c) = (a, b, c);
+    let last = keys.len() - 1;
+    let new_root = shadow(tx, root, levels[0], cur)?;
+    let mut nr = new_root;
+    let mut level = 0usize;
+    let mut at_root = true;
+    loop {
+        let key = keys[level];
+        if NodeBuf(cur).is_leaf() {
+            let node = NodeBuf(cur);
+            let pos = node.lower_bound(key).filter(|&i| node.key(i) == key);
+            let Some(i) = pos else {
+                // Not there: the shadowed path is written as it was.
+                put_node(tx, nr, cur)?;
+                return Ok((new_root, false));
+            };
+            if level < last {
+                let sub = node.child(i);
+                let sub_new = shadow(tx, sub, levels[level + 1], spare)?;
+                NodeBuf(cur).set_value(i, &sub_new.to_le_bytes());
+                put_node(tx, nr, cur)?;
+                core::mem::swap(&mut cur, &mut spare);
+                nr = sub_new;
+                level += 1;
+                at_root = true;
+                continue;
+            }
+            let mut old = [0u8; 32];
+            let vs = node.value_size();
+            old[..vs].copy_from_slice(node.value(i));
+            remove_at(&mut NodeBuf(cur), i);
+            put_node(tx, nr, cur)?;
+            release_value(tx, c, levels, level, &old[..vs])?;
+            return Ok((new_root, true));
+        }
+        let Some(i) = NodeBuf(cur).lower_bound(key) else {
+            put_node(tx, nr, cur)?;
+            return Ok((new_root, false));
+        };
+        let child = NodeBuf(cur).child(i);
+        let child_new = shadow(tx, child, levels[level], spare)?;
+        NodeBuf(cur).set_value(i, &child_new.to_le_bytes());
+        let mut next = child_new;
+        let min = NodeBuf(spare).max_entries() / 3;
+        if NodeBuf(spare).nr_entries() <= min && NodeBuf(cur).nr_entries() > 1 {
+            let right_of = NodeBuf(cur).nr_entries() > i + 1;
+            let j = if right_of { i + 1 } else { i - 1 };
+            let sib = NodeBuf(cur).child(j);
+            let sib_new = shadow(tx, sib, levels[level], c)?;
+            NodeBuf(cur).set_value(j, &sib_new.to_le_bytes());
+            // Left and right in key order.
+            let (li, left_nr, right_nr) = if right_of {
+                (i, child_new, sib_new)
+            } else {
+                (j, sib_new, child_new)
+            };
+            let in_left = {
+                let (left, right) = if right_of {
+                    (&mut *spare, &mut *c)
+                } else {
+                    (&mut *c, &mut *spare)
+                };
+                rebalance(tx, &mut *cur, li, left_nr, left, right_nr, right, key)?
+            };
+            // The node holding the key goes to `spare`.
+            if in_left {
+                next = left_nr;
+                if !right_of {
+                    core::mem::swap(&mut spare, &mut c);
+                }
+            } else {
+                next = right_nr;
+                if right_of {
+                    core::mem::swap(&mut spare, &mut c);
+                }
+            }
+            if at_root && NodeBuf(cur).nr_entries() == 1 {
+                // The root lost its last sibling pair to a merge: the
+                // child takes the root's place (its block stays the root).
+                cur.copy_from_slice(&spare[..]);
+                put_node(tx, nr, cur)?;
+                tx.dec(next)?;
+                continue;
+            }
+        }
+        put_node(tx, nr, cur)?;
+        core::mem::swap(&mut cur, &mut spare);
+        nr = next;
+        at_root = false;
+    }
+}
+
+/// Removes entry `i` of a node.
+fn remove_at(node: &mut NodeBuf<'_>, i: u32) {
+    let n = node.nr_entries();
+    let (vs, max) = (node.value_size(), node.max_entries() as usize);
+    let k0 = NODE_HEADER_BYTES;
+    let v0 = NODE_HEADER_BYTES + 8 * max;
+    let i = i as usize;
+    node.0
+        .copy_within(k0 + 8 * (i + 1)..k0 + 8 * n as usize, k0 + 8 * i);
+    node.0
+        .copy_within(v0 + vs * (i + 1)..v0 + vs * n as usize, v0 + vs * i);
+    node.set_nr_entries(n - 1);
+}
+
+/// Evens out the siblings `left` (entry `li` of `parent`) and `right`
+/// (entry `li + 1`): one node if both fit (the right one freed and its
+/// entry gone), else half each (the right one's key updated). Both are
+/// shadows. Returns whether `key` now belongs in the left one.
+#[allow(clippy::too_many_arguments)]
+fn rebalance<T: Transaction + ?Sized>(
+    tx: &mut T,
+    parent: &mut [u8; BLOCK_BYTES],
+    li: u32,
+    left_nr: u64,
+    left: &mut [u8; BLOCK_BYTES],
+    right_nr: u64,
+    right: &mut [u8; BLOCK_BYTES],
+    key: u64,
+) -> Result<bool, FormatError> {
+    let (nl, nr) = (NodeBuf(left).nr_entries(), NodeBuf(right).nr_entries());
+    let max = NodeBuf(left).max_entries();
+    if nl + nr <= max {
+        move_entries(right, 0, nr, left);
+        remove_at(&mut NodeBuf(parent), li + 1);
+        put_node(tx, left_nr, left)?;
+        tx.dec(right_nr)?;
+        return Ok(true);
+    }
+    let want_left = (nl + nr) / 2;
+    if nl > want_left {
+        // The left one's tail to the right one's front.
+        let moved = nl - want_left;
+        let mut tmp = [0u8; BLOCK_BYTES];
+        tmp.copy_from_slice(&right[..]);
+        NodeBuf(right).set_nr_entries(0);
+        move_entries(left, want_left, moved, right);
+        move_entries(&tmp, 0, nr, right);
+        NodeBuf(left).set_nr_entries(want_left);
+    } else {
+        // The right one's head to the left one's tail.
+        let moved = want_left - nl;
+        move_entries(right, 0, moved, left);
+        let mut r = NodeBuf(right);
+        for _ in 0..moved {
+            remove_at(&mut r, 0);
+        }
+    }
+    let first = NodeBuf(right).key(0);
+    NodeBuf(parent).set_key(li + 1, first);
+    put_node(tx, left_nr, left)?;
+    put_node(tx, right_nr, right)?;
+    Ok(key < first)
+}
+
+/// Appends entries `from..from + n` of node `src` to node `dst`.
+fn move_entries(src: &[u8; BLOCK_BYTES], from: u32, n: u32, dst: &mut [u8; BLOCK_BYTES]) {
+    let mut copy = [0u8; BLOCK_BYTES];
+    copy.copy_from_slice(src);
+    let s = NodeBuf(&mut copy);
+    let mut d = NodeBuf(dst);
+    for k in from..from + n {
+        let at = d.nr_entries();
+        d.set_nr_entries(at + 1);
+        d.set_key(at, s.key(k));
+        d.set_value(at, s.value(k));
+    }
+}
+
+/// Lets go of a removed value of `levels[level]`: a data block's count,
+/// or a device's tree (released whole if this was its last reference).
+fn release_value<T: Transaction + ?Sized>(
+    tx: &mut T,
+    buf: &mut [u8; BLOCK_BYTES],
+    levels: &[Level],
+    level: usize,
+    value: &[u8],
+) -> Result<(), FormatError> {
+    match levels[level].kind {
+        ValueKind::Plain => Ok(()),
+        ValueKind::Data => tx.dec_data(fmt::mapping_parts(le64(value, 0)).0),
+        ValueKind::Metadata => {
+            let Some(&below) = levels.get(level + 1) else {
+                return tx.dec(le64(value, 0));
+            };
+            release_tree(tx, buf, le64(value, 0), below)
+        }
+    }
+}
+
+/// Lets go of one reference to the tree at `root` (leaves of `level`,
+/// whose values are not trees): the last one frees its nodes, and their
+/// children and values lose a reference in turn.
+pub fn release_tree<T: Transaction + ?Sized>(
+    tx: &mut T,
+    buf: &mut [u8; BLOCK_BYTES],
+    root: u64,
+    level: Level,
+) -> Result<(), FormatError> {
+    let shared = tx.count(root) > 1;
+    tx.dec(root)?;
+    if shared {
+        return Ok(());
+    }
+    // Nodes freed in this transaction keep their contents until the
+    // commit: re-read on the way back up.
+    let mut path = [(0u64, 0u32); fmt::MAX_DEPTH];
+    let mut depth = 0usize;
+    path[0] = (root, 0);
+    loop {
+        let (nr, at) = path[depth];
+        read_node(tx, nr, level.value_size, buf)?;
+        let node = NodeBuf(buf);
+        if node.is_leaf() {
+            if level.kind == ValueKind::Data {
+                for i in 0..node.nr_entries() {
+                    let (block, _) = fmt::mapping_parts(le64(node.value(i), 0));
+                    tx.dec_data(block)?;
+                }
+            }
+        } else if at < node.nr_entries() {
+            let child = node.child(at);
+            path[depth].1 = at + 1;
+            let shared = tx.count(child) > 1;
+            tx.dec(child)?;
+            if !shared {
+                if depth + 1 >= fmt::MAX_DEPTH {
+                    return Err(FormatError::TooDeep { root });
+                }
+                depth += 1;
+                path[depth] = (child, 0);
+            }
+            continue;
+        }
+        if depth == 0 {
+            return Ok(());
+        }
+        depth -= 1;
+    }
 }
 
 #[cfg(test)]
@@ -646,6 +901,34 @@ mod tests {
             .unwrap();
             self.mapping_root = r;
             data
+        }
+
+        /// Unmaps `block` of `dev`; whether it was mapped.
+        fn unmap(&mut self, dev: u64, block: u64) -> bool {
+            let mut s = Scratch::new();
+            let (r, found) = remove(
+                self,
+                &mut s,
+                self.mapping_root,
+                &MAPPING_LEVELS,
+                &[dev, block],
+            )
+            .unwrap();
+            self.mapping_root = r;
+            found
+        }
+
+        /// dm's delete: the device's tree and details go.
+        fn delete(&mut self, dev: u64) {
+            let mut s = Scratch::new();
+            let (r, found) =
+                remove(self, &mut s, self.mapping_root, &MAPPING_LEVELS, &[dev]).unwrap();
+            assert!(found);
+            self.mapping_root = r;
+            let (r, found) =
+                remove(self, &mut s, self.details_root, &DETAILS_LEVELS, &[dev]).unwrap();
+            assert!(found);
+            self.details_root = r;
         }
 
         /// Writes both space maps and the superblock (a commit), then
@@ -921,6 +1204,78 @@ mod tests {
         p.commit();
         p.check();
         assert_eq!(p.mappings(1), origin);
+        p.thin_tools();
+    }
+
+    #[test]
+    fn removals_rebalance_and_thin_check_accepts_them() {
+        let mut p = Pool::new();
+        p.create_thin(0);
+        let mut want = BTreeMap::new();
+        for i in 0..3000u64 {
+            let block = (i * 7919) % 3000;
+            want.insert(block, p.map(0, block));
+        }
+        p.commit();
+        // Remove in another scrambled order, checking as the tree shrinks
+        // through merges, refills and the root's collapse.
+        for i in 0..3000u64 {
+            let block = (i * 4001) % 3000;
+            assert!(p.unmap(0, block), "block {block}");
+            want.remove(&block);
+            if i % 700 == 699 || i == 2999 {
+                p.commit();
+                p.check();
+                assert_eq!(p.mappings(0), want);
+                p.thin_tools();
+            }
+        }
+        assert!(!p.unmap(0, 5), "an unmapped block is not there");
+        assert!(p.data.is_empty(), "every data block released");
+        p.commit();
+        // Only the superblock and the two trees' roots are left.
+        let sum = p.check();
+        assert_eq!(sum.mappings, 0);
+    }
+
+    #[test]
+    fn removals_from_an_origin_leave_its_snapshot_and_delete_releases_trees() {
+        let mut p = Pool::new();
+        p.create_thin(0);
+        let mut origin = BTreeMap::new();
+        for b in 0..2000u64 {
+            origin.insert(b, p.map(0, b));
+        }
+        p.commit();
+        let used = p.check().metadata_allocated;
+        p.create_snap(1, 0);
+        p.commit();
+        // Discard most of the origin: its shared nodes are shadowed, the
+        // snapshot's stay.
+        let mut now = origin.clone();
+        for b in (0..2000u64).filter(|b| b % 5 != 0) {
+            assert!(p.unmap(0, b));
+            now.remove(&b);
+        }
+        p.commit();
+        p.check();
+        assert_eq!(p.mappings(0), now);
+        assert_eq!(p.mappings(1), origin);
+        p.thin_tools();
+        // Deleting the origin leaves the snapshot whole; deleting the
+        // snapshot too frees every node and data block.
+        p.delete(0);
+        p.commit();
+        assert_eq!(p.check().devices, 1);
+        assert_eq!(p.mappings(1), origin);
+        assert_eq!(p.data.len(), 2000);
+        p.thin_tools();
+        p.delete(1);
+        p.commit();
+        let sum = p.check();
+        assert_eq!((sum.devices, sum.mappings), (0, 0));
+        assert!(p.data.is_empty());
+        assert!(sum.metadata_allocated < used, "the trees' nodes were freed");
         p.thin_tools();
     }
 }
