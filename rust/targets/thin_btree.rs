@@ -685,7 +685,8 @@ mod tests {
         bitmap_set, lookup, mapping_parts, mapping_value, push_entry, BlockSource, DeviceDetails,
         IndexEntry, SmRoot, Superblock, ENTRIES_PER_BITMAP,
     };
-    use crate::vblk::metadata_block::{seal, SALT_BITMAP, SALT_INDEX};
+    use crate::targets::thin_sm::{BlockIo, MetadataSm};
+    use crate::vblk::metadata_block::{seal, SALT_BITMAP};
     use std::collections::BTreeMap;
 
     fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
@@ -705,12 +706,30 @@ mod tests {
     const META_BLOCKS: u64 = 2048;
     const DATA_BLOCKS: u64 = 20000;
 
-    /// A pool in memory: the metadata image, the counts, the data counts.
+    /// The metadata device in memory.
+    struct Image(Vec<u8>);
+
+    impl BlockSource for Image {
+        fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+            let at = nr as usize * BLOCK_BYTES;
+            buf.copy_from_slice(&self.0[at..at + BLOCK_BYTES]);
+            Ok(())
+        }
+    }
+
+    impl BlockIo for Image {
+        fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+            let at = nr as usize * BLOCK_BYTES;
+            self.0[at..at + BLOCK_BYTES].copy_from_slice(buf);
+            Ok(())
+        }
+    }
+
+    /// A pool in memory: the metadata image, its space map, the data
+    /// counts.
     struct Pool {
-        image: Vec<u8>,
-        counts: Vec<u32>,
-        committed: Vec<u32>,
-        new: Vec<bool>,
+        img: Image,
+        sm: MetadataSm<Vec<u32>>,
         data: BTreeMap<u64, u32>,
         mapping_root: u64,
         details_root: u64,
@@ -720,51 +739,35 @@ mod tests {
 
     impl BlockSource for Pool {
         fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
-            Transaction::read(self, nr, buf)
+            self.img.read(nr, buf)
         }
     }
 
     impl Transaction for Pool {
         fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
-            let at = nr as usize * BLOCK_BYTES;
-            buf.copy_from_slice(&self.image[at..at + BLOCK_BYTES]);
-            Ok(())
+            self.img.read(nr, buf)
         }
         fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
             assert!(
-                self.new[nr as usize],
+                self.sm.is_new(nr),
                 "block {nr} written but not new in this transaction"
             );
-            let at = nr as usize * BLOCK_BYTES;
-            self.image[at..at + BLOCK_BYTES].copy_from_slice(buf);
-            Ok(())
+            self.img.write(nr, buf)
         }
         fn alloc(&mut self) -> Result<u64, FormatError> {
-            let nr = (0..META_BLOCKS as usize)
-                .find(|&i| self.counts[i] == 0 && self.committed[i] == 0)
-                .ok_or(FormatError::Value {
-                    key: 0,
-                    what: "metadata full",
-                })?;
-            self.counts[nr] = 1;
-            self.new[nr] = true;
-            Ok(nr as u64)
+            self.sm.alloc()
         }
         fn is_new(&self, nr: u64) -> bool {
-            self.new[nr as usize]
+            self.sm.is_new(nr)
         }
         fn count(&self, nr: u64) -> u32 {
-            self.counts[nr as usize]
+            self.sm.count(nr)
         }
         fn inc(&mut self, nr: u64) -> Result<(), FormatError> {
-            self.counts[nr as usize] += 1;
-            Ok(())
+            self.sm.inc(nr)
         }
         fn dec(&mut self, nr: u64) -> Result<(), FormatError> {
-            let c = &mut self.counts[nr as usize];
-            assert!(*c > 0, "dec of free block {nr}");
-            *c -= 1;
-            Ok(())
+            self.sm.dec(nr)
         }
         fn inc_data(&mut self, nr: u64) -> Result<(), FormatError> {
             *self.data.entry(nr).or_insert(0) += 1;
@@ -785,18 +788,16 @@ mod tests {
 
     impl Pool {
         fn new() -> Self {
+            let n = META_BLOCKS as usize;
             let mut p = Pool {
-                image: vec![0; META_BLOCKS as usize * BLOCK_BYTES],
-                counts: vec![0; META_BLOCKS as usize],
-                committed: vec![0; META_BLOCKS as usize],
-                new: vec![false; META_BLOCKS as usize],
+                img: Image(vec![0; n * BLOCK_BYTES]),
+                sm: MetadataSm::format(vec![0; n], vec![0; n]).unwrap(),
                 data: BTreeMap::new(),
                 mapping_root: 0,
                 details_root: 0,
                 next_data: 0,
                 time: 0,
             };
-            p.counts[0] = 1; // the superblock
             let mut s = Scratch::new();
             p.mapping_root = empty_tree(&mut p, MAPPING_LEVELS[0], &mut s).unwrap();
             p.details_root = empty_tree(&mut p, DETAILS_LEVELS[0], &mut s).unwrap();
@@ -934,21 +935,10 @@ mod tests {
         /// Writes both space maps and the superblock (a commit), then
         /// starts the next transaction.
         fn commit(&mut self) {
-            let nbm = META_BLOCKS.div_ceil(ENTRIES_PER_BITMAP);
             let dnbm = DATA_BLOCKS.div_ceil(ENTRIES_PER_BITMAP);
             let mut s = Scratch::new();
-            // The space maps' own blocks first (they count themselves).
-            let mbitmaps: Vec<u64> = (0..nbm).map(|_| self.alloc().unwrap()).collect();
-            let mindex = self.alloc().unwrap();
-            let mref = empty_tree(
-                self,
-                Level {
-                    value_size: 4,
-                    kind: ValueKind::Plain,
-                },
-                &mut s,
-            )
-            .unwrap();
+            // The data space map (rebuilt whole here; its blocks are
+            // metadata blocks, counted before the metadata map's commit).
             let dbitmaps: Vec<u64> = (0..dnbm).map(|_| self.alloc().unwrap()).collect();
             let dindex = empty_tree(
                 self,
@@ -968,7 +958,6 @@ mod tests {
                 &mut s,
             )
             .unwrap();
-            // Data space map.
             let mut dindex_leaf = [0u8; BLOCK_BYTES];
             init_node(&mut dindex_leaf, true, 16);
             let mut dref_leaf = [0u8; BLOCK_BYTES];
@@ -985,7 +974,7 @@ mod tests {
                     }
                 }
                 seal(&mut bm, SALT_BITMAP, nr, crc32c_soft).unwrap();
-                self.write(nr, &bm).unwrap();
+                Transaction::write(self, nr, &bm).unwrap();
                 let mut e = [0u8; 16];
                 IndexEntry {
                     blocknr: nr,
@@ -997,39 +986,7 @@ mod tests {
             }
             put_node(self, dindex, &mut dindex_leaf).unwrap();
             put_node(self, dref, &mut dref_leaf).unwrap();
-            // Metadata space map, from the counts as they are now.
-            let mut mref_leaf = [0u8; BLOCK_BYTES];
-            init_node(&mut mref_leaf, true, 4);
-            let mut index = [0u8; BLOCK_BYTES];
-            let mut allocated = 0;
-            for (b, &nr) in mbitmaps.iter().enumerate() {
-                let mut bm = [0u8; BLOCK_BYTES];
-                let first = b as u64 * ENTRIES_PER_BITMAP;
-                let end = (first + ENTRIES_PER_BITMAP).min(META_BLOCKS);
-                let mut free = (end - first) as u32;
-                for blk in first..end {
-                    let c = self.counts[blk as usize];
-                    if c > 0 {
-                        bitmap_set(&mut bm, blk - first, c.min(3) as u8);
-                        free -= 1;
-                        allocated += 1;
-                    }
-                    if c >= 3 {
-                        assert!(push_entry(&mut mref_leaf, blk, &c.to_le_bytes()));
-                    }
-                }
-                seal(&mut bm, SALT_BITMAP, nr, crc32c_soft).unwrap();
-                self.write(nr, &bm).unwrap();
-                IndexEntry {
-                    blocknr: nr,
-                    nr_free: free,
-                    none_free_before: 0,
-                }
-                .encode(&mut index[16 + 16 * b..]);
-            }
-            seal(&mut index, SALT_INDEX, mindex, crc32c_soft).unwrap();
-            self.write(mindex, &index).unwrap();
-            put_node(self, mref, &mut mref_leaf).unwrap();
+            let msm = self.sm.commit(&mut self.img, &mut s, crc32c_soft).unwrap();
             let sb = Superblock {
                 version: 2,
                 time: self.time,
@@ -1040,12 +997,7 @@ mod tests {
                     bitmap_root: dindex,
                     ref_count_root: dref,
                 },
-                metadata_sm: SmRoot {
-                    nr_blocks: META_BLOCKS,
-                    nr_allocated: allocated,
-                    bitmap_root: mindex,
-                    ref_count_root: mref,
-                },
+                metadata_sm: msm,
                 mapping_root: self.mapping_root,
                 details_root: self.details_root,
                 data_block_size: 128,
@@ -1054,18 +1006,17 @@ mod tests {
             };
             let mut block = [0u8; BLOCK_BYTES];
             sb.encode(&mut block, crc32c_soft).unwrap();
-            self.image[..BLOCK_BYTES].copy_from_slice(&block);
-            // The space maps are rebuilt by every commit: release them.
-            for nr in mbitmaps
-                .into_iter()
-                .chain([mindex, mref])
-                .chain(dbitmaps)
-                .chain([dindex, dref])
-            {
-                self.counts[nr as usize] -= 1;
+            self.img.write(0, &block).unwrap();
+            // The data map is rebuilt by every commit: release its blocks
+            // (the committed counts keep them until the next commit).
+            for nr in dbitmaps.into_iter().chain([dindex, dref]) {
+                self.sm.dec(nr).unwrap();
             }
-            self.committed.clone_from(&self.counts);
-            self.new.fill(false);
+            // The map reads back as committed.
+            let n = META_BLOCKS as usize;
+            let loaded =
+                MetadataSm::load(vec![0; n], vec![0; n], &mut self.img, &msm, crc32c_soft).unwrap();
+            assert_eq!(loaded.allocated(), msm.nr_allocated);
         }
 
         /// Every mapping of `dev` (block → data block).
@@ -1100,7 +1051,7 @@ mod tests {
             let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let path =
                 std::env::temp_dir().join(format!("vblk-btree-{}-{run}", std::process::id()));
-            std::fs::write(&path, &self.image).unwrap();
+            std::fs::write(&path, &self.img.0).unwrap();
             let chk = Command::new("thin_check")
                 .arg(&path)
                 .output()

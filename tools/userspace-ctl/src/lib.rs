@@ -93,8 +93,14 @@ pub mod thin_btree;
 /// The targets' pure modules that others use, at the path they have in
 /// the kernel crate (`crate::targets::...`).
 pub mod targets {
+    pub use super::thin_btree;
     pub use super::thin_format;
+    pub use super::thin_sm;
 }
+
+/// A thin pool's metadata space map (host tests, checked with thin_check).
+#[path = "../../../rust/targets/thin_sm.rs"]
+pub mod thin_sm;
 
 /// dm-snapshot's persistent exception store format (host tests).
 #[path = "../../../rust/targets/snapshot_store.rs"]

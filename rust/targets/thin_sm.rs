@@ -1,0 +1,463 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The metadata space map of a thin pool: every metadata block's
+//! reference count, held in memory (4 bytes a block, twice: now and at
+//! the last commit) and written out whole at each commit in dm's format
+//! (bitmaps of 2 bits a block, one index block, a ref-count btree for
+//! counts above 2), so `thin_check` and the kernel read it.
+//!
+//! Crash safety comes from never reusing a block the last commit can
+//! still see: a block is allocated only if it is free now *and* was free
+//! at the last commit. The map's own blocks are allocated fresh by every
+//! commit and released right after it, so they stay untouched until the
+//! commit after (the superblock names them until then).
+//!
+//! Pure `core`: the counts live in buffers the caller owns (`Vec` on the
+//! host, `KVec` in the kernel); blocks go through [`BlockIo`].
+
+use crate::targets::thin_btree::{self as btree, Level, Scratch, Transaction, ValueKind};
+use crate::targets::thin_format::{
+    self as fmt, bitmap_get, bitmap_set, BlockSource, FormatError, IndexEntry, SmRoot, BLOCK_BYTES,
+    ENTRIES_PER_BITMAP, METADATA_INDEX_ENTRIES,
+};
+use crate::vblk::metadata_block::{self as mdb, Crc32c};
+use core::ops::DerefMut;
+
+/// Metadata blocks read and written by block number.
+pub trait BlockIo: BlockSource {
+    /// Writes block `nr` (sealed by the caller).
+    fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError>;
+}
+
+/// The ref-count tree's level: block → count (u32).
+const REF_LEVEL: Level = Level {
+    value_size: 4,
+    kind: ValueKind::Plain,
+};
+
+/// Blocks one index block can describe.
+pub const MAX_BLOCKS: u64 = ENTRIES_PER_BITMAP * METADATA_INDEX_ENTRIES as u64;
+
+/// Counts of every metadata block, now and at the last commit.
+pub struct MetadataSm<C> {
+    counts: C,
+    committed: C,
+    allocated: u64,
+    /// Where the next search for a free block starts.
+    hint: u64,
+}
+
+impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
+    /// A map of `counts.len()` blocks, all free but the superblock (a new
+    /// pool). Both buffers must be zeroed and of the same length.
+    pub fn format(mut counts: C, committed: C) -> Result<Self, FormatError> {
+        let n = counts.len() as u64;
+        if !(2..=MAX_BLOCKS).contains(&n) || committed.len() as u64 != n {
+            return Err(FormatError::Value {
+                key: n,
+                what: "metadata device size out of range",
+            });
+        }
+        counts[0] = 1;
+        Ok(MetadataSm {
+            counts,
+            committed,
+            allocated: 1,
+            hint: 1,
+        })
+    }
+
+    /// The map a commit wrote (`root`), read back through `io`.
+    pub fn load<S: BlockSource + ?Sized>(
+        mut counts: C,
+        mut committed: C,
+        io: &mut S,
+        root: &SmRoot,
+        crc: Crc32c,
+    ) -> Result<Self, FormatError> {
+        let n = counts.len() as u64;
+        if root.nr_blocks != n || committed.len() as u64 != n || n > MAX_BLOCKS {
+            return Err(FormatError::Value {
+                key: root.nr_blocks,
+                what: "space map size is not the metadata device's",
+            });
+        }
+        let mut buf = [0u8; BLOCK_BYTES];
+        let mut bitmap = [0u8; BLOCK_BYTES];
+        io.read(root.bitmap_root, &mut buf)?;
+        mdb::verify(&buf, mdb::SALT_INDEX, root.bitmap_root, crc).map_err(|err| {
+            FormatError::Block {
+                nr: root.bitmap_root,
+                err,
+            }
+        })?;
+        let mut allocated = 0;
+        for b in 0..n.div_ceil(ENTRIES_PER_BITMAP) {
+            let entry = fmt::metadata_index_entry(&buf, b as usize);
+            io.read(entry.blocknr, &mut bitmap)?;
+            mdb::verify(&bitmap, mdb::SALT_BITMAP, entry.blocknr, crc).map_err(|err| {
+                FormatError::Block {
+                    nr: entry.blocknr,
+                    err,
+                }
+            })?;
+            let first = b * ENTRIES_PER_BITMAP;
+            for nr in first..(first + ENTRIES_PER_BITMAP).min(n) {
+                let c = u32::from(bitmap_get(&bitmap, nr - first));
+                counts[nr as usize] = c;
+                if c > 0 {
+                    allocated += 1;
+                }
+            }
+        }
+        // Counts above 2.
+        let mut big = [0u8; 4];
+        fmt::walk(io, &mut buf, root.ref_count_root, 4, crc, &mut |v| {
+            if let fmt::Visit::Entry { key, value } = v {
+                big.copy_from_slice(value);
+                match counts.get_mut(key as usize) {
+                    Some(c) if *c == 3 => *c = u32::from_le_bytes(big),
+                    _ => {
+                        return Err(FormatError::Value {
+                            key,
+                            what: "ref-count entry for a block whose bitmap count is not 3",
+                        })
+                    }
+                }
+            }
+            Ok(true)
+        })?;
+        committed.copy_from_slice(&counts);
+        Ok(MetadataSm {
+            counts,
+            committed,
+            allocated,
+            hint: 1,
+        })
+    }
+
+    /// Blocks the map describes.
+    pub fn nr_blocks(&self) -> u64 {
+        self.counts.len() as u64
+    }
+
+    /// Blocks in use now.
+    pub fn allocated(&self) -> u64 {
+        self.allocated
+    }
+
+    /// A block free now and at the last commit, counted once.
+    pub fn alloc(&mut self) -> Result<u64, FormatError> {
+        let n = self.nr_blocks();
+        for k in 0..n {
+            let nr = (self.hint + k) % n;
+            let i = nr as usize;
+            if self.counts[i] == 0 && self.committed[i] == 0 {
+                self.counts[i] = 1;
+                self.allocated += 1;
+                self.hint = nr + 1;
+                return Ok(nr);
+            }
+        }
+        Err(FormatError::Value {
+            key: n,
+            what: "out of metadata space",
+        })
+    }
+
+    /// Whether `nr` was allocated since the last commit (may be written).
+    pub fn is_new(&self, nr: u64) -> bool {
+        let i = nr as usize;
+        i < self.counts.len() && self.committed[i] == 0 && self.counts[i] > 0
+    }
+
+    /// Block `nr`'s count.
+    pub fn count(&self, nr: u64) -> u32 {
+        self.counts.get(nr as usize).copied().unwrap_or(0)
+    }
+
+    fn slot(&mut self, nr: u64) -> Result<&mut u32, FormatError> {
+        let nr_blocks = self.nr_blocks();
+        self.counts
+            .get_mut(nr as usize)
+            .ok_or(FormatError::OutOfRange { nr, nr_blocks })
+    }
+
+    /// One more reference to `nr`.
+    pub fn inc(&mut self, nr: u64) -> Result<(), FormatError> {
+        let c = self.slot(nr)?;
+        *c += 1;
+        if *c == 1 {
+            self.allocated += 1;
+        }
+        Ok(())
+    }
+
+    /// One reference less to `nr` (a free block: an error, nothing changed).
+    pub fn dec(&mut self, nr: u64) -> Result<(), FormatError> {
+        let c = self.slot(nr)?;
+        if *c == 0 {
+            return Err(FormatError::RefCount {
+                nr,
+                found: 0,
+                want: 1,
+            });
+        }
+        *c -= 1;
+        if *c == 0 {
+            self.allocated -= 1;
+            self.hint = self.hint.min(nr);
+        }
+        Ok(())
+    }
+
+    /// Writes the map (its bitmaps, index block and ref-count tree in
+    /// blocks new to this commit) and returns its root for the
+    /// superblock, which the caller writes after flushing. From then on
+    /// the map's state is committed and the blocks it was just written
+    /// to are released (reusable after the next commit).
+    pub fn commit<I: BlockIo + ?Sized>(
+        &mut self,
+        io: &mut I,
+        scratch: &mut Scratch,
+        crc: Crc32c,
+    ) -> Result<SmRoot, FormatError> {
+        let n = self.nr_blocks();
+        let nbm = n.div_ceil(ENTRIES_PER_BITMAP) as usize;
+        let mut bitmaps = [0u64; METADATA_INDEX_ENTRIES];
+        for slot in bitmaps.iter_mut().take(nbm) {
+            *slot = self.alloc()?;
+        }
+        let index_nr = self.alloc()?;
+        // The ref-count tree, built with the map's own blocks; counts of
+        // the blocks it takes are 1, never entries of it.
+        let ref_root = {
+            let mut tx = SmTx {
+                sm: self,
+                io: &mut *io,
+                crc,
+            };
+            let mut root = btree::empty_tree(&mut tx, REF_LEVEL, scratch)?;
+            for nr in 0..n {
+                let c = tx.sm.counts[nr as usize];
+                if c > 2 {
+                    root = btree::insert(
+                        &mut tx,
+                        scratch,
+                        root,
+                        &[REF_LEVEL],
+                        &[nr],
+                        &c.to_le_bytes(),
+                    )?
+                    .0;
+                }
+            }
+            root
+        };
+        // Bitmaps and index from the counts as they are now.
+        let mut index = [0u8; BLOCK_BYTES];
+        let mut bitmap = [0u8; BLOCK_BYTES];
+        for (b, &bnr) in bitmaps.iter().take(nbm).enumerate() {
+            bitmap.fill(0);
+            let first = b as u64 * ENTRIES_PER_BITMAP;
+            let end = (first + ENTRIES_PER_BITMAP).min(n);
+            let mut free = 0u32;
+            let mut none_free_before = None;
+            for nr in first..end {
+                let c = self.counts[nr as usize];
+                bitmap_set(&mut bitmap, nr - first, c.min(3) as u8);
+                if c == 0 {
+                    free += 1;
+                    none_free_before.get_or_insert((nr - first) as u32);
+                }
+            }
+            seal(&mut bitmap, mdb::SALT_BITMAP, bnr, crc)?;
+            io.write(bnr, &bitmap)?;
+            IndexEntry {
+                blocknr: bnr,
+                nr_free: free,
+                none_free_before: none_free_before.unwrap_or((end - first) as u32),
+            }
+            .encode(&mut index[mdb::HEADER_BYTES + b * fmt::INDEX_ENTRY_BYTES..]);
+        }
+        seal(&mut index, mdb::SALT_INDEX, index_nr, crc)?;
+        io.write(index_nr, &index)?;
+        let root = SmRoot {
+            nr_blocks: n,
+            nr_allocated: self.allocated,
+            bitmap_root: index_nr,
+            ref_count_root: ref_root,
+        };
+        // Committed as written; the map's blocks go back to free (the
+        // committed counts keep them from reuse until the next commit).
+        self.committed.copy_from_slice(&self.counts);
+        for &bnr in bitmaps.iter().take(nbm) {
+            self.dec(bnr)?;
+        }
+        self.dec(index_nr)?;
+        let mut tx = SmTx {
+            sm: self,
+            io: &mut *io,
+            crc,
+        };
+        btree::release_tree(&mut tx, &mut index, ref_root, REF_LEVEL)?;
+        Ok(root)
+    }
+}
+
+fn seal(block: &mut [u8; BLOCK_BYTES], salt: u32, nr: u64, crc: Crc32c) -> Result<(), FormatError> {
+    mdb::seal(block, salt, nr, crc).map_err(|err| FormatError::Block { nr, err })
+}
+
+/// The map as a btree transaction over its own blocks (its ref-count
+/// tree); data blocks do not occur.
+struct SmTx<'a, C, I: ?Sized> {
+    sm: &'a mut MetadataSm<C>,
+    io: &'a mut I,
+    crc: Crc32c,
+}
+
+impl<C: DerefMut<Target = [u32]>, I: BlockIo + ?Sized> Transaction for SmTx<'_, C, I> {
+    fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+        self.io.read(nr, buf)
+    }
+    fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+        self.io.write(nr, buf)
+    }
+    fn alloc(&mut self) -> Result<u64, FormatError> {
+        self.sm.alloc()
+    }
+    fn is_new(&self, nr: u64) -> bool {
+        self.sm.is_new(nr)
+    }
+    fn count(&self, nr: u64) -> u32 {
+        self.sm.count(nr)
+    }
+    fn inc(&mut self, nr: u64) -> Result<(), FormatError> {
+        self.sm.inc(nr)
+    }
+    fn dec(&mut self, nr: u64) -> Result<(), FormatError> {
+        self.sm.dec(nr)
+    }
+    fn inc_data(&mut self, nr: u64) -> Result<(), FormatError> {
+        Err(FormatError::Value {
+            key: nr,
+            what: "a data block in the space map's own tree",
+        })
+    }
+    fn dec_data(&mut self, nr: u64) -> Result<(), FormatError> {
+        self.inc_data(nr)
+    }
+    fn crc(&self) -> Crc32c {
+        self.crc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        crc
+    }
+
+    struct Image(Vec<u8>);
+
+    impl BlockSource for Image {
+        fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+            let at = nr as usize * BLOCK_BYTES;
+            buf.copy_from_slice(&self.0[at..at + BLOCK_BYTES]);
+            Ok(())
+        }
+    }
+
+    impl BlockIo for Image {
+        fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+            let at = nr as usize * BLOCK_BYTES;
+            self.0[at..at + BLOCK_BYTES].copy_from_slice(buf);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn blocks_of_the_last_commit_are_not_reused_before_the_next() {
+        let n = 64usize;
+        let mut sm = MetadataSm::format(vec![0; n], vec![0; n]).unwrap();
+        let mut img = Image(vec![0; n * BLOCK_BYTES]);
+        let mut s = Scratch::new();
+        let a: Vec<u64> = (0..10).map(|_| sm.alloc().unwrap()).collect();
+        assert!(
+            a.iter().all(|&b| b != 0 && sm.is_new(b)),
+            "never the superblock"
+        );
+        sm.commit(&mut img, &mut s, crc32c_soft).unwrap();
+        assert!(!sm.is_new(a[0]), "committed blocks are no longer new");
+        // Freed after the commit: not allocated again in this transaction.
+        for &b in &a {
+            sm.dec(b).unwrap();
+        }
+        let b: Vec<u64> = (0..20).map(|_| sm.alloc().unwrap()).collect();
+        assert!(b.iter().all(|x| !a.contains(x)), "{a:?} reused in {b:?}");
+        sm.commit(&mut img, &mut s, crc32c_soft).unwrap();
+        // After the next commit they are free for good.
+        let mut got = Vec::new();
+        while let Ok(x) = sm.alloc() {
+            got.push(x);
+        }
+        assert!(a.iter().all(|x| got.contains(x)));
+        assert!(
+            matches!(sm.alloc(), Err(FormatError::Value { .. })),
+            "out of space"
+        );
+        // All but the map's own three blocks of the last commit (a
+        // bitmap, the index, the ref-count tree's root): held until the
+        // next commit.
+        assert_eq!(sm.allocated(), n as u64 - 3);
+        assert!(sm.dec(0).is_ok());
+        assert!(sm.dec(0).is_err(), "a free block cannot lose a reference");
+    }
+
+    #[test]
+    fn a_commit_loads_back_with_counts_above_two() {
+        let n = 40_000usize; // three bitmaps
+        let mut sm = MetadataSm::format(vec![0; n], vec![0; n]).unwrap();
+        let mut img = Image(vec![0; n * BLOCK_BYTES]);
+        let mut s = Scratch::new();
+        let blocks: Vec<u64> = (0..500).map(|_| sm.alloc().unwrap()).collect();
+        for (i, &b) in blocks.iter().enumerate() {
+            for _ in 0..i % 7 {
+                sm.inc(b).unwrap();
+            }
+        }
+        // Some far out, in the last bitmap.
+        for b in [33_000u64, 39_999] {
+            sm.inc(b).unwrap();
+            sm.inc(b).unwrap();
+            sm.inc(b).unwrap();
+        }
+        let root = sm.commit(&mut img, &mut s, crc32c_soft).unwrap();
+        let loaded =
+            MetadataSm::load(vec![0; n], vec![0; n], &mut img, &root, crc32c_soft).unwrap();
+        for (i, &b) in blocks.iter().enumerate() {
+            assert_eq!(loaded.count(b), 1 + (i % 7) as u32, "block {b}");
+        }
+        assert_eq!(loaded.count(33_000), 3);
+        assert_eq!(loaded.count(39_999), 3);
+        assert_eq!(loaded.allocated(), root.nr_allocated);
+        // The loaded map includes its own blocks (as committed); the live
+        // one has released them.
+        assert!(loaded.allocated() > sm.allocated());
+        assert!(
+            MetadataSm::load(vec![0; n - 1], vec![0; n - 1], &mut img, &root, crc32c_soft).is_err()
+        );
+    }
+}
