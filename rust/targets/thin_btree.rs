@@ -94,6 +94,13 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// Buffer `i` (0..3), for lookups between changes.
+    pub fn buf(&mut self, i: usize) -> &mut [u8; BLOCK_BYTES] {
+        &mut self.bufs[i]
+    }
+}
+
 impl Default for Scratch {
     fn default() -> Self {
         Self::new()
@@ -682,11 +689,9 @@ pub fn release_tree<T: Transaction + ?Sized>(
 mod tests {
     use super::*;
     use crate::targets::thin_format::{
-        bitmap_set, lookup, mapping_parts, mapping_value, push_entry, BlockSource, DeviceDetails,
-        IndexEntry, SmRoot, Superblock, ENTRIES_PER_BITMAP,
+        lookup, mapping_parts, mapping_value, BlockSource, DeviceDetails, Superblock,
     };
-    use crate::targets::thin_sm::{BlockIo, MetadataSm};
-    use crate::vblk::metadata_block::{seal, SALT_BITMAP};
+    use crate::targets::thin_sm::{BlockIo, DataSm, MetadataSm, SmScratch, SmTx};
     use std::collections::BTreeMap;
 
     fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
@@ -725,21 +730,37 @@ mod tests {
         }
     }
 
-    /// A pool in memory: the metadata image, its space map, the data
-    /// counts.
+    /// A pool in memory: the metadata image, its space maps, and the data
+    /// counts as a model to check the data space map against.
     struct Pool {
         img: Image,
         sm: MetadataSm<Vec<u32>>,
+        dsm: DataSm,
+        dsc: Box<SmScratch>,
         data: BTreeMap<u64, u32>,
         mapping_root: u64,
         details_root: u64,
-        next_data: u64,
         time: u32,
     }
 
     impl BlockSource for Pool {
         fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
             self.img.read(nr, buf)
+        }
+    }
+
+    impl Pool {
+        /// The metadata blocks as the data space map's transaction.
+        fn meta(&mut self) -> (SmTx<'_, Vec<u32>, Image>, &mut DataSm, &mut SmScratch) {
+            (
+                SmTx {
+                    sm: &mut self.sm,
+                    io: &mut self.img,
+                    crc: crc32c_soft,
+                },
+                &mut self.dsm,
+                &mut self.dsc,
+            )
         }
     }
 
@@ -771,7 +792,8 @@ mod tests {
         }
         fn inc_data(&mut self, nr: u64) -> Result<(), FormatError> {
             *self.data.entry(nr).or_insert(0) += 1;
-            Ok(())
+            let (mut tx, dsm, sc) = self.meta();
+            dsm.inc(&mut tx, sc, nr)
         }
         fn dec_data(&mut self, nr: u64) -> Result<(), FormatError> {
             let c = self.data.get_mut(&nr).expect("dec of a free data block");
@@ -779,7 +801,8 @@ mod tests {
             if *c == 0 {
                 self.data.remove(&nr);
             }
-            Ok(())
+            let (mut tx, dsm, sc) = self.meta();
+            dsm.dec(&mut tx, sc, nr)
         }
         fn crc(&self) -> Crc32c {
             crc32c_soft
@@ -789,13 +812,25 @@ mod tests {
     impl Pool {
         fn new() -> Self {
             let n = META_BLOCKS as usize;
+            let mut sm = MetadataSm::format(vec![0; n], vec![0; n]).unwrap();
+            let mut img = Image(vec![0; n * BLOCK_BYTES]);
+            let mut dsc = Box::new(SmScratch::new());
+            let dsm = {
+                let mut tx = SmTx {
+                    sm: &mut sm,
+                    io: &mut img,
+                    crc: crc32c_soft,
+                };
+                DataSm::format(&mut tx, &mut dsc, DATA_BLOCKS).unwrap()
+            };
             let mut p = Pool {
-                img: Image(vec![0; n * BLOCK_BYTES]),
-                sm: MetadataSm::format(vec![0; n], vec![0; n]).unwrap(),
+                img,
+                sm,
+                dsm,
+                dsc,
                 data: BTreeMap::new(),
                 mapping_root: 0,
                 details_root: 0,
-                next_data: 0,
                 time: 0,
             };
             let mut s = Scratch::new();
@@ -887,9 +922,11 @@ mod tests {
 
         /// Maps `block` of `dev` to a new data block.
         fn map(&mut self, dev: u64, block: u64) -> u64 {
-            let data = self.next_data;
-            self.next_data += 1;
-            self.inc_data(data).unwrap();
+            let data = {
+                let (mut tx, dsm, sc) = self.meta();
+                dsm.alloc(&mut tx, sc).unwrap().expect("data space")
+            };
+            *self.data.entry(data).or_insert(0) += 1;
             let mut s = Scratch::new();
             let (r, _) = insert(
                 self,
@@ -932,71 +969,16 @@ mod tests {
             self.details_root = r;
         }
 
-        /// Writes both space maps and the superblock (a commit), then
-        /// starts the next transaction.
+        /// Writes the metadata space map and the superblock (a commit),
+        /// then starts the next transaction.
         fn commit(&mut self) {
-            let dnbm = DATA_BLOCKS.div_ceil(ENTRIES_PER_BITMAP);
             let mut s = Scratch::new();
-            // The data space map (rebuilt whole here; its blocks are
-            // metadata blocks, counted before the metadata map's commit).
-            let dbitmaps: Vec<u64> = (0..dnbm).map(|_| self.alloc().unwrap()).collect();
-            let dindex = empty_tree(
-                self,
-                Level {
-                    value_size: 16,
-                    kind: ValueKind::Plain,
-                },
-                &mut s,
-            )
-            .unwrap();
-            let dref = empty_tree(
-                self,
-                Level {
-                    value_size: 4,
-                    kind: ValueKind::Plain,
-                },
-                &mut s,
-            )
-            .unwrap();
-            let mut dindex_leaf = [0u8; BLOCK_BYTES];
-            init_node(&mut dindex_leaf, true, 16);
-            let mut dref_leaf = [0u8; BLOCK_BYTES];
-            init_node(&mut dref_leaf, true, 4);
-            for (b, &nr) in dbitmaps.iter().enumerate() {
-                let mut bm = [0u8; BLOCK_BYTES];
-                let first = b as u64 * ENTRIES_PER_BITMAP;
-                let mut free = (ENTRIES_PER_BITMAP.min(DATA_BLOCKS - first)) as u32;
-                for (&blk, &c) in self.data.range(first..first + ENTRIES_PER_BITMAP) {
-                    bitmap_set(&mut bm, blk - first, c.min(3) as u8);
-                    free -= 1;
-                    if c >= 3 {
-                        assert!(push_entry(&mut dref_leaf, blk, &c.to_le_bytes()));
-                    }
-                }
-                seal(&mut bm, SALT_BITMAP, nr, crc32c_soft).unwrap();
-                Transaction::write(self, nr, &bm).unwrap();
-                let mut e = [0u8; 16];
-                IndexEntry {
-                    blocknr: nr,
-                    nr_free: free,
-                    none_free_before: 0,
-                }
-                .encode(&mut e);
-                assert!(push_entry(&mut dindex_leaf, b as u64, &e));
-            }
-            put_node(self, dindex, &mut dindex_leaf).unwrap();
-            put_node(self, dref, &mut dref_leaf).unwrap();
             let msm = self.sm.commit(&mut self.img, &mut s, crc32c_soft).unwrap();
             let sb = Superblock {
                 version: 2,
                 time: self.time,
                 transaction_id: 1,
-                data_sm: SmRoot {
-                    nr_blocks: DATA_BLOCKS,
-                    nr_allocated: self.data.len() as u64,
-                    bitmap_root: dindex,
-                    ref_count_root: dref,
-                },
+                data_sm: self.dsm.root(),
                 metadata_sm: msm,
                 mapping_root: self.mapping_root,
                 details_root: self.details_root,
@@ -1007,11 +989,7 @@ mod tests {
             let mut block = [0u8; BLOCK_BYTES];
             sb.encode(&mut block, crc32c_soft).unwrap();
             self.img.write(0, &block).unwrap();
-            // The data map is rebuilt by every commit: release its blocks
-            // (the committed counts keep them until the next commit).
-            for nr in dbitmaps.into_iter().chain([dindex, dref]) {
-                self.sm.dec(nr).unwrap();
-            }
+            self.dsm.committed();
             // The map reads back as committed.
             let n = META_BLOCKS as usize;
             let loaded =
@@ -1036,7 +1014,16 @@ mod tests {
 
         fn check(&mut self) -> fmt::Summary {
             let mut counts = vec![0u32; META_BLOCKS as usize];
-            let sum = fmt::check(self, &mut counts, crc32c_soft).unwrap();
+            let mut data = vec![0u32; DATA_BLOCKS as usize];
+            let sum = fmt::check(self, &mut counts, Some(&mut data), crc32c_soft).unwrap();
+            for (nr, &c) in data.iter().enumerate() {
+                assert_eq!(
+                    c,
+                    self.data.get(&(nr as u64)).copied().unwrap_or(0),
+                    "data block {nr}"
+                );
+            }
+            assert_eq!(self.dsm.allocated(), self.data.len() as u64);
             assert_eq!(
                 sum.metadata_counts_off, 0,
                 "vblk's summary counts are exact"
@@ -1227,6 +1214,33 @@ mod tests {
         assert_eq!((sum.devices, sum.mappings), (0, 0));
         assert!(p.data.is_empty());
         assert!(sum.metadata_allocated < used, "the trees' nodes were freed");
+        p.thin_tools();
+    }
+
+    #[test]
+    fn data_freed_since_the_commit_is_not_reused_until_the_next() {
+        let mut p = Pool::new();
+        p.create_thin(0);
+        let first: Vec<u64> = (0..10).map(|b| p.map(0, b)).collect();
+        p.commit();
+        for b in 0..10 {
+            assert!(p.unmap(0, b));
+        }
+        // A crash now finds the committed mappings: their data must stay.
+        let second: Vec<u64> = (0..10).map(|b| p.map(0, 100 + b)).collect();
+        assert!(
+            second.iter().all(|d| !first.contains(d)),
+            "{first:?} reused: {second:?}"
+        );
+        p.commit();
+        p.check();
+        // Reopened as a reload would (the search starts at block 0): the
+        // blocks freed before the commit are free now.
+        p.dsm = DataSm::open(p.dsm.root());
+        let third: Vec<u64> = (0..10).map(|b| p.map(0, 200 + b)).collect();
+        assert_eq!(third, first, "free after the commit");
+        p.commit();
+        assert_eq!(p.check().mappings, 20);
         p.thin_tools();
     }
 }

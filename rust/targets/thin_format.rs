@@ -102,6 +102,8 @@ pub enum FormatError {
     /// A space map's bitmap or ref-count tree says another count than
     /// the references found.
     RefCount { nr: u64, found: u32, want: u32 },
+    /// A data block's count is not the references the mappings make.
+    DataRefCount { nr: u64, found: u32, want: u32 },
     /// The space map's allocated count is not what its bitmaps hold.
     Allocated { found: u64, want: u64 },
     /// A device or mapping value out of range (what, which key).
@@ -136,6 +138,10 @@ impl fmt::Display for FormatError {
             FormatError::RefCount { nr, found, want } => write!(
                 f,
                 "metadata block {nr}: space map count {found}, referenced {want} times"
+            ),
+            FormatError::DataRefCount { nr, found, want } => write!(
+                f,
+                "data block {nr}: space map count {found}, mapped {want} times"
             ),
             FormatError::Allocated { found, want } => write!(
                 f,
@@ -729,6 +735,7 @@ fn count_tree<S: BlockSource + ?Sized>(
 pub fn check<S: BlockSource + ?Sized>(
     src: &mut S,
     counts: &mut [u32],
+    mut data_counts: Option<&mut [u32]>,
     crc: Crc32c,
 ) -> Result<Summary, FormatError> {
     let mut buf = [0u8; BLOCK_BYTES];
@@ -791,6 +798,13 @@ pub fn check<S: BlockSource + ?Sized>(
                     });
                 }
                 sum.mappings += 1;
+                if let Some(dc) = data_counts.as_deref_mut() {
+                    // Once per leaf that names it (a shared leaf is
+                    // counted once: its tree is entered once).
+                    if let Some(c) = dc.get_mut(block as usize) {
+                        *c += 1;
+                    }
+                }
                 Ok(())
             })?;
         }
@@ -818,6 +832,9 @@ pub fn check<S: BlockSource + ?Sized>(
     let (allocated, counts_off) = compare_metadata_sm(src, &mut buf, &refs, &sb, crc)?;
     sum.metadata_allocated = allocated;
     sum.metadata_counts_off = counts_off;
+    if let Some(dc) = data_counts {
+        compare_data_sm(src, &mut buf, dc, &sb, crc)?;
+    }
     sum.data_allocated = sb.data_sm.nr_allocated;
     Ok(sum)
 }
@@ -918,6 +935,82 @@ fn count_tree_once<S: BlockSource + ?Sized>(
         Visit::Node { .. } => Ok(true),
         Visit::Entry { key, value } => entry(key, value).map(|_| true),
     })
+}
+
+/// Compares the data space map with `want` (every data block's
+/// references from the mapping trees): bitmaps, ref-count tree, the
+/// allocated count.
+fn compare_data_sm<S: BlockSource + ?Sized>(
+    src: &mut S,
+    buf: &mut [u8; BLOCK_BYTES],
+    want: &[u32],
+    sb: &Superblock,
+    crc: Crc32c,
+) -> Result<(), FormatError> {
+    let dsm = sb.data_sm;
+    if want.len() as u64 != dsm.nr_blocks {
+        return Err(FormatError::Allocated {
+            found: want.len() as u64,
+            want: dsm.nr_blocks,
+        });
+    }
+    let mut bitmap = [0u8; BLOCK_BYTES];
+    let mut allocated = 0u64;
+    let mut value = [0u8; 4];
+    let mut e = [0u8; INDEX_ENTRY_BYTES];
+    for b in 0..dsm.nr_blocks.div_ceil(ENTRIES_PER_BITMAP) {
+        if !lookup(src, buf, dsm.bitmap_root, INDEX_ENTRY_BYTES, b, &mut e, crc)? {
+            return Err(FormatError::Value {
+                key: b,
+                what: "data space map index has no entry for this bitmap",
+            });
+        }
+        let entry = IndexEntry::decode(&e);
+        src.read(entry.blocknr, &mut bitmap)?;
+        verify(&bitmap, mdb::SALT_BITMAP, entry.blocknr, crc)?;
+        let first = b * ENTRIES_PER_BITMAP;
+        let end = (first + ENTRIES_PER_BITMAP).min(dsm.nr_blocks);
+        let mut free = 0u32;
+        for nr in first..end {
+            let found = match bitmap_get(&bitmap, nr - first) {
+                3 => {
+                    if !lookup(src, buf, dsm.ref_count_root, 4, nr, &mut value, crc)? {
+                        return Err(FormatError::Value {
+                            key: nr,
+                            what: "data count 3 without a ref-count entry",
+                        });
+                    }
+                    u32::from_le_bytes(value)
+                }
+                v => u32::from(v),
+            };
+            if found != want[nr as usize] {
+                return Err(FormatError::DataRefCount {
+                    nr,
+                    found,
+                    want: want[nr as usize],
+                });
+            }
+            if found == 0 {
+                free += 1;
+            } else {
+                allocated += 1;
+            }
+        }
+        if free != entry.nr_free {
+            return Err(FormatError::Value {
+                key: b,
+                what: "data bitmap's free count is not its index entry's",
+            });
+        }
+    }
+    if allocated != dsm.nr_allocated {
+        return Err(FormatError::Allocated {
+            found: dsm.nr_allocated,
+            want: allocated,
+        });
+    }
+    Ok(())
 }
 
 /// Compares the metadata space map with `refs`: each block's bitmap
@@ -1029,7 +1122,7 @@ mod tests {
         fn check(&mut self) -> Result<Summary, FormatError> {
             let nr = self.superblock().metadata_sm.nr_blocks as usize;
             let mut counts = vec![0u32; nr];
-            check(self, &mut counts, crc32c_soft)
+            check(self, &mut counts, None, crc32c_soft)
         }
         /// Every leaf entry of the tree at `root`.
         fn entries(&mut self, root: u64, value_size: usize) -> Vec<(u64, Vec<u8>)> {

@@ -308,12 +308,13 @@ fn seal(block: &mut [u8; BLOCK_BYTES], salt: u32, nr: u64, crc: Crc32c) -> Resul
     mdb::seal(block, salt, nr, crc).map_err(|err| FormatError::Block { nr, err })
 }
 
-/// The map as a btree transaction over its own blocks (its ref-count
-/// tree); data blocks do not occur.
-struct SmTx<'a, C, I: ?Sized> {
-    sm: &'a mut MetadataSm<C>,
-    io: &'a mut I,
-    crc: Crc32c,
+/// Metadata blocks and their counts as a btree transaction without data
+/// blocks: the space maps' own trees (the metadata map's ref-count tree,
+/// the data map's index and ref-count trees).
+pub struct SmTx<'a, C, I: ?Sized> {
+    pub sm: &'a mut MetadataSm<C>,
+    pub io: &'a mut I,
+    pub crc: Crc32c,
 }
 
 impl<C: DerefMut<Target = [u32]>, I: BlockIo + ?Sized> Transaction for SmTx<'_, C, I> {
@@ -350,6 +351,361 @@ impl<C: DerefMut<Target = [u32]>, I: BlockIo + ?Sized> Transaction for SmTx<'_, 
     fn crc(&self) -> Crc32c {
         self.crc
     }
+}
+
+/// The index tree's level: bitmap number → index entry.
+const INDEX_LEVEL: Level = Level {
+    value_size: fmt::INDEX_ENTRY_BYTES,
+    kind: ValueKind::Plain,
+};
+
+/// The buffers a data space-map change works in.
+pub struct SmScratch {
+    pub btree: Scratch,
+    bitmap: [u8; BLOCK_BYTES],
+    old: [u8; BLOCK_BYTES],
+}
+
+impl SmScratch {
+    /// Zeroed buffers (on the heap in the kernel).
+    pub const fn new() -> Self {
+        SmScratch {
+            btree: Scratch::new(),
+            bitmap: [0; BLOCK_BYTES],
+            old: [0; BLOCK_BYTES],
+        }
+    }
+}
+
+impl Default for SmScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The data space map: every data block's reference count, on the
+/// metadata device as dm keeps it (bitmaps, an index btree, a ref-count
+/// btree), changed copy-on-write through the metadata transaction like
+/// the mapping trees. A block is allocated only if it is free now and was
+/// at the last commit (a crash must find the committed mappings' data
+/// unchanged).
+pub struct DataSm {
+    root: SmRoot,
+    committed: SmRoot,
+    /// Where the next search for a free block starts.
+    hint: u64,
+}
+
+impl DataSm {
+    /// A new map of `nr_blocks` free blocks (its bitmaps, index and
+    /// ref-count tree written in new metadata blocks).
+    pub fn format<T: Transaction + ?Sized>(
+        tx: &mut T,
+        sc: &mut SmScratch,
+        nr_blocks: u64,
+    ) -> Result<Self, FormatError> {
+        let mut index = btree::empty_tree(tx, INDEX_LEVEL, &mut sc.btree)?;
+        for b in 0..nr_blocks.div_ceil(ENTRIES_PER_BITMAP) {
+            let nr = tx.alloc()?;
+            sc.bitmap.fill(0);
+            seal(&mut sc.bitmap, mdb::SALT_BITMAP, nr, tx.crc())?;
+            tx.write(nr, &sc.bitmap)?;
+            let blocks = ENTRIES_PER_BITMAP.min(nr_blocks - b * ENTRIES_PER_BITMAP);
+            let mut e = [0u8; fmt::INDEX_ENTRY_BYTES];
+            IndexEntry {
+                blocknr: nr,
+                nr_free: blocks as u32,
+                none_free_before: 0,
+            }
+            .encode(&mut e);
+            index = btree::insert(tx, &mut sc.btree, index, &[INDEX_LEVEL], &[b], &e)?.0;
+        }
+        let ref_count_root = btree::empty_tree(tx, REF_LEVEL, &mut sc.btree)?;
+        let root = SmRoot {
+            nr_blocks,
+            nr_allocated: 0,
+            bitmap_root: index,
+            ref_count_root,
+        };
+        Ok(DataSm {
+            root,
+            committed: SmRoot::default(),
+            hint: 0,
+        })
+    }
+
+    /// The map a commit wrote.
+    pub fn open(root: SmRoot) -> Self {
+        DataSm {
+            root,
+            committed: root,
+            hint: 0,
+        }
+    }
+
+    /// Its root now (for the superblock at a commit).
+    pub fn root(&self) -> SmRoot {
+        self.root
+    }
+
+    /// The root just written is the committed one from now on.
+    pub fn committed(&mut self) {
+        self.committed = self.root;
+    }
+
+    /// Blocks in use.
+    pub fn allocated(&self) -> u64 {
+        self.root.nr_allocated
+    }
+
+    /// Bitmap `b`'s index entry in the map at `root`.
+    fn index_entry<T: Transaction + ?Sized>(
+        tx: &mut T,
+        sc: &mut SmScratch,
+        root: &SmRoot,
+        b: u64,
+    ) -> Result<IndexEntry, FormatError> {
+        let mut e = [0u8; fmt::INDEX_ENTRY_BYTES];
+        let crc = tx.crc();
+        let mut src = TxSource(tx);
+        if !fmt::lookup(
+            &mut src,
+            sc.btree_buf(),
+            root.bitmap_root,
+            fmt::INDEX_ENTRY_BYTES,
+            b,
+            &mut e,
+            crc,
+        )? {
+            return Err(FormatError::Value {
+                key: b,
+                what: "data space map index has no entry for this bitmap",
+            });
+        }
+        Ok(IndexEntry::decode(&e))
+    }
+
+    /// Block `nr`'s count in the map at `root` (its bitmap read into
+    /// `bitmap`).
+    fn count_in<T: Transaction + ?Sized>(
+        tx: &mut T,
+        sc: &mut SmScratch,
+        root: &SmRoot,
+        nr: u64,
+    ) -> Result<u32, FormatError> {
+        if nr >= root.nr_blocks {
+            return Err(FormatError::OutOfRange {
+                nr,
+                nr_blocks: root.nr_blocks,
+            });
+        }
+        let e = Self::index_entry(tx, sc, root, nr / ENTRIES_PER_BITMAP)?;
+        read_bitmap(tx, e.blocknr, &mut sc.bitmap)?;
+        match bitmap_get(&sc.bitmap, nr % ENTRIES_PER_BITMAP) {
+            3 => {
+                let mut v = [0u8; 4];
+                let crc = tx.crc();
+                let mut src = TxSource(tx);
+                if !fmt::lookup(
+                    &mut src,
+                    sc.btree_buf(),
+                    root.ref_count_root,
+                    4,
+                    nr,
+                    &mut v,
+                    crc,
+                )? {
+                    return Err(FormatError::Value {
+                        key: nr,
+                        what: "count 3 in the bitmap but none in the ref-count tree",
+                    });
+                }
+                Ok(u32::from_le_bytes(v))
+            }
+            c => Ok(u32::from(c)),
+        }
+    }
+
+    /// Block `nr`'s count.
+    pub fn count<T: Transaction + ?Sized>(
+        &self,
+        tx: &mut T,
+        sc: &mut SmScratch,
+        nr: u64,
+    ) -> Result<u32, FormatError> {
+        Self::count_in(tx, sc, &self.root, nr)
+    }
+
+    /// Sets block `nr`'s count from `old` to `new`: its bitmap shadowed
+    /// and changed, the index entry's free count, the ref-count tree.
+    fn set<T: Transaction + ?Sized>(
+        &mut self,
+        tx: &mut T,
+        sc: &mut SmScratch,
+        nr: u64,
+        old: u32,
+        new: u32,
+    ) -> Result<(), FormatError> {
+        let b = nr / ENTRIES_PER_BITMAP;
+        let mut e = Self::index_entry(tx, sc, &self.root, b)?;
+        read_bitmap(tx, e.blocknr, &mut sc.bitmap)?;
+        if !tx.is_new(e.blocknr) {
+            let copy = tx.alloc()?;
+            tx.dec(e.blocknr)?;
+            e.blocknr = copy;
+        }
+        bitmap_set(&mut sc.bitmap, nr % ENTRIES_PER_BITMAP, new.min(3) as u8);
+        seal(&mut sc.bitmap, mdb::SALT_BITMAP, e.blocknr, tx.crc())?;
+        tx.write(e.blocknr, &sc.bitmap)?;
+        match (old == 0, new == 0) {
+            (true, false) => {
+                e.nr_free -= 1;
+                self.root.nr_allocated += 1;
+            }
+            (false, true) => {
+                e.nr_free += 1;
+                self.root.nr_allocated -= 1;
+                self.hint = self.hint.min(nr);
+            }
+            _ => {}
+        }
+        let mut v = [0u8; fmt::INDEX_ENTRY_BYTES];
+        e.encode(&mut v);
+        self.root.bitmap_root = btree::insert(
+            tx,
+            &mut sc.btree,
+            self.root.bitmap_root,
+            &[INDEX_LEVEL],
+            &[b],
+            &v,
+        )?
+        .0;
+        if new > 2 {
+            self.root.ref_count_root = btree::insert(
+                tx,
+                &mut sc.btree,
+                self.root.ref_count_root,
+                &[REF_LEVEL],
+                &[nr],
+                &new.to_le_bytes(),
+            )?
+            .0;
+        } else if old > 2 {
+            self.root.ref_count_root = btree::remove(
+                tx,
+                &mut sc.btree,
+                self.root.ref_count_root,
+                &[REF_LEVEL],
+                &[nr],
+            )?
+            .0;
+        }
+        Ok(())
+    }
+
+    /// One more reference to data block `nr`.
+    pub fn inc<T: Transaction + ?Sized>(
+        &mut self,
+        tx: &mut T,
+        sc: &mut SmScratch,
+        nr: u64,
+    ) -> Result<(), FormatError> {
+        let old = self.count(tx, sc, nr)?;
+        self.set(tx, sc, nr, old, old + 1)
+    }
+
+    /// One reference less to data block `nr` (a free block: an error).
+    pub fn dec<T: Transaction + ?Sized>(
+        &mut self,
+        tx: &mut T,
+        sc: &mut SmScratch,
+        nr: u64,
+    ) -> Result<(), FormatError> {
+        let old = self.count(tx, sc, nr)?;
+        if old == 0 {
+            return Err(FormatError::RefCount {
+                nr,
+                found: 0,
+                want: 1,
+            });
+        }
+        self.set(tx, sc, nr, old, old - 1)
+    }
+
+    /// A data block free now and at the last commit, counted once; None
+    /// when the data device is full.
+    pub fn alloc<T: Transaction + ?Sized>(
+        &mut self,
+        tx: &mut T,
+        sc: &mut SmScratch,
+    ) -> Result<Option<u64>, FormatError> {
+        let n = self.root.nr_blocks;
+        let nbm = n.div_ceil(ENTRIES_PER_BITMAP);
+        let first_bitmap = self.hint / ENTRIES_PER_BITMAP;
+        for k in 0..nbm {
+            let b = (first_bitmap + k) % nbm.max(1);
+            let e = Self::index_entry(tx, sc, &self.root, b)?;
+            if e.nr_free == 0 {
+                continue;
+            }
+            read_bitmap(tx, e.blocknr, &mut sc.bitmap)?;
+            // The committed bitmap (the same block unless shadowed since).
+            let old_block = if b < self.committed.nr_blocks.div_ceil(ENTRIES_PER_BITMAP) {
+                Some(Self::index_entry(tx, sc, &self.committed, b)?.blocknr)
+            } else {
+                None
+            };
+            match old_block {
+                Some(o) if o != e.blocknr => read_bitmap(tx, o, &mut sc.old)?,
+                Some(_) => sc.old.copy_from_slice(&sc.bitmap),
+                None => sc.old.fill(0),
+            }
+            let start = b * ENTRIES_PER_BITMAP;
+            let end = (start + ENTRIES_PER_BITMAP).min(n);
+            let from = if b == first_bitmap && k == 0 {
+                self.hint.max(start)
+            } else {
+                start
+            };
+            for nr in (from..end).chain(start..from) {
+                let i = nr - start;
+                if bitmap_get(&sc.bitmap, i) == 0 && bitmap_get(&sc.old, i) == 0 {
+                    self.set(tx, sc, nr, 0, 1)?;
+                    self.hint = nr + 1;
+                    return Ok(Some(nr));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl SmScratch {
+    /// A buffer for lookups (the btree scratch's first; lookups and
+    /// changes do not overlap).
+    fn btree_buf(&mut self) -> &mut [u8; BLOCK_BYTES] {
+        self.btree.buf(0)
+    }
+}
+
+/// A transaction read as a block source.
+struct TxSource<'a, T: ?Sized>(&'a mut T);
+
+impl<T: Transaction + ?Sized> BlockSource for TxSource<'_, T> {
+    fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+        self.0.read(nr, buf)
+    }
+}
+
+/// Reads and checks bitmap block `nr`.
+fn read_bitmap<T: Transaction + ?Sized>(
+    tx: &mut T,
+    nr: u64,
+    buf: &mut [u8; BLOCK_BYTES],
+) -> Result<(), FormatError> {
+    tx.read(nr, buf)?;
+    mdb::verify(&buf[..], mdb::SALT_BITMAP, nr, tx.crc())
+        .map_err(|err| FormatError::Block { nr, err })
 }
 
 #[cfg(test)]
