@@ -214,7 +214,7 @@ fn read_node<T: Transaction + ?Sized>(
 }
 
 /// Makes node `nr` (read into `buf`) writable: itself if allocated in
-/// this transaction, else a copy in a new block; a shared original hands
+/// this transaction and not shared, else a copy in a new block; a shared original hands
 /// its references on to the copy. Returns the node's block now.
 fn shadow<T: Transaction + ?Sized>(
     tx: &mut T,
@@ -223,7 +223,9 @@ fn shadow<T: Transaction + ?Sized>(
     buf: &mut [u8; BLOCK_BYTES],
 ) -> Result<u64, FormatError> {
     read_node(tx, nr, level.value_size, buf)?;
-    if tx.is_new(nr) {
+    // In place only if this transaction made it and nothing else names
+    // it (a snapshot taken in the same transaction shares it).
+    if tx.is_new(nr) && tx.count(nr) <= 1 {
         return Ok(nr);
     }
     let copy = tx.alloc()?;
@@ -577,11 +579,13 @@ fn rebalance<T: Transaction + ?Sized>(
     if nl > want_left {
         // The left one's tail to the right one's front.
         let moved = nl - want_left;
-        let mut tmp = [0u8; BLOCK_BYTES];
-        tmp.copy_from_slice(&right[..]);
-        NodeBuf(right).set_nr_entries(0);
-        move_entries(left, want_left, moved, right);
-        move_entries(&tmp, 0, nr, right);
+        let mut r = NodeBuf(right);
+        for k in (0..moved).rev() {
+            let l = NodeBuf(left);
+            let (key, at) = (l.key(want_left + k), l.value_at(want_left + k));
+            let vs = l.value_size();
+            r.insert_at(0, key, &l.0[at..at + vs]);
+        }
         NodeBuf(left).set_nr_entries(want_left);
     } else {
         // The right one's head to the left one's tail.
@@ -600,10 +604,8 @@ fn rebalance<T: Transaction + ?Sized>(
 }
 
 /// Appends entries `from..from + n` of node `src` to node `dst`.
-fn move_entries(src: &[u8; BLOCK_BYTES], from: u32, n: u32, dst: &mut [u8; BLOCK_BYTES]) {
-    let mut copy = [0u8; BLOCK_BYTES];
-    copy.copy_from_slice(src);
-    let s = NodeBuf(&mut copy);
+fn move_entries(src: &mut [u8; BLOCK_BYTES], from: u32, n: u32, dst: &mut [u8; BLOCK_BYTES]) {
+    let s = NodeBuf(src);
     let mut d = NodeBuf(dst);
     for k in from..from + n {
         let at = d.nr_entries();
@@ -972,8 +974,10 @@ mod tests {
         /// Writes the metadata space map and the superblock (a commit),
         /// then starts the next transaction.
         fn commit(&mut self) {
-            let mut s = Scratch::new();
-            let msm = self.sm.commit(&mut self.img, &mut s, crc32c_soft).unwrap();
+            let msm = self
+                .sm
+                .commit(&mut self.img, &mut self.dsc, crc32c_soft)
+                .unwrap();
             let sb = Superblock {
                 version: 2,
                 time: self.time,
@@ -992,9 +996,18 @@ mod tests {
             self.dsm.committed();
             // The map reads back as committed.
             let n = META_BLOCKS as usize;
-            let loaded =
-                MetadataSm::load(vec![0; n], vec![0; n], &mut self.img, &msm, crc32c_soft).unwrap();
-            assert_eq!(loaded.allocated(), msm.nr_allocated);
+            let loaded = MetadataSm::load(
+                vec![0; n],
+                vec![0; n],
+                &mut self.img,
+                &msm,
+                crc32c_soft,
+                &mut self.dsc,
+            )
+            .unwrap();
+            // As the live map: its own blocks released (held by the commit).
+            assert_eq!(loaded.allocated(), self.sm.allocated());
+            assert_eq!(loaded.allocated() + 3, msm.nr_allocated);
         }
 
         /// Every mapping of `dev` (block → data block).

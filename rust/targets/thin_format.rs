@@ -690,6 +690,8 @@ impl<'a> RefCounts<'a> {
 pub struct Summary {
     pub transaction_id: u64,
     pub devices: u64,
+    /// Mapping entries in distinct leaves (a leaf shared by snapshots
+    /// counted once).
     pub mappings: u64,
     /// Metadata blocks in use (per the bitmaps).
     pub metadata_allocated: u64,

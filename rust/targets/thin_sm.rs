@@ -26,6 +26,15 @@ use core::ops::DerefMut;
 pub trait BlockIo: BlockSource {
     /// Writes block `nr` (sealed by the caller).
     fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError>;
+    /// Makes every block written so far durable (a commit's FLUSH).
+    fn flush(&mut self) -> Result<(), FormatError> {
+        Ok(())
+    }
+    /// Writes the superblock (block 0) durably (FUA), after a flush.
+    fn write_super(&mut self, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+        self.write(0, buf)?;
+        self.flush()
+    }
 }
 
 /// The ref-count tree's level: block → count (u32).
@@ -73,6 +82,7 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
         io: &mut S,
         root: &SmRoot,
         crc: Crc32c,
+        sc: &mut SmScratch,
     ) -> Result<Self, FormatError> {
         let n = counts.len() as u64;
         if root.nr_blocks != n || committed.len() as u64 != n || n > MAX_BLOCKS {
@@ -81,10 +91,14 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
                 what: "space map size is not the metadata device's",
             });
         }
-        let mut buf = [0u8; BLOCK_BYTES];
-        let mut bitmap = [0u8; BLOCK_BYTES];
-        io.read(root.bitmap_root, &mut buf)?;
-        mdb::verify(&buf, mdb::SALT_INDEX, root.bitmap_root, crc).map_err(|err| {
+        let SmScratch {
+            btree,
+            bitmap,
+            old: index,
+        } = sc;
+        let buf = btree.buf(0);
+        io.read(root.bitmap_root, index)?;
+        mdb::verify(&index[..], mdb::SALT_INDEX, root.bitmap_root, crc).map_err(|err| {
             FormatError::Block {
                 nr: root.bitmap_root,
                 err,
@@ -92,9 +106,9 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
         })?;
         let mut allocated = 0;
         for b in 0..n.div_ceil(ENTRIES_PER_BITMAP) {
-            let entry = fmt::metadata_index_entry(&buf, b as usize);
-            io.read(entry.blocknr, &mut bitmap)?;
-            mdb::verify(&bitmap, mdb::SALT_BITMAP, entry.blocknr, crc).map_err(|err| {
+            let entry = fmt::metadata_index_entry(&index[..], b as usize);
+            io.read(entry.blocknr, bitmap)?;
+            mdb::verify(&bitmap[..], mdb::SALT_BITMAP, entry.blocknr, crc).map_err(|err| {
                 FormatError::Block {
                     nr: entry.blocknr,
                     err,
@@ -102,7 +116,7 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
             })?;
             let first = b * ENTRIES_PER_BITMAP;
             for nr in first..(first + ENTRIES_PER_BITMAP).min(n) {
-                let c = u32::from(bitmap_get(&bitmap, nr - first));
+                let c = u32::from(bitmap_get(&bitmap[..], nr - first));
                 counts[nr as usize] = c;
                 if c > 0 {
                     allocated += 1;
@@ -111,7 +125,7 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
         }
         // Counts above 2.
         let mut big = [0u8; 4];
-        fmt::walk(io, &mut buf, root.ref_count_root, 4, crc, &mut |v| {
+        fmt::walk(io, buf, root.ref_count_root, 4, crc, &mut |v| {
             if let fmt::Visit::Entry { key, value } = v {
                 big.copy_from_slice(value);
                 match counts.get_mut(key as usize) {
@@ -127,12 +141,46 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
             Ok(true)
         })?;
         committed.copy_from_slice(&counts);
-        Ok(MetadataSm {
+        let mut sm = MetadataSm {
             counts,
             committed,
             allocated,
             hint: 1,
-        })
+        };
+        // The map's own blocks are the commit's, not the pool's: released
+        // now (kept from reuse by the committed counts), as a live map
+        // releases them right after writing them.
+        sm.dec(root.bitmap_root)?;
+        for b in 0..n.div_ceil(ENTRIES_PER_BITMAP) {
+            sm.dec(fmt::metadata_index_entry(&index[..], b as usize).blocknr)?;
+        }
+        let mut nodes = [0u64; 32];
+        loop {
+            // Ref-count tree nodes, 32 at a time (one buffer).
+            let mut n_nodes = 0usize;
+            let mut more = false;
+            fmt::walk(io, buf, root.ref_count_root, 4, crc, &mut |v| {
+                if let fmt::Visit::Node { nr, .. } = v {
+                    if sm.count(nr) == 0 || nodes[..n_nodes].contains(&nr) {
+                        return Ok(true);
+                    }
+                    if n_nodes < nodes.len() {
+                        nodes[n_nodes] = nr;
+                        n_nodes += 1;
+                    } else {
+                        more = true;
+                    }
+                }
+                Ok(true)
+            })?;
+            for &nr in &nodes[..n_nodes] {
+                sm.dec(nr)?;
+            }
+            if !more {
+                break;
+            }
+        }
+        Ok(sm)
     }
 
     /// Blocks the map describes.
@@ -218,14 +266,25 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
     pub fn commit<I: BlockIo + ?Sized>(
         &mut self,
         io: &mut I,
-        scratch: &mut Scratch,
+        sc: &mut SmScratch,
         crc: Crc32c,
     ) -> Result<SmRoot, FormatError> {
         let n = self.nr_blocks();
         let nbm = n.div_ceil(ENTRIES_PER_BITMAP) as usize;
-        let mut bitmaps = [0u64; METADATA_INDEX_ENTRIES];
-        for slot in bitmaps.iter_mut().take(nbm) {
-            *slot = self.alloc()?;
+        let SmScratch {
+            btree: scratch,
+            bitmap,
+            old: index,
+        } = sc;
+        // The bitmaps' blocks, noted in the index as they are taken.
+        index.fill(0);
+        for b in 0..nbm {
+            let nr = self.alloc()?;
+            IndexEntry {
+                blocknr: nr,
+                ..IndexEntry::default()
+            }
+            .encode(&mut index[entry_at(b)..]);
         }
         let index_nr = self.alloc()?;
         // The ref-count tree, built with the map's own blocks; counts of
@@ -254,9 +313,8 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
             root
         };
         // Bitmaps and index from the counts as they are now.
-        let mut index = [0u8; BLOCK_BYTES];
-        let mut bitmap = [0u8; BLOCK_BYTES];
-        for (b, &bnr) in bitmaps.iter().take(nbm).enumerate() {
+        for b in 0..nbm {
+            let bnr = fmt::metadata_index_entry(&index[..], b).blocknr;
             bitmap.fill(0);
             let first = b as u64 * ENTRIES_PER_BITMAP;
             let end = (first + ENTRIES_PER_BITMAP).min(n);
@@ -264,23 +322,23 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
             let mut none_free_before = None;
             for nr in first..end {
                 let c = self.counts[nr as usize];
-                bitmap_set(&mut bitmap, nr - first, c.min(3) as u8);
+                bitmap_set(&mut bitmap[..], nr - first, c.min(3) as u8);
                 if c == 0 {
                     free += 1;
                     none_free_before.get_or_insert((nr - first) as u32);
                 }
             }
-            seal(&mut bitmap, mdb::SALT_BITMAP, bnr, crc)?;
-            io.write(bnr, &bitmap)?;
+            seal(bitmap, mdb::SALT_BITMAP, bnr, crc)?;
+            io.write(bnr, bitmap)?;
             IndexEntry {
                 blocknr: bnr,
                 nr_free: free,
                 none_free_before: none_free_before.unwrap_or((end - first) as u32),
             }
-            .encode(&mut index[mdb::HEADER_BYTES + b * fmt::INDEX_ENTRY_BYTES..]);
+            .encode(&mut index[entry_at(b)..]);
         }
-        seal(&mut index, mdb::SALT_INDEX, index_nr, crc)?;
-        io.write(index_nr, &index)?;
+        seal(index, mdb::SALT_INDEX, index_nr, crc)?;
+        io.write(index_nr, index)?;
         let root = SmRoot {
             nr_blocks: n,
             nr_allocated: self.allocated,
@@ -290,8 +348,8 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
         // Committed as written; the map's blocks go back to free (the
         // committed counts keep them from reuse until the next commit).
         self.committed.copy_from_slice(&self.counts);
-        for &bnr in bitmaps.iter().take(nbm) {
-            self.dec(bnr)?;
+        for b in 0..nbm {
+            self.dec(fmt::metadata_index_entry(&index[..], b).blocknr)?;
         }
         self.dec(index_nr)?;
         let mut tx = SmTx {
@@ -299,9 +357,14 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
             io: &mut *io,
             crc,
         };
-        btree::release_tree(&mut tx, &mut index, ref_root, REF_LEVEL)?;
+        btree::release_tree(&mut tx, bitmap, ref_root, REF_LEVEL)?;
         Ok(root)
     }
+}
+
+/// Where index entry `b` starts in the metadata map's index block.
+fn entry_at(b: usize) -> usize {
+    mdb::HEADER_BYTES + b * fmt::INDEX_ENTRY_BYTES
 }
 
 fn seal(block: &mut [u8; BLOCK_BYTES], salt: u32, nr: u64, crc: Crc32c) -> Result<(), FormatError> {
@@ -749,13 +812,13 @@ mod tests {
         let n = 64usize;
         let mut sm = MetadataSm::format(vec![0; n], vec![0; n]).unwrap();
         let mut img = Image(vec![0; n * BLOCK_BYTES]);
-        let mut s = Scratch::new();
+        let mut sc = Box::new(SmScratch::new());
         let a: Vec<u64> = (0..10).map(|_| sm.alloc().unwrap()).collect();
         assert!(
             a.iter().all(|&b| b != 0 && sm.is_new(b)),
             "never the superblock"
         );
-        sm.commit(&mut img, &mut s, crc32c_soft).unwrap();
+        sm.commit(&mut img, &mut sc, crc32c_soft).unwrap();
         assert!(!sm.is_new(a[0]), "committed blocks are no longer new");
         // Freed after the commit: not allocated again in this transaction.
         for &b in &a {
@@ -763,7 +826,7 @@ mod tests {
         }
         let b: Vec<u64> = (0..20).map(|_| sm.alloc().unwrap()).collect();
         assert!(b.iter().all(|x| !a.contains(x)), "{a:?} reused in {b:?}");
-        sm.commit(&mut img, &mut s, crc32c_soft).unwrap();
+        sm.commit(&mut img, &mut sc, crc32c_soft).unwrap();
         // After the next commit they are free for good.
         let mut got = Vec::new();
         while let Ok(x) = sm.alloc() {
@@ -787,7 +850,7 @@ mod tests {
         let n = 40_000usize; // three bitmaps
         let mut sm = MetadataSm::format(vec![0; n], vec![0; n]).unwrap();
         let mut img = Image(vec![0; n * BLOCK_BYTES]);
-        let mut s = Scratch::new();
+        let mut sc = Box::new(SmScratch::new());
         let blocks: Vec<u64> = (0..500).map(|_| sm.alloc().unwrap()).collect();
         for (i, &b) in blocks.iter().enumerate() {
             for _ in 0..i % 7 {
@@ -800,20 +863,34 @@ mod tests {
             sm.inc(b).unwrap();
             sm.inc(b).unwrap();
         }
-        let root = sm.commit(&mut img, &mut s, crc32c_soft).unwrap();
-        let loaded =
-            MetadataSm::load(vec![0; n], vec![0; n], &mut img, &root, crc32c_soft).unwrap();
+        let root = sm.commit(&mut img, &mut sc, crc32c_soft).unwrap();
+        let loaded = MetadataSm::load(
+            vec![0; n],
+            vec![0; n],
+            &mut img,
+            &root,
+            crc32c_soft,
+            &mut sc,
+        )
+        .unwrap();
         for (i, &b) in blocks.iter().enumerate() {
             assert_eq!(loaded.count(b), 1 + (i % 7) as u32, "block {b}");
         }
         assert_eq!(loaded.count(33_000), 3);
         assert_eq!(loaded.count(39_999), 3);
-        assert_eq!(loaded.allocated(), root.nr_allocated);
-        // The loaded map includes its own blocks (as committed); the live
-        // one has released them.
-        assert!(loaded.allocated() > sm.allocated());
-        assert!(
-            MetadataSm::load(vec![0; n - 1], vec![0; n - 1], &mut img, &root, crc32c_soft).is_err()
-        );
+        // Both have released the map's own blocks, which the commit
+        // counts: three bitmaps, the index, the ref-count tree (359
+        // entries: two leaves and a root).
+        assert_eq!(loaded.allocated(), sm.allocated());
+        assert_eq!(loaded.allocated() + 7, root.nr_allocated);
+        assert!(MetadataSm::load(
+            vec![0; n - 1],
+            vec![0; n - 1],
+            &mut img,
+            &root,
+            crc32c_soft,
+            &mut sc
+        )
+        .is_err());
     }
 }

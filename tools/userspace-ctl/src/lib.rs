@@ -98,6 +98,11 @@ pub mod targets {
     pub use super::thin_sm;
 }
 
+/// A thin pool's metadata operations (host tests, checked with
+/// thin_check and dm-thin's own tools).
+#[path = "../../../rust/targets/thin_metadata.rs"]
+pub mod thin_metadata;
+
 /// A thin pool's metadata space map (host tests, checked with thin_check).
 #[path = "../../../rust/targets/thin_sm.rs"]
 pub mod thin_sm;

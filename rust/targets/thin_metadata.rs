@@ -1,0 +1,935 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A thin pool's metadata as operations: format or open the metadata
+//! device, create thins and snapshots, delete them, look up, add and
+//! remove mappings, allocate data blocks, commit. Everything dm-thin's
+//! `dm-thin-metadata.c` offers the pool, in dm's format, so `thin_check`,
+//! `thin_dump` and dm-thin itself read what vblk wrote and the reverse.
+//!
+//! A commit writes the space maps, flushes, then writes the superblock
+//! (the only block ever overwritten): a crash before the superblock
+//! leaves the previous commit whole, because no block it names is
+//! written in between (see [`crate::targets::thin_sm`]).
+//!
+//! Pure `core`: blocks go through [`BlockIo`] (the thin target's cache),
+//! count buffers and scratch space come from the caller.
+
+use crate::targets::thin_btree::{
+    self as btree, Scratch, Transaction, DETAILS_LEVELS, MAPPING_LEVELS,
+};
+use crate::targets::thin_format::{
+    self as fmt, mapping_parts, mapping_value, BlockSource, DeviceDetails, FormatError, Superblock,
+    BLOCK_BYTES, MAX_DEV_ID,
+};
+use crate::targets::thin_sm::{BlockIo, DataSm, MetadataSm, SmScratch, SmTx};
+use crate::vblk::metadata_block::Crc32c;
+use core::ops::DerefMut;
+
+/// What a mapping lookup finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub data_block: u64,
+    /// Provisioned before the device's last snapshot: shared with it (a
+    /// write must break the sharing).
+    pub shared: bool,
+}
+
+/// Why a pool operation is refused (the metadata untouched), or failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolError {
+    /// The metadata itself: unreadable, damaged, out of space.
+    Format(FormatError),
+    /// `create_thin`/`create_snap` of an id in use (EEXIST).
+    Exists(u64),
+    /// No such device (ENODATA, as dm).
+    NoDevice(u64),
+    /// A device id above 2^24 - 1 (EINVAL).
+    BadId(u64),
+    /// `set_transaction_id` whose current id is not the pool's (EINVAL).
+    Transaction { have: u64, given: u64 },
+}
+
+impl From<FormatError> for PoolError {
+    fn from(e: FormatError) -> Self {
+        PoolError::Format(e)
+    }
+}
+
+impl core::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            PoolError::Format(e) => write!(f, "{e}"),
+            PoolError::Exists(id) => write!(f, "device {id} already exists"),
+            PoolError::NoDevice(id) => write!(f, "device {id} does not exist"),
+            PoolError::BadId(id) => write!(f, "device id {id} is above {MAX_DEV_ID}"),
+            PoolError::Transaction { have, given } => {
+                write!(f, "transaction id is {have}, not {given}")
+            }
+        }
+    }
+}
+
+/// The pool's metadata: superblock fields, both space maps, the roots.
+pub struct PoolMetadata<C, I> {
+    io: I,
+    crc: Crc32c,
+    sm: MetadataSm<C>,
+    dsm: DataSm,
+    mapping_root: u64,
+    details_root: u64,
+    uuid: [u8; 16],
+    time: u32,
+    transaction_id: u64,
+    data_block_size: u32,
+    flags: u32,
+}
+
+/// The caller's scratch space for pool operations (on the heap in the
+/// kernel).
+pub struct PoolScratch {
+    btree: Scratch,
+    sm: SmScratch,
+    lookup: [u8; BLOCK_BYTES],
+}
+
+impl PoolScratch {
+    pub const fn new() -> Self {
+        PoolScratch {
+            btree: Scratch::new(),
+            sm: SmScratch::new(),
+            lookup: [0; BLOCK_BYTES],
+        }
+    }
+}
+
+impl Default for PoolScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The pool as one btree transaction: metadata blocks through its space
+/// map, data blocks through the data space map.
+struct PoolTx<'a, C, I> {
+    io: &'a mut I,
+    crc: Crc32c,
+    sm: &'a mut MetadataSm<C>,
+    dsm: &'a mut DataSm,
+    dsc: &'a mut SmScratch,
+}
+
+impl<C: DerefMut<Target = [u32]>, I: BlockIo> Transaction for PoolTx<'_, C, I> {
+    fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+        self.io.read(nr, buf)
+    }
+    fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+        self.io.write(nr, buf)
+    }
+    fn alloc(&mut self) -> Result<u64, FormatError> {
+        self.sm.alloc()
+    }
+    fn is_new(&self, nr: u64) -> bool {
+        self.sm.is_new(nr)
+    }
+    fn count(&self, nr: u64) -> u32 {
+        self.sm.count(nr)
+    }
+    fn inc(&mut self, nr: u64) -> Result<(), FormatError> {
+        self.sm.inc(nr)
+    }
+    fn dec(&mut self, nr: u64) -> Result<(), FormatError> {
+        self.sm.dec(nr)
+    }
+    fn inc_data(&mut self, nr: u64) -> Result<(), FormatError> {
+        let mut tx = SmTx {
+            sm: &mut *self.sm,
+            io: &mut *self.io,
+            crc: self.crc,
+        };
+        self.dsm.inc(&mut tx, self.dsc, nr)
+    }
+    fn dec_data(&mut self, nr: u64) -> Result<(), FormatError> {
+        let mut tx = SmTx {
+            sm: &mut *self.sm,
+            io: &mut *self.io,
+            crc: self.crc,
+        };
+        self.dsm.dec(&mut tx, self.dsc, nr)
+    }
+    fn crc(&self) -> Crc32c {
+        self.crc
+    }
+}
+
+impl<C: DerefMut<Target = [u32]>, I: BlockIo> PoolMetadata<C, I> {
+    /// Formats a new pool on `io` (`counts` and `committed` zeroed, one
+    /// entry per metadata block) with `nr_data_blocks` data blocks of
+    /// `data_block_size` sectors, and commits it.
+    pub fn format(
+        io: I,
+        counts: C,
+        committed: C,
+        nr_data_blocks: u64,
+        data_block_size: u32,
+        crc: Crc32c,
+        sc: &mut PoolScratch,
+    ) -> Result<Self, PoolError> {
+        let mut sm = MetadataSm::format(counts, committed)?;
+        let mut io = io;
+        let dsm = {
+            let mut tx = SmTx {
+                sm: &mut sm,
+                io: &mut io,
+                crc,
+            };
+            DataSm::format(&mut tx, &mut sc.sm, nr_data_blocks)?
+        };
+        let mut pool = PoolMetadata {
+            io,
+            crc,
+            sm,
+            dsm,
+            mapping_root: 0,
+            details_root: 0,
+            uuid: [0; 16],
+            time: 0,
+            transaction_id: 0,
+            data_block_size,
+            flags: 0,
+        };
+        {
+            let mut tx = pool.tx(&mut sc.sm);
+            let m = btree::empty_tree(&mut tx, MAPPING_LEVELS[0], &mut sc.btree)?;
+            let d = btree::empty_tree(&mut tx, DETAILS_LEVELS[0], &mut sc.btree)?;
+            pool.mapping_root = m;
+            pool.details_root = d;
+        }
+        pool.commit(sc)?;
+        Ok(pool)
+    }
+
+    /// Opens the pool committed on `io`.
+    pub fn open(
+        mut io: I,
+        counts: C,
+        committed: C,
+        crc: Crc32c,
+        sc: &mut PoolScratch,
+    ) -> Result<Self, PoolError> {
+        io.read(0, &mut sc.lookup)?;
+        let sb = Superblock::decode(&sc.lookup, crc)?;
+        let sm = MetadataSm::load(counts, committed, &mut io, &sb.metadata_sm, crc, &mut sc.sm)?;
+        Ok(PoolMetadata {
+            io,
+            crc,
+            sm,
+            dsm: DataSm::open(sb.data_sm),
+            mapping_root: sb.mapping_root,
+            details_root: sb.details_root,
+            uuid: sb.uuid,
+            time: sb.time,
+            transaction_id: sb.transaction_id,
+            data_block_size: sb.data_block_size,
+            flags: sb.flags,
+        })
+    }
+
+    fn tx<'a>(&'a mut self, dsc: &'a mut SmScratch) -> PoolTx<'a, C, I> {
+        PoolTx {
+            io: &mut self.io,
+            crc: self.crc,
+            sm: &mut self.sm,
+            dsm: &mut self.dsm,
+            dsc,
+        }
+    }
+
+    /// The block I/O (the caller's cache), e.g. to flush it.
+    pub fn io(&mut self) -> &mut I {
+        &mut self.io
+    }
+
+    /// Sectors of a data block.
+    pub fn data_block_size(&self) -> u32 {
+        self.data_block_size
+    }
+
+    /// The transaction id userspace set last.
+    pub fn transaction_id(&self) -> u64 {
+        self.transaction_id
+    }
+
+    /// (used, total) metadata blocks.
+    pub fn metadata_usage(&self) -> (u64, u64) {
+        (self.sm.allocated(), self.sm.nr_blocks())
+    }
+
+    /// (used, total) data blocks.
+    pub fn data_usage(&self) -> (u64, u64) {
+        let r = self.dsm.root();
+        (r.nr_allocated, r.nr_blocks)
+    }
+
+    /// Whether the superblock asks for a check (dm's `needs_check`).
+    pub fn needs_check(&self) -> bool {
+        self.flags & fmt::FLAG_NEEDS_CHECK != 0
+    }
+
+    fn details(
+        &mut self,
+        dev: u64,
+        sc: &mut PoolScratch,
+    ) -> Result<Option<DeviceDetails>, PoolError> {
+        let mut v = [0u8; fmt::DETAILS_BYTES];
+        let crc = self.crc;
+        let mut src = IoSource(&mut self.io);
+        if fmt::lookup(
+            &mut src,
+            &mut sc.lookup,
+            self.details_root,
+            fmt::DETAILS_BYTES,
+            dev,
+            &mut v,
+            crc,
+        )? {
+            Ok(Some(DeviceDetails::decode(&v)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn set_details(
+        &mut self,
+        dev: u64,
+        d: &DeviceDetails,
+        sc: &mut PoolScratch,
+    ) -> Result<(), PoolError> {
+        let root = self.details_root;
+        let mut tx = self.tx(&mut sc.sm);
+        let (r, _) = btree::insert(
+            &mut tx,
+            &mut sc.btree,
+            root,
+            &DETAILS_LEVELS,
+            &[dev],
+            &d.encode(),
+        )?;
+        self.details_root = r;
+        Ok(())
+    }
+
+    fn check_id(dev: u64) -> Result<(), PoolError> {
+        if dev > MAX_DEV_ID {
+            return Err(PoolError::BadId(dev));
+        }
+        Ok(())
+    }
+
+    /// Whether device `dev` exists.
+    pub fn exists(&mut self, dev: u64, sc: &mut PoolScratch) -> Result<bool, PoolError> {
+        Ok(self.details(dev, sc)?.is_some())
+    }
+
+    /// dm's `create_thin <dev>`: a new, empty thin device.
+    pub fn create_thin(&mut self, dev: u64, sc: &mut PoolScratch) -> Result<(), PoolError> {
+        Self::check_id(dev)?;
+        if self.details(dev, sc)?.is_some() {
+            return Err(PoolError::Exists(dev));
+        }
+        let top = self.mapping_root;
+        let mut tx = self.tx(&mut sc.sm);
+        let sub = btree::empty_tree(&mut tx, MAPPING_LEVELS[1], &mut sc.btree)?;
+        let (r, _) = btree::insert(
+            &mut tx,
+            &mut sc.btree,
+            top,
+            &MAPPING_LEVELS,
+            &[dev],
+            &sub.to_le_bytes(),
+        )?;
+        self.mapping_root = r;
+        let d = DeviceDetails {
+            mapped_blocks: 0,
+            transaction_id: self.transaction_id,
+            creation_time: self.time,
+            snapshotted_time: self.time,
+        };
+        self.set_details(dev, &d, sc)
+    }
+
+    /// dm's `create_snap <dev> <origin>`: `dev` shares `origin`'s tree;
+    /// the time moves on, so later writes to either break the sharing.
+    pub fn create_snap(
+        &mut self,
+        dev: u64,
+        origin: u64,
+        sc: &mut PoolScratch,
+    ) -> Result<(), PoolError> {
+        Self::check_id(dev)?;
+        if self.details(dev, sc)?.is_some() {
+            return Err(PoolError::Exists(dev));
+        }
+        let Some(mut od) = self.details(origin, sc)? else {
+            return Err(PoolError::NoDevice(origin));
+        };
+        let root = self
+            .device_root(origin, sc)?
+            .ok_or(PoolError::NoDevice(origin))?;
+        let top = self.mapping_root;
+        {
+            let mut tx = self.tx(&mut sc.sm);
+            tx.inc(root)?;
+            let (r, _) = btree::insert(
+                &mut tx,
+                &mut sc.btree,
+                top,
+                &MAPPING_LEVELS,
+                &[dev],
+                &root.to_le_bytes(),
+            )?;
+            self.mapping_root = r;
+        }
+        self.time += 1;
+        od.snapshotted_time = self.time;
+        self.set_details(origin, &od, sc)?;
+        let d = DeviceDetails {
+            mapped_blocks: od.mapped_blocks,
+            transaction_id: self.transaction_id,
+            creation_time: self.time,
+            snapshotted_time: self.time,
+        };
+        self.set_details(dev, &d, sc)
+    }
+
+    /// dm's `delete <dev>`: its tree released (shared parts stay with
+    /// the devices sharing them), its details gone.
+    pub fn delete(&mut self, dev: u64, sc: &mut PoolScratch) -> Result<(), PoolError> {
+        if self.details(dev, sc)?.is_none() {
+            return Err(PoolError::NoDevice(dev));
+        }
+        let (top, det) = (self.mapping_root, self.details_root);
+        let mut tx = self.tx(&mut sc.sm);
+        let (r, _) = btree::remove(&mut tx, &mut sc.btree, top, &MAPPING_LEVELS, &[dev])?;
+        let (d, _) = btree::remove(&mut tx, &mut sc.btree, det, &DETAILS_LEVELS, &[dev])?;
+        self.mapping_root = r;
+        self.details_root = d;
+        Ok(())
+    }
+
+    /// dm's `set_transaction_id <old> <new>`.
+    pub fn set_transaction_id(&mut self, old: u64, new: u64) -> Result<(), PoolError> {
+        if old != self.transaction_id {
+            return Err(PoolError::Transaction {
+                have: self.transaction_id,
+                given: old,
+            });
+        }
+        self.transaction_id = new;
+        Ok(())
+    }
+
+    fn device_root(&mut self, dev: u64, sc: &mut PoolScratch) -> Result<Option<u64>, PoolError> {
+        let mut v = [0u8; 8];
+        let crc = self.crc;
+        let mut src = IoSource(&mut self.io);
+        if fmt::lookup(
+            &mut src,
+            &mut sc.lookup,
+            self.mapping_root,
+            8,
+            dev,
+            &mut v,
+            crc,
+        )? {
+            Ok(Some(u64::from_le_bytes(v)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Where block `block` of `dev` is, if provisioned.
+    pub fn lookup(
+        &mut self,
+        dev: u64,
+        block: u64,
+        sc: &mut PoolScratch,
+    ) -> Result<Option<Mapping>, PoolError> {
+        let Some(d) = self.details(dev, sc)? else {
+            return Err(PoolError::NoDevice(dev));
+        };
+        let root = self.device_root(dev, sc)?.ok_or(PoolError::NoDevice(dev))?;
+        let mut v = [0u8; 8];
+        let crc = self.crc;
+        let mut src = IoSource(&mut self.io);
+        if !fmt::lookup(&mut src, &mut sc.lookup, root, 8, block, &mut v, crc)? {
+            return Ok(None);
+        }
+        let (data_block, time) = mapping_parts(u64::from_le_bytes(v));
+        Ok(Some(Mapping {
+            data_block,
+            shared: time < d.snapshotted_time,
+        }))
+    }
+
+    /// A free data block (counted once; the caller maps it with
+    /// [`Self::insert`] or gives it back with [`Self::free_data`]), or
+    /// None if the data device is full.
+    pub fn alloc_data(&mut self, sc: &mut PoolScratch) -> Result<Option<u64>, PoolError> {
+        let mut tx = SmTx {
+            sm: &mut self.sm,
+            io: &mut self.io,
+            crc: self.crc,
+        };
+        Ok(self.dsm.alloc(&mut tx, &mut sc.sm)?)
+    }
+
+    /// Gives back a block from [`Self::alloc_data`] that was not mapped.
+    pub fn free_data(&mut self, block: u64, sc: &mut PoolScratch) -> Result<(), PoolError> {
+        let mut tx = SmTx {
+            sm: &mut self.sm,
+            io: &mut self.io,
+            crc: self.crc,
+        };
+        Ok(self.dsm.dec(&mut tx, &mut sc.sm, block)?)
+    }
+
+    /// Maps `block` of `dev` to `data_block` (allocated by
+    /// [`Self::alloc_data`]; its reference moves to the mapping). A
+    /// block mapped before loses its old data block's reference.
+    pub fn insert(
+        &mut self,
+        dev: u64,
+        block: u64,
+        data_block: u64,
+        sc: &mut PoolScratch,
+    ) -> Result<(), PoolError> {
+        let Some(mut d) = self.details(dev, sc)? else {
+            return Err(PoolError::NoDevice(dev));
+        };
+        let top = self.mapping_root;
+        let value = mapping_value(data_block, self.time);
+        let mut tx = self.tx(&mut sc.sm);
+        let (r, new) = btree::insert(
+            &mut tx,
+            &mut sc.btree,
+            top,
+            &MAPPING_LEVELS,
+            &[dev, block],
+            &value.to_le_bytes(),
+        )?;
+        self.mapping_root = r;
+        if new {
+            d.mapped_blocks += 1;
+            self.set_details(dev, &d, sc)?;
+        }
+        Ok(())
+    }
+
+    /// Unmaps `block` of `dev` (discard); whether it was mapped.
+    pub fn remove(
+        &mut self,
+        dev: u64,
+        block: u64,
+        sc: &mut PoolScratch,
+    ) -> Result<bool, PoolError> {
+        let Some(mut d) = self.details(dev, sc)? else {
+            return Err(PoolError::NoDevice(dev));
+        };
+        let top = self.mapping_root;
+        let mut tx = self.tx(&mut sc.sm);
+        let (r, found) =
+            btree::remove(&mut tx, &mut sc.btree, top, &MAPPING_LEVELS, &[dev, block])?;
+        self.mapping_root = r;
+        if found {
+            d.mapped_blocks -= 1;
+            self.set_details(dev, &d, sc)?;
+        }
+        Ok(found)
+    }
+
+    /// Commits: the space maps written, the I/O flushed, then the
+    /// superblock; from here a crash finds this state.
+    pub fn commit(&mut self, sc: &mut PoolScratch) -> Result<(), PoolError> {
+        let msm = self.sm.commit(&mut self.io, &mut sc.sm, self.crc)?;
+        self.io.flush()?;
+        let sb = Superblock {
+            flags: self.flags,
+            uuid: self.uuid,
+            version: fmt::VERSION,
+            time: self.time,
+            transaction_id: self.transaction_id,
+            held_root: 0,
+            data_sm: self.dsm.root(),
+            metadata_sm: msm,
+            mapping_root: self.mapping_root,
+            details_root: self.details_root,
+            data_block_size: self.data_block_size,
+            metadata_nr_blocks: self.sm.nr_blocks(),
+        };
+        sb.encode(&mut sc.lookup, self.crc)?;
+        self.io.write_super(&sc.lookup)?;
+        self.dsm.committed();
+        Ok(())
+    }
+}
+
+/// Block I/O read as a block source.
+struct IoSource<'a, I>(&'a mut I);
+
+impl<I: BlockSource> BlockSource for IoSource<'_, I> {
+    fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+        self.0.read(nr, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        crc
+    }
+
+    /// The metadata device in memory; only `write_super` writes block 0.
+    #[derive(Clone)]
+    struct Image {
+        bytes: Vec<u8>,
+        flushes: u32,
+    }
+
+    impl BlockSource for Image {
+        fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+            let at = nr as usize * BLOCK_BYTES;
+            buf.copy_from_slice(&self.bytes[at..at + BLOCK_BYTES]);
+            Ok(())
+        }
+    }
+
+    impl BlockIo for Image {
+        fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+            assert_ne!(nr, 0, "the superblock is written by write_super only");
+            let at = nr as usize * BLOCK_BYTES;
+            self.bytes[at..at + BLOCK_BYTES].copy_from_slice(buf);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), FormatError> {
+            self.flushes += 1;
+            Ok(())
+        }
+        fn write_super(&mut self, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+            assert!(self.flushes > 0, "the superblock after a flush");
+            self.bytes[..BLOCK_BYTES].copy_from_slice(buf);
+            Ok(())
+        }
+    }
+
+    const META: usize = 1024;
+    const DATA: u64 = 5000;
+
+    type Pool = PoolMetadata<Vec<u32>, Image>;
+
+    fn new_pool(sc: &mut PoolScratch) -> Pool {
+        let img = Image {
+            bytes: vec![0; META * BLOCK_BYTES],
+            flushes: 0,
+        };
+        PoolMetadata::format(
+            img,
+            vec![0; META],
+            vec![0; META],
+            DATA,
+            128,
+            crc32c_soft,
+            sc,
+        )
+        .unwrap()
+    }
+
+    fn reopen(img: &Image) -> Pool {
+        PoolMetadata::open(
+            img.clone(),
+            vec![0; META],
+            vec![0; META],
+            crc32c_soft,
+            &mut Box::new(PoolScratch::new()),
+        )
+        .unwrap()
+    }
+
+    /// thin_check's verdict and thin_dump's XML for an image.
+    fn thin_tools(img: &Image) -> String {
+        use std::process::Command;
+        static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("vblk-pool-{}-{run}", std::process::id()));
+        std::fs::write(&path, &img.bytes).unwrap();
+        let chk = Command::new("thin_check")
+            .arg(&path)
+            .output()
+            .expect("thin_check");
+        let dump = Command::new("thin_dump")
+            .arg(&path)
+            .output()
+            .expect("thin_dump");
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            chk.status.success(),
+            "thin_check: {}{}",
+            String::from_utf8_lossy(&chk.stdout),
+            String::from_utf8_lossy(&chk.stderr)
+        );
+        String::from_utf8(dump.stdout).unwrap()
+    }
+
+    fn check(pool: &mut Pool) -> fmt::Summary {
+        let mut counts = vec![0u32; META];
+        let mut data = vec![0u32; DATA as usize];
+        let sum = fmt::check(pool.io(), &mut counts, Some(&mut data), crc32c_soft).unwrap();
+        assert_eq!(sum.metadata_counts_off, 0);
+        sum
+    }
+
+    /// Provisions `block` of `dev` with a new data block.
+    fn provision(pool: &mut Pool, dev: u64, block: u64, sc: &mut PoolScratch) -> u64 {
+        let d = pool.alloc_data(sc).unwrap().expect("data space");
+        pool.insert(dev, block, d, sc).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_pool_vblk_writes_is_one_thin_check_and_thin_dump_read() {
+        let mut sc = Box::new(PoolScratch::new());
+        let mut pool = new_pool(&mut sc);
+        assert_eq!(pool.data_usage(), (0, DATA));
+        pool.create_thin(0, &mut sc).unwrap();
+        pool.create_thin(7, &mut sc).unwrap();
+        let mut want = BTreeMap::new();
+        for b in 0..600u64 {
+            want.insert(b * 3, provision(&mut pool, 0, b * 3, &mut sc));
+        }
+        provision(&mut pool, 7, 1, &mut sc);
+        pool.set_transaction_id(0, 42).unwrap();
+        pool.commit(&mut sc).unwrap();
+        let sum = check(&mut pool);
+        assert_eq!(
+            (sum.devices, sum.mappings, sum.transaction_id),
+            (2, 601, 42)
+        );
+        assert_eq!(pool.data_usage(), (601, DATA));
+        let xml = thin_tools(pool.io());
+        assert!(xml.contains("transaction=\"42\""), "{xml}");
+        assert!(
+            xml.contains("<device dev_id=\"0\" mapped_blocks=\"600\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<device dev_id=\"7\" mapped_blocks=\"1\""),
+            "{xml}"
+        );
+        // Opened again, it is the same pool.
+        let mut again = reopen(pool.io());
+        for (&b, &d) in &want {
+            assert_eq!(
+                again.lookup(0, b, &mut sc).unwrap(),
+                Some(Mapping {
+                    data_block: d,
+                    shared: false
+                })
+            );
+        }
+        assert_eq!(again.lookup(0, 1, &mut sc).unwrap(), None);
+        assert_eq!(again.transaction_id(), 42);
+        assert_eq!(again.data_usage(), (601, DATA));
+        // Changed and committed again: counts stay exact (the reopened
+        // map's own blocks are not leaked).
+        provision(&mut again, 7, 2, &mut sc);
+        again.commit(&mut sc).unwrap();
+        assert_eq!(check(&mut again).devices, 2);
+        assert_eq!(again.metadata_usage(), pool.metadata_usage());
+        thin_tools(again.io());
+    }
+
+    #[test]
+    fn snapshots_share_until_written_and_deletes_give_space_back() {
+        let mut sc = Box::new(PoolScratch::new());
+        let mut pool = new_pool(&mut sc);
+        pool.create_thin(0, &mut sc).unwrap();
+        let old: Vec<u64> = (0..300)
+            .map(|b| provision(&mut pool, 0, b, &mut sc))
+            .collect();
+        pool.create_snap(1, 0, &mut sc).unwrap();
+        // Both see the blocks, shared.
+        for dev in [0, 1] {
+            assert_eq!(
+                pool.lookup(dev, 5, &mut sc).unwrap(),
+                Some(Mapping {
+                    data_block: old[5],
+                    shared: true
+                })
+            );
+        }
+        // A write to the origin breaks the sharing of its block.
+        let new = provision(&mut pool, 0, 5, &mut sc);
+        assert_eq!(
+            pool.lookup(0, 5, &mut sc).unwrap(),
+            Some(Mapping {
+                data_block: new,
+                shared: false
+            })
+        );
+        assert_eq!(
+            pool.lookup(1, 5, &mut sc).unwrap(),
+            Some(Mapping {
+                data_block: old[5],
+                shared: true
+            })
+        );
+        // A snapshot of the snapshot.
+        pool.create_snap(2, 1, &mut sc).unwrap();
+        pool.commit(&mut sc).unwrap();
+        assert_eq!(check(&mut pool).devices, 3);
+        assert_eq!(pool.data_usage().0, 301);
+        let xml = thin_tools(pool.io());
+        assert_eq!(xml.matches("mapped_blocks=\"300\"").count(), 3, "{xml}");
+        // Discards and deletes: space comes back only when nothing maps it.
+        assert!(pool.remove(0, 10, &mut sc).unwrap());
+        assert!(!pool.remove(0, 10, &mut sc).unwrap());
+        assert_eq!(pool.data_usage().0, 301, "block 10 is still the snapshots'");
+        pool.delete(1, &mut sc).unwrap();
+        pool.delete(2, &mut sc).unwrap();
+        assert_eq!(pool.data_usage().0, 299, "old block 5 and block 10 freed");
+        pool.commit(&mut sc).unwrap();
+        assert_eq!(check(&mut pool).devices, 1);
+        let xml = thin_tools(pool.io());
+        assert!(xml.contains("mapped_blocks=\"299\""), "{xml}");
+    }
+
+    #[test]
+    fn refusals_change_nothing() {
+        let mut sc = Box::new(PoolScratch::new());
+        let mut pool = new_pool(&mut sc);
+        pool.create_thin(1, &mut sc).unwrap();
+        pool.commit(&mut sc).unwrap();
+        let before = pool.io().bytes.clone();
+        assert_eq!(pool.create_thin(1, &mut sc), Err(PoolError::Exists(1)));
+        assert_eq!(pool.create_snap(1, 1, &mut sc), Err(PoolError::Exists(1)));
+        assert_eq!(pool.create_snap(2, 9, &mut sc), Err(PoolError::NoDevice(9)));
+        assert_eq!(pool.delete(3, &mut sc), Err(PoolError::NoDevice(3)));
+        assert_eq!(
+            pool.create_thin(1 << 24, &mut sc),
+            Err(PoolError::BadId(1 << 24))
+        );
+        assert_eq!(pool.lookup(4, 0, &mut sc), Err(PoolError::NoDevice(4)));
+        assert_eq!(
+            pool.set_transaction_id(5, 6),
+            Err(PoolError::Transaction { have: 0, given: 5 })
+        );
+        assert_eq!(pool.io().bytes, before, "nothing written");
+    }
+
+    #[test]
+    fn a_crash_before_the_superblock_finds_the_last_commit() {
+        let mut sc = Box::new(PoolScratch::new());
+        let mut pool = new_pool(&mut sc);
+        pool.create_thin(0, &mut sc).unwrap();
+        let first: Vec<u64> = (0..200)
+            .map(|b| provision(&mut pool, 0, b, &mut sc))
+            .collect();
+        pool.commit(&mut sc).unwrap();
+        // A transaction that rewrites, discards and deletes, not committed.
+        pool.create_snap(1, 0, &mut sc).unwrap();
+        for b in 0..100 {
+            provision(&mut pool, 0, b, &mut sc);
+        }
+        for b in 100..150 {
+            pool.remove(0, b, &mut sc).unwrap();
+        }
+        pool.delete(1, &mut sc).unwrap();
+        let crashed = pool.io().clone();
+        // The device as the crash left it: the last commit, whole.
+        thin_tools(&crashed);
+        let mut back = reopen(&crashed);
+        for (b, &d) in first.iter().enumerate() {
+            assert_eq!(
+                back.lookup(0, b as u64, &mut sc).unwrap(),
+                Some(Mapping {
+                    data_block: d,
+                    shared: false
+                })
+            );
+        }
+        assert!(!back.exists(1, &mut sc).unwrap());
+        let mut counts = vec![0u32; META];
+        let mut data = vec![0u32; DATA as usize];
+        let sum = fmt::check(
+            &mut back.io().clone(),
+            &mut counts,
+            Some(&mut data),
+            crc32c_soft,
+        )
+        .unwrap();
+        assert_eq!(sum.mappings, 200);
+        // The live pool commits its transaction fine.
+        pool.commit(&mut sc).unwrap();
+        assert_eq!(check(&mut pool).mappings, 150);
+    }
+
+    #[test]
+    fn a_pool_thin_restore_wrote_opens_and_changes() {
+        use std::process::Command;
+        let dir = std::env::temp_dir().join(format!("vblk-poolr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (xml, meta) = (dir.join("p.xml"), dir.join("m.bin"));
+        std::fs::write(
+            &xml,
+            "<superblock uuid=\"\" time=\"2\" transaction=\"9\" flags=\"0\" version=\"2\" \
+             data_block_size=\"128\" nr_data_blocks=\"5000\">\n\
+             <device dev_id=\"3\" mapped_blocks=\"50\" transaction=\"0\" creation_time=\"0\" snap_time=\"2\">\n\
+             <range_mapping origin_begin=\"0\" data_begin=\"100\" length=\"50\" time=\"1\"/>\n\
+             </device>\n</superblock>\n",
+        )
+        .unwrap();
+        std::fs::write(&meta, vec![0u8; META * BLOCK_BYTES]).unwrap();
+        let out = Command::new("thin_restore")
+            .arg("-i")
+            .arg(&xml)
+            .arg("-o")
+            .arg(&meta)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let img = Image {
+            bytes: std::fs::read(&meta).unwrap(),
+            flushes: 0,
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut sc = Box::new(PoolScratch::new());
+        let mut pool = reopen(&img);
+        assert_eq!(pool.transaction_id(), 9);
+        assert_eq!(
+            pool.lookup(3, 10, &mut sc).unwrap(),
+            Some(Mapping {
+                data_block: 110,
+                shared: true
+            })
+        );
+        let d = provision(&mut pool, 3, 10, &mut sc);
+        assert!(!(100..150).contains(&d), "a free block");
+        pool.create_thin(4, &mut sc).unwrap();
+        provision(&mut pool, 4, 0, &mut sc);
+        pool.commit(&mut sc).unwrap();
+        let sum = check(&mut pool);
+        assert_eq!((sum.devices, sum.mappings), (2, 51));
+        thin_tools(pool.io());
+    }
+}
