@@ -183,3 +183,18 @@ nr = int(sys.argv[1])
 bits = sys.stdin.buffer.read()[1024:]
 print(sum((bits[r // 8] >> (r % 8)) & 1 for r in range(nr)))' "$2"
 }
+# region_clean DEV R: region R's clean bit is set in that disk log.
+region_clean() {
+	local byte
+	byte=$(dd if="$1" bs=4k count=1 iflag=direct status=none | od -An -tu1 -j $((1024 + $2 / 8)) -N 1) || return 1
+	[ -n "$byte" ] || return 1
+	[ $(((byte >> ($2 % 8)) & 1)) -eq 1 ]
+}
+# wait_until SECONDS CMD...: CMD succeeds within SECONDS (polled).
+wait_until() {
+	local end=$((SECONDS + $1)); shift
+	until "$@"; do
+		[ "$SECONDS" -lt "$end" ] || return 1
+		sleep 0.2
+	done
+}

@@ -473,12 +473,11 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
     let Ok(worker) = queue.and_then(|q| Ok(Arc::new(q, GFP_KERNEL)?)) else {
         return fail!(ctor.reply, ENOMEM, "out of memory for the raid's workqueue");
     };
-    // The resync (if any) is decided at the first resume, from the log.
-    let pass = initial_pass(&parsed).filter(|p| *p != Pass::Resync);
-    let recovering = match pass {
-        Some(Pass::Recover(mask)) => u64::from(mask),
-        _ => 0,
-    };
+    // A rebuild starts with the table; the resync (if any) is decided at
+    // the first resume, from the log.
+    let recovering = initial_rebuild(&parsed);
+    let pass = (recovering != 0).then_some(Pass::Recover(recovering));
+    let recovering = u64::from(recovering);
     let synced = 0;
     let units_per_chunk = geo.chunk_sectors / unit_sectors;
     let (length, events) = (ctor.length, ctor.events.clone());
@@ -540,15 +539,13 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
     Ok(target)
 }
 
-/// The pass a new table starts with: a rebuild if asked, else the initial
-/// sync unless `nosync`.
-fn initial_pass(parsed: &RaidArgs<'_>) -> Option<Pass> {
-    if parsed.rebuild != 0 && parsed.sync != raid5_layout::Sync::Force {
-        return Some(Pass::Recover(parsed.rebuild as u32));
-    }
-    match parsed.sync {
-        raid5_layout::Sync::Skip => None,
-        _ => Some(Pass::Resync),
+/// The legs a new table rebuilds (`rebuild <i>`, unless `sync` forces a
+/// full resync instead), as a mask.
+fn initial_rebuild(parsed: &RaidArgs<'_>) -> u32 {
+    if parsed.sync == raid5_layout::Sync::Force {
+        0
+    } else {
+        parsed.rebuild as u32
     }
 }
 
@@ -1449,6 +1446,10 @@ impl Deferred for Core {
                 st.lanes[lane].buf = Some(buf);
                 this.io_ended(&mut st.lanes[lane], errors);
                 Core::advance(this, &mut st, lane);
+                if st.stop {
+                    // A drain waits for the lanes' buffers too.
+                    this.wake.notify_all();
+                }
                 moved = true;
             }
             let mut st = this.state.lock();
@@ -1720,13 +1721,12 @@ impl Core {
     fn drain(&self) {
         let mut st = self.state.lock();
         st.stop = true;
+        // Woken by every op's end and, while stopping, every batch's end.
         while st.pass.running
             || !st.pieces.is_empty()
             || st.lanes.iter().any(|l| l.op.is_some() || l.buf.is_none())
         {
-            let _ = self
-                .wake
-                .wait_interruptible_timeout(&mut st, kernel::time::msecs_to_jiffies(10));
+            self.wake.wait(&mut st);
         }
     }
 
