@@ -6,7 +6,7 @@
 #   succeeds or fails with an errno and a message, and leaves nothing
 #   half-made;
 # - the fuzzer (vblk-fuzz): 3 processes send random and mutated ioctls and
-#   grammar-built tables for VBLK_FUZZ_SECONDS (default 60) while fio
+#   grammar-built tables for VBLK_FUZZ_SECONDS (default 40) while fio
 #   verifies I/O on another vblk device; seed VBLK_FUZZ_SEED (default 1);
 # - rmmod while devices exist is refused.
 # No splat, every refusal explained, no device left, and (guest.sh) the
@@ -75,13 +75,13 @@ check_output "no device left behind" '^No devices found$' vblkctl ls
 
 # --- the fuzzer, with I/O running on another device ---
 check "an I/O device beside the fuzzed ones" vblkctl create fzio --table "0 $(sectors /dev/fz) linear /dev/fz 0"
-fio_verify /dev/vblk/fzio 32M --time_based --runtime=$((${VBLK_FUZZ_SECONDS:-60} + 10)) >"$tmp/fio" 2>&1 &
+fio_verify /dev/vblk/fzio 32M --time_based --runtime=$((${VBLK_FUZZ_SECONDS:-40} + 10)) >"$tmp/fio" 2>&1 &
 fio=$!
 seed=${VBLK_FUZZ_SEED:-1}
 # rmmod attempts all along (fzio exists throughout: each must be refused).
 ( while [ ! -e "$tmp/fuzz.done" ]; do rmmod vblk 2>/dev/null && echo unloaded; sleep 0.5; done ) >"$tmp/rmmod" &
 rmmods=$!
-vblk-fuzz fuzz --seed "$seed" --seconds "${VBLK_FUZZ_SECONDS:-60}" --procs 3 >"$tmp/fuzz" 2>&1
+vblk-fuzz fuzz --seed "$seed" --seconds "${VBLK_FUZZ_SECONDS:-40}" --procs 3 >"$tmp/fuzz" 2>&1
 rc=$?
 touch "$tmp/fuzz.done"
 wait "$rmmods"

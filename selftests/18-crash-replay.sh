@@ -12,7 +12,7 @@
 # only after its chunk's exception is committed); with the workload on the
 # snapshot itself, its filesystem is consistent at every point and the
 # origin stays blank. VBLK_REPLAY_POINTS
-# points per stack are checked (default 3, spread over the log, plus the
+# points per stack are checked (default 2, spread over the log, plus the
 # last; 0: every point, as `make test-long` does): each costs a copy, a
 # mount and an fsck, seconds under TCG.
 . "$(dirname "$0")/lib.sh"
@@ -170,7 +170,7 @@ for case in linear striped crypt mirror snapshot snapwrite; do
 	first=$("$replay" /dev/lwl mark mkfs)
 	mapfile -t pts < <("$replay" /dev/lwl points | awk -v m="${first:-0}" '$1 > m { print $1 }')
 	count=${#pts[@]}
-	want=${VBLK_REPLAY_POINTS:-3}
+	want=${VBLK_REPLAY_POINTS:-2}
 	step=1
 	[ "$want" -gt 0 ] && [ "$count" -gt "$want" ] && step=$(( (count + want - 1) / want ))
 	done_at=0 checked=0 failed=""

@@ -287,17 +287,17 @@ nullb sr 1024 memory_backed=0
 vblkctl create po --table "0 $((1024 * 2048)) snapshot-origin /dev/sp"
 vblkctl create pq --table "0 $((1024 * 2048)) snapshot /dev/sp /dev/sq N 8"
 vblkctl create pr --table "0 $((1024 * 2048)) snapshot /dev/sp /dev/sr N 16"
-check "256k writes at depth 16 through the origin (64 chunks each), no hang" \
+check "256k writes at depth 16 through the origin (64 chunks each, 64 MiB), no hang" \
 	timeout 300 fio --name=press --filename=/dev/vblk/po --direct=1 --ioengine=io_uring --rw=write \
-	--bs=256k --iodepth=16 --size=128M --output=/dev/null
+	--bs=256k --iodepth=16 --size=64M --output=/dev/null
 check "random overlapping writes 4k..512k at depth 16, no hang" \
 	timeout 300 fio --name=press --filename=/dev/vblk/po --direct=1 --ioengine=libaio --rw=randwrite \
-	--bsrange=4k-512k --iodepth=16 --size=512M --io_size=256M --output=/dev/null
+	--bsrange=4k-512k --iodepth=16 --size=512M --io_size=128M --output=/dev/null
 check_output "no origin write left held" "writes_held=0 " vblkctl status --detail po
 for snap in pq pr; do
 	copies=$(vblkctl status --detail $snap | sed -n 's/.*chunks_copied=\([0-9]*\).*/\1/p')
 	exceptions=$(vblkctl status --detail $snap | sed -n 's/.*exceptions=\([0-9]*\).*/\1/p')
-	check "$snap: chunks were copied ($copies)" test "${copies:-0}" -gt 10000
+	check "$snap: chunks were copied ($copies)" test "${copies:-0}" -gt 5000
 	check_eq "$snap: every copied chunk is an exception (none copied twice or lost)" "$copies" "$exceptions"
 done
 vblkctl remove pq; vblkctl remove pr; vblkctl remove po
