@@ -16,23 +16,38 @@
 
 use super::thin_metadata::{Mapping, PoolError};
 use super::thin_pool::{enodata, PoolShared, POOL_KIND};
-use super::{write_device, Ctor, Io, Mapped, Target};
+use super::{write_device, Ctor, Done, Io, Mapped, Target};
 use crate::sys::bdev::{BlockDevice, WriteFlags};
 use crate::sys::disk::{Op, Status};
 use crate::sys::limits::QueueLimits;
 use crate::vblk::message::{fail, first_word};
 use crate::vblk::peers::PeerRef;
+use crate::vblk::slots::Slots;
 use core::fmt::Write;
 use kernel::error::code::{EINVAL, ENODEV, ENOMEM};
 use kernel::error::Result;
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::sync::{Arc, Mutex};
 
+/// A whole-block first write in flight: its block is mapped when the
+/// write has completed (a commit meanwhile must not name a block whose
+/// data is not there: another device's old data would show).
+struct Pending {
+    block: u64,
+    data: u64,
+}
+
+/// Whole-block first writes in flight at once (more are requeued).
+const MAX_PENDING: usize = 256;
+
+#[pin_data]
 pub(crate) struct Thin {
     pool_dev: Arc<BlockDevice>,
     pool: PeerRef<PoolShared>,
     dev_id: u64,
     length: u64,
+    #[pin]
+    pending: Mutex<Slots<Pending>>,
 }
 
 impl Thin {
@@ -113,18 +128,30 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         }
         Err(e) => return fail!(ctor.reply, kernel::error::code::EIO, "thin: {e}"),
     }
-    match Arc::new(
-        Thin {
-            pool_dev,
-            pool,
-            dev_id,
-            length: ctor.length,
-        },
-        GFP_KERNEL,
-    ) {
+    let Ok(slots) = Slots::new(MAX_PENDING) else {
+        return fail!(ctor.reply, ENOMEM, "out of memory constructing thin");
+    };
+    let length = ctor.length;
+    let thin = pin_init!(Thin {
+        pool_dev,
+        pool,
+        dev_id,
+        length,
+        pending <- kernel::new_mutex!(slots, "vblk::Thin::pending"),
+    });
+    match Arc::pin_init(thin, GFP_KERNEL) {
         Ok(t) => Ok(t),
         Err(_) => fail!(ctor.reply, ENOMEM, "out of memory constructing thin"),
     }
+}
+
+/// Where a write goes.
+enum Place {
+    /// A block mapped to this device alone (now, or just provisioned
+    /// and prepared).
+    Mapped { data: u64, new: bool },
+    /// A new block the write covers whole: mapped when it completed.
+    Whole { data: u64 },
 }
 
 /// Why a write could not be placed.
@@ -142,11 +169,11 @@ impl From<PoolError> for WriteError {
 }
 
 impl Thin {
-    /// The data block holding virtual block `block` for a write of
-    /// sectors `[lo, hi)` of it: the mapped one if not shared, else a new
-    /// one (zeroed, or the shared one's copy) mapped now. Whether a block
-    /// was provisioned.
-    fn block_for_write(&self, block: u64, lo: u64, hi: u64) -> Result<(u64, bool), WriteError> {
+    /// Where a write of sectors `[lo, hi)` of virtual block `block` goes:
+    /// the mapped block if not shared; else a new one, mapped now after
+    /// it was zeroed or filled with the shared one's data, or, for a
+    /// write covering an unmapped block whole, mapped when it completed.
+    fn block_for_write(&self, block: u64, lo: u64, hi: u64) -> Result<Place, WriteError> {
         let pool = self.shared();
         let bs = pool.block_sectors;
         let mut st = pool.state.lock();
@@ -160,13 +187,19 @@ impl Thin {
             shared: false,
         }) = found
         {
-            return Ok((data_block, false));
+            return Ok(Place::Mapped {
+                data: data_block,
+                new: false,
+            });
         }
         let Some(new) = st.meta.alloc_data(&mut st.scratch)? else {
             return Err(WriteError::NoSpace);
         };
         let bytes = (bs * 512) as usize;
         let whole = lo == 0 && hi == bs;
+        if whole && found.is_none() {
+            return Ok(Place::Whole { data: new });
+        }
         let prepared = match found {
             // Break the sharing: the old block's data first.
             Some(m) => pool
@@ -191,7 +224,10 @@ impl Thin {
             st.failed = true;
             return Err(e.into());
         }
-        Ok((new, true))
+        Ok(Place::Mapped {
+            data: new,
+            new: true,
+        })
     }
 
     fn read(&self, mut io: Io<'_>) -> Mapped {
@@ -218,41 +254,55 @@ impl Thin {
         let pool = self.shared();
         let bs = pool.block_sectors;
         let (start, len) = (io.offset(), io.len());
+        // A block with a whole-block first write in flight: this write
+        // comes back when that one is mapped.
+        let first = start / bs;
+        let last = (start + len - 1) / bs;
+        if self
+            .pending
+            .lock()
+            .any(|p| (first..=last).contains(&p.block))
+        {
+            return io.requeue();
+        }
         // Each block placed first (provisioned or unshared), then the
         // piece sent: a failure sends nothing.
-        let mut provisioned = false;
+        let fua = io.info().flags.fua();
+        let mut whole = false;
         let mut at = 0;
         while at < len {
             let block = (start + at) / bs;
             let within = (start + at) % bs;
             let n = (bs - within).min(len - at);
-            match self.block_for_write(block, within, within + n) {
-                Ok((_, new)) => provisioned |= new,
+            let data = match self.block_for_write(block, within, within + n) {
+                Ok(Place::Mapped { data, new }) => {
+                    // A FUA write is durable when it completes: the
+                    // mapping it goes to must be too (whole blocks: when
+                    // mapped, in `finish`).
+                    if new && fua && pool.commit().is_err() {
+                        return io.kill(Status::IO_ERROR);
+                    }
+                    data
+                }
+                Ok(Place::Whole { data }) => {
+                    if self.pending.lock().put(Pending { block, data }).is_err() {
+                        let _ = pool.with(|m, sc| m.free_data(data, sc));
+                        return io.requeue();
+                    }
+                    whole = true;
+                    data
+                }
                 Err(WriteError::NoSpace) => {
                     pr_warn!("vblk thin: pool out of data space\n");
                     return io.kill(Status::IO_ERROR);
                 }
                 Err(WriteError::Io) => return io.kill(Status::IO_ERROR),
-            }
+            };
+            io.remap_part(at, n, &pool.data_dev, data * bs + within, 0);
             at += n;
         }
-        // A FUA write is durable when it completes: the mapping it went
-        // to must be too.
-        if provisioned && io.info().flags.fua() && pool.commit().is_err() {
-            return io.kill(Status::IO_ERROR);
-        }
-        let mut at = 0;
-        while at < len {
-            let block = (start + at) / bs;
-            let within = (start + at) % bs;
-            let n = (bs - within).min(len - at);
-            match pool.with(|m, sc| m.lookup(self.dev_id, block, sc)) {
-                Ok(Some(m)) if !m.shared => {
-                    io.remap_part(at, n, &pool.data_dev, m.data_block * bs + within, 0)
-                }
-                _ => return io.kill(Status::IO_ERROR),
-            }
-            at += n;
+        if whole {
+            io.finish_later();
         }
         io.remapped()
     }
@@ -273,6 +323,34 @@ impl Thin {
 }
 
 impl Target for Thin {
+    fn finish(&self, done: &mut Done<'_>) {
+        if done.info().op != Op::Write {
+            return;
+        }
+        let pool = self.shared();
+        let bs = pool.block_sectors;
+        let ok = done.status().is_ok();
+        let (first, last) = (done.offset() / bs, (done.offset() + done.len() - 1) / bs);
+        let mut mapped = false;
+        for block in first..=last {
+            let Some(p) = self.pending.lock().take_oldest(|p| p.block == block) else {
+                continue;
+            };
+            let r = if ok {
+                mapped = true;
+                pool.with(|m, sc| m.insert(self.dev_id, p.block, p.data, sc))
+            } else {
+                pool.with(|m, sc| m.free_data(p.data, sc))
+            };
+            if r.is_err() {
+                done.fail(Status::IO_ERROR);
+            }
+        }
+        if mapped && done.info().flags.fua() && pool.commit().is_err() {
+            done.fail(Status::IO_ERROR);
+        }
+    }
+
     fn map(&self, io: Io<'_>) -> Mapped {
         match io.op() {
             Op::Read => self.read(io),
