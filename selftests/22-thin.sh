@@ -11,10 +11,10 @@
 
 tmp=$(mktemp -d)
 nullb tm 8   # metadata: 2048 blocks of 4 KiB
-nullb td 128 # data: 1024 blocks of 64 KiB
+nullb td 256 # data: 2048 blocks of 64 KiB
 bs=128
 data=$(sectors /dev/td)
-vsize=$((96 * 2048)) # each thin: 96 MiB virtual (more than the pool has)
+vsize=$((192 * 2048)) # each thin: 192 MiB virtual (more than the pool has)
 pool_line="0 $data thin-pool /dev/tm /dev/td $bs 0"
 
 cleanup() {
@@ -59,7 +59,7 @@ check_eq "the metadata device was not formatted by a refused table" 0 \
 check "create the pool (a blank metadata device is formatted)" vblkctl create pool --table "$pool_line"
 check_eq "table as dm prints it" "0 $data thin-pool $(devno /dev/tm) $(devno /dev/td) $bs 0 0" "$(vblkctl table pool)"
 check_output "status: transaction 0, no data used, rw, dm's fields" \
-	"^0 $data thin-pool 0 [0-9]+/2048 0/1024 - rw (no_)?discard_passdown queue_if_no_space - 512$" vblkctl status pool
+	"^0 $data thin-pool 0 [0-9]+/2048 0/2048 - rw (no_)?discard_passdown queue_if_no_space - 512$" vblkctl status pool
 check "create_thin 0" vblkctl message pool 0 create_thin 0
 refused "create_thin 0 again refused" "already exists" vblkctl message pool 0 create_thin 0
 refused "create_snap of a missing origin refused" "does not exist" vblkctl message pool 0 create_snap 5 9
@@ -73,7 +73,7 @@ refused "set_transaction_id with the wrong current id refused" "transaction id i
 check_output "status shows transaction 7" "^0 $data thin-pool 7 " vblkctl status pool
 
 # --- a thin volume ---
-check "create thin 0 (96 MiB virtual on a 64 MiB pool)" vblkctl create t0 --table "0 $vsize thin /dev/vblk/pool 0"
+check "create thin 0 (192 MiB virtual on a 128 MiB pool)" vblkctl create t0 --table "0 $vsize thin /dev/vblk/pool 0"
 check_eq "table" "0 $vsize thin $(devno /dev/vblk/pool) 0" "$(vblkctl table t0)"
 check_eq "nothing mapped yet" "0 -" "$(thin_status t0)"
 check_eq "unprovisioned blocks read zeros" "$(head -c 4M /dev/zero | sha256sum | cut -c1-64)" "$(sum /dev/vblk/t0 8192)"
