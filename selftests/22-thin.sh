@@ -11,7 +11,7 @@
 
 tmp=$(mktemp -d)
 nullb tm 8   # metadata: 2048 blocks of 4 KiB
-nullb td 256 # data: 2048 blocks of 64 KiB
+nullb td 256 # data: 4096 blocks of 64 KiB
 bs=128
 data=$(sectors /dev/td)
 vsize=$((192 * 2048)) # each thin: 192 MiB virtual (more than the pool has)
@@ -59,7 +59,7 @@ check_eq "the metadata device was not formatted by a refused table" 0 \
 check "create the pool (a blank metadata device is formatted)" vblkctl create pool --table "$pool_line"
 check_eq "table as dm prints it" "0 $data thin-pool $(devno /dev/tm) $(devno /dev/td) $bs 0 0" "$(vblkctl table pool)"
 check_output "status: transaction 0, no data used, rw, dm's fields" \
-	"^0 $data thin-pool 0 [0-9]+/2048 0/2048 - rw (no_)?discard_passdown queue_if_no_space - 512$" vblkctl status pool
+	"^0 $data thin-pool 0 [0-9]+/2048 0/4096 - rw (no_)?discard_passdown queue_if_no_space - 512$" vblkctl status pool
 check "create_thin 0" vblkctl message pool 0 create_thin 0
 refused "create_thin 0 again refused" "already exists" vblkctl message pool 0 create_thin 0
 refused "create_snap of a missing origin refused" "does not exist" vblkctl message pool 0 create_snap 5 9
@@ -73,7 +73,7 @@ refused "set_transaction_id with the wrong current id refused" "transaction id i
 check_output "status shows transaction 7" "^0 $data thin-pool 7 " vblkctl status pool
 
 # --- a thin volume ---
-check "create thin 0 (192 MiB virtual on a 128 MiB pool)" vblkctl create t0 --table "0 $vsize thin /dev/vblk/pool 0"
+check "create thin 0 (192 MiB virtual on a 256 MiB pool: no room check, as dm)" vblkctl create t0 --table "0 $vsize thin /dev/vblk/pool 0"
 check_eq "table" "0 $vsize thin $(devno /dev/vblk/pool) 0" "$(vblkctl table t0)"
 check_eq "nothing mapped yet" "0 -" "$(thin_status t0)"
 check_eq "unprovisioned blocks read zeros" "$(head -c 4M /dev/zero | sha256sum | cut -c1-64)" "$(sum /dev/vblk/t0 8192)"
@@ -125,6 +125,7 @@ refused "delete of a missing device refused" "does not exist" vblkctl message po
 check "the origin written again" put "$tmp/a" /dev/vblk/t0 8 0
 want0=$(sum /dev/vblk/t0 $((16 * 2048)))
 want1=$(sum /dev/vblk/t1 $((48 * 2048)))
+vblk_used=$(used_data)
 sync
 
 # --- dm's tools and dm-thin read what vblk wrote ---
@@ -137,6 +138,8 @@ check_output "thin_dump: transaction 7, devices 0 and 1" 'transaction="7"' cat "
 check "thin_dump lists devices 0 and 1, not 2" \
 	bash -c "grep -q 'dev_id=\"0\"' $tmp/dump && grep -q 'dev_id=\"1\"' $tmp/dump && ! grep -q 'dev_id=\"2\"' $tmp/dump"
 check "dm-thin activates vblk's pool" dmsetup create dpool --table "$pool_line"
+check_output "dm-thin's status: transaction 7, the data vblk used, rw, no needs_check" \
+	"^0 $data thin-pool 7 [0-9]+/2048 $vblk_used/4096 - rw .* - 512 ?$" dmsetup status dpool
 check "... and its thin 1" dmsetup create dthin --table "0 $vsize thin /dev/mapper/dpool 1"
 check_eq "dm-thin reads vblk's snapshot" "$want1" "$(sum /dev/mapper/dthin $((48 * 2048)))"
 dm_gone dthin
