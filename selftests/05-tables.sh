@@ -37,7 +37,7 @@ check_output "targets lists error" '^error +v1\.0\.0$' vblkctl targets
 check_output "targets lists linear" '^linear +v1\.0\.0$' vblkctl targets
 check_output "targets lists striped" '^striped +v1\.0\.0$' vblkctl targets
 check_output "targets lists flakey" '^flakey +v1\.0\.0$' vblkctl targets
-check_eq "targets --json" "crypt error flakey linear mirror raid snapshot snapshot-merge snapshot-origin striped zero" \
+check_eq "targets --json" "crypt error flakey linear mirror raid snapshot snapshot-merge snapshot-origin striped thin thin-pool zero" \
 	"$(vblkctl --json targets | python3 -c 'import json,sys; print(" ".join(sorted(t["name"] for t in json.load(sys.stdin))))')"
 check_output "table of a missing device: ENXIO" 'no device named .nosuch.' vblkctl table nosuch
 check_output "a table file that does not exist" 'cannot read table file' vblkctl load n /nonexistent

@@ -111,3 +111,17 @@ pub(crate) fn crc32c(seed: u32, bytes: &[u8]) -> u32 {
             bindings::crc32c(crc, part.as_ptr().cast(), part.len() as u32)
         })
 }
+
+// SAFETY: the thin pool's scratch space is byte arrays (4 KiB buffers)
+// nested in plain structs, nothing else: all zero bytes is a valid value.
+unsafe impl kernel::init::Zeroable for crate::targets::thin_metadata::PoolScratch {}
+
+/// A zeroed value of `T` made in place on the heap (never on the stack:
+/// large scratch buffers would overflow a kernel stack).
+pub(crate) fn zeroed_box<T: kernel::init::Zeroable>(
+) -> kernel::error::Result<kernel::alloc::KBox<T>> {
+    <kernel::alloc::KBox<T> as kernel::init::InPlaceInit<T>>::init(
+        kernel::init::zeroed(),
+        kernel::alloc::flags::GFP_KERNEL,
+    )
+}

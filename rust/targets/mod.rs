@@ -43,6 +43,18 @@ mod striped;
 // Pure placement math, shared with vblkctl's host tests.
 #[allow(unreachable_pub)]
 mod striped_layout;
+mod thin;
+// Pure dm-thin metadata (format, btrees, space maps, pool operations),
+// shared with vblkctl's host tests (which run them against thin_check).
+#[allow(unreachable_pub, dead_code)]
+mod thin_btree;
+#[allow(unreachable_pub, dead_code)]
+mod thin_format;
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod thin_metadata;
+mod thin_pool;
+#[allow(unreachable_pub, dead_code)]
+mod thin_sm;
 mod zero;
 
 use crate::vblk::message::fail;
@@ -66,7 +78,7 @@ const fn v1(name: &'static str, construct: crate::vblk::target::Constructor) -> 
 
 /// Every target type: the module hands the list to the framework (LOAD
 /// looks names up in it, TARGETS lists it).
-pub(crate) const TYPES: [TargetType; 11] = [
+pub(crate) const TYPES: [TargetType; 13] = [
     v1("linear", linear::construct),
     v1("zero", zero::construct),
     v1("error", error::construct),
@@ -78,6 +90,8 @@ pub(crate) const TYPES: [TargetType; 11] = [
     v1("snapshot", snapshot::construct_snapshot),
     v1("snapshot-merge", snapshot::construct_merge),
     v1("raid", raid5::construct),
+    v1("thin-pool", thin_pool::construct),
+    v1("thin", thin::construct),
 ];
 
 /// Constructs a target that takes no arguments and has no state (dm's

@@ -724,7 +724,7 @@ fn count_tree<S: BlockSource + ?Sized>(
         // A node shared with a tree counted before: counted, not entered.
         Visit::Child { nr } => refs.add(nr),
         Visit::Node { .. } => Ok(true),
-        Visit::Entry { key, value } => entry(key, value).map(|_| true),
+        Visit::Entry { key, value } => entry(key, value).map(|()| true),
     })
 }
 
@@ -935,7 +935,7 @@ fn count_tree_once<S: BlockSource + ?Sized>(
             Ok(true)
         }
         Visit::Node { .. } => Ok(true),
-        Visit::Entry { key, value } => entry(key, value).map(|_| true),
+        Visit::Entry { key, value } => entry(key, value).map(|()| true),
     })
 }
 

@@ -470,6 +470,36 @@ impl<C: DerefMut<Target = [u32]>, I: BlockIo> PoolMetadata<C, I> {
         }))
     }
 
+    /// Blocks of `dev` mapped (dm's `mapped_blocks`).
+    pub fn mapped_blocks(&mut self, dev: u64, sc: &mut PoolScratch) -> Result<u64, PoolError> {
+        match self.details(dev, sc)? {
+            Some(d) => Ok(d.mapped_blocks),
+            None => Err(PoolError::NoDevice(dev)),
+        }
+    }
+
+    /// The highest mapped block of `dev`, if any (thin status).
+    pub fn highest_mapped(
+        &mut self,
+        dev: u64,
+        sc: &mut PoolScratch,
+    ) -> Result<Option<u64>, PoolError> {
+        let mut nr = self.device_root(dev, sc)?.ok_or(PoolError::NoDevice(dev))?;
+        for _ in 0..fmt::MAX_DEPTH {
+            self.io.read(nr, &mut sc.lookup)?;
+            let node = fmt::Node::decode(&sc.lookup, nr, 8, self.crc)?;
+            if node.nr_entries == 0 {
+                return Ok(None);
+            }
+            let last = node.nr_entries - 1;
+            if node.is_leaf() {
+                return Ok(Some(node.key(last)));
+            }
+            nr = node.child(last);
+        }
+        Err(PoolError::Format(FormatError::TooDeep { root: nr }))
+    }
+
     /// A free data block (counted once; the caller maps it with
     /// [`Self::insert`] or gives it back with [`Self::free_data`]), or
     /// None if the data device is full.
@@ -749,6 +779,9 @@ mod tests {
         }
         assert_eq!(again.lookup(0, 1, &mut sc).unwrap(), None);
         assert_eq!(again.transaction_id(), 42);
+        assert_eq!(again.mapped_blocks(0, &mut sc).unwrap(), 600);
+        assert_eq!(again.highest_mapped(0, &mut sc).unwrap(), Some(599 * 3));
+        assert_eq!(again.highest_mapped(7, &mut sc).unwrap(), Some(1));
         assert_eq!(again.data_usage(), (601, DATA));
         // Changed and committed again: counts stay exact (the reopened
         // map's own blocks are not leaked).
@@ -819,6 +852,8 @@ mod tests {
         let mut sc = Box::new(PoolScratch::new());
         let mut pool = new_pool(&mut sc);
         pool.create_thin(1, &mut sc).unwrap();
+        assert_eq!(pool.highest_mapped(1, &mut sc).unwrap(), None);
+        assert_eq!(pool.mapped_blocks(1, &mut sc).unwrap(), 0);
         pool.commit(&mut sc).unwrap();
         let before = pool.io().bytes.clone();
         assert_eq!(pool.create_thin(1, &mut sc), Err(PoolError::Exists(1)));

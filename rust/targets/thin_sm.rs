@@ -140,7 +140,7 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
             }
             Ok(true)
         })?;
-        committed.copy_from_slice(&counts);
+        copy_counts(&mut committed, &counts);
         let mut sm = MetadataSm {
             counts,
             committed,
@@ -347,7 +347,7 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
         };
         // Committed as written; the map's blocks go back to free (the
         // committed counts keep them from reuse until the next commit).
-        self.committed.copy_from_slice(&self.counts);
+        copy_counts(&mut self.committed, &self.counts);
         for b in 0..nbm {
             self.dec(fmt::metadata_index_entry(&index[..], b).blocknr)?;
         }
@@ -359,6 +359,14 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
         };
         btree::release_tree(&mut tx, bitmap, ref_root, REF_LEVEL)?;
         Ok(root)
+    }
+}
+
+/// `to = from` for count arrays (a loop: the kernel build's objtool does
+/// not know `copy_from_slice`'s length-mismatch path for `u32`).
+fn copy_counts(to: &mut [u32], from: &[u32]) {
+    for (t, &f) in to.iter_mut().zip(from) {
+        *t = f;
     }
 }
 

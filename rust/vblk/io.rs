@@ -390,6 +390,17 @@ impl<'a> Io<'a> {
         self.rq.finish_later(self.line);
     }
 
+    /// Zeroes sectors `[skip, skip + len)` of a read piece (a part with
+    /// nothing behind it: an unprovisioned thin block); they count as
+    /// sent. Clamped to the piece.
+    pub(crate) fn zero_part(&mut self, skip: u64, len: u64) {
+        let len = len.min(self.len.saturating_sub(skip));
+        if len > 0 {
+            self.rq.zero_range(self.skip + skip, len);
+            self.sent += len;
+        }
+    }
+
     /// Completes a read piece with zeros.
     pub(crate) fn zero_fill(self) -> Mapped {
         self.rq.zero_range(self.skip, self.len);

@@ -1,0 +1,418 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `thin <pool dev> <dev_id>` (dm-thin's thin volume): a device of the
+//! pool's, provisioned on first write. Reads of unprovisioned blocks
+//! return zeros; the first write to a block takes a data block (zeroed
+//! first unless the write covers it or the pool skips zeroing); a write
+//! to a block shared with a snapshot copies it to a new block first
+//! (sharing broken once per device and block, as dm). FLUSH and FUA
+//! commit the pool's metadata after flushing its data device; DISCARD of
+//! whole blocks unmaps them (space back to the pool once nothing maps
+//! them).
+//!
+//! Every piece is mapped on the disk's map worker (the metadata cache
+//! sleeps), one at a time per pool under its mutex: correct first; the
+//! fast paths (mapped blocks remapped inline, provisioning batched) come
+//! with the performance work.
+
+use super::thin_metadata::{Mapping, PoolError};
+use super::thin_pool::{enodata, PoolShared, POOL_KIND};
+use super::{write_device, Ctor, Done, Io, Mapped, Target};
+use crate::sys::bdev::{BlockDevice, WriteFlags};
+use crate::sys::disk::{Op, Status};
+use crate::sys::limits::QueueLimits;
+use crate::vblk::message::{fail, first_word};
+use crate::vblk::peers::PeerRef;
+use crate::vblk::slots::Slots;
+use core::fmt::Write;
+use kernel::error::code::{EINVAL, ENODEV, ENOMEM};
+use kernel::error::Result;
+use kernel::prelude::*;
+use kernel::sync::{Arc, Mutex};
+
+/// A whole-block first write in flight: its block is mapped when the
+/// write has completed (a commit meanwhile must not name a block whose
+/// data is not there: another device's old data would show).
+struct Pending {
+    block: u64,
+    data: u64,
+}
+
+/// Whole-block first writes in flight at once (more are requeued).
+const MAX_PENDING: usize = 256;
+
+#[pin_data]
+pub(crate) struct Thin {
+    pool_dev: Arc<BlockDevice>,
+    pool: PeerRef<PoolShared>,
+    dev_id: u64,
+    length: u64,
+    #[pin]
+    pending: Mutex<Slots<Pending>>,
+}
+
+impl Thin {
+    fn shared(&self) -> &PoolShared {
+        self.pool.get().expect("thin-pool registry entry")
+    }
+}
+
+/// Constructor listed in [`super::TYPES`].
+pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
+    let mut words = ctor.args.split_ascii_whitespace();
+    let (Some(pool_text), Some(id)) = (words.next(), words.next()) else {
+        return fail!(ctor.reply, EINVAL, "thin takes <pool dev> <dev_id>");
+    };
+    if let Some(w) = words.next() {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "thin: an external origin ('{}') is not supported by vblk yet",
+            first_word(w)
+        );
+    }
+    let Ok(dev_id) = id.parse::<u64>() else {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "thin: device id '{}' is not a number",
+            first_word(id)
+        );
+    };
+    let pool_dev = ctor.open_device(pool_text)?;
+    let Some(index) = pool_dev.vblk_index() else {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "thin: '{}' is not a vblk thin-pool device",
+            first_word(pool_text)
+        );
+    };
+    let pool = match ctor
+        .peers
+        .acquire::<PoolShared>(POOL_KIND, u64::from(index), || Err(ENODEV))
+    {
+        Ok(p) => p,
+        Err(e) if e == ENODEV => {
+            return fail!(
+                ctor.reply,
+                ENODEV,
+                "thin: '{}' has no active thin-pool table",
+                first_word(pool_text)
+            )
+        }
+        Err(_) => {
+            return fail!(
+                ctor.reply,
+                EINVAL,
+                "thin: '{}' is not a thin-pool",
+                first_word(pool_text)
+            )
+        }
+    };
+    let Some(shared) = pool.get() else {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "thin: '{}' is not a thin-pool",
+            first_word(pool_text)
+        );
+    };
+    match shared.with(|m, sc| m.exists(dev_id, sc)) {
+        Ok(true) => {}
+        Ok(false) => {
+            return fail!(
+                ctor.reply,
+                enodata(),
+                "thin: the pool has no device {dev_id} (send it 'create_thin {dev_id}' first)"
+            )
+        }
+        Err(e) => return fail!(ctor.reply, kernel::error::code::EIO, "thin: {e}"),
+    }
+    let Ok(slots) = Slots::new(MAX_PENDING) else {
+        return fail!(ctor.reply, ENOMEM, "out of memory constructing thin");
+    };
+    let length = ctor.length;
+    let thin = pin_init!(Thin {
+        pool_dev,
+        pool,
+        dev_id,
+        length,
+        pending <- kernel::new_mutex!(slots, "vblk::Thin::pending"),
+    });
+    match Arc::pin_init(thin, GFP_KERNEL) {
+        Ok(t) => Ok(t),
+        Err(_) => fail!(ctor.reply, ENOMEM, "out of memory constructing thin"),
+    }
+}
+
+/// Where a write goes.
+enum Place {
+    /// A block mapped to this device alone (now, or just provisioned
+    /// and prepared).
+    Mapped { data: u64, new: bool },
+    /// A new block the write covers whole: mapped when it completed.
+    Whole { data: u64 },
+}
+
+/// Why a write could not be placed.
+enum WriteError {
+    /// The data device is full.
+    NoSpace,
+    /// The metadata or data device failed.
+    Io,
+}
+
+impl From<PoolError> for WriteError {
+    fn from(_: PoolError) -> Self {
+        WriteError::Io
+    }
+}
+
+impl Thin {
+    /// Where a write of sectors `[lo, hi)` of virtual block `block` goes:
+    /// the mapped block if not shared; else a new one, mapped now after
+    /// it was zeroed or filled with the shared one's data, or, for a
+    /// write covering an unmapped block whole, mapped when it completed.
+    fn block_for_write(&self, block: u64, lo: u64, hi: u64) -> Result<Place, WriteError> {
+        let pool = self.shared();
+        let bs = pool.block_sectors;
+        let mut st = pool.state.lock();
+        if st.failed {
+            return Err(WriteError::Io);
+        }
+        let st = &mut *st;
+        let found = st.meta.lookup(self.dev_id, block, &mut st.scratch)?;
+        if let Some(Mapping {
+            data_block,
+            shared: false,
+        }) = found
+        {
+            return Ok(Place::Mapped {
+                data: data_block,
+                new: false,
+            });
+        }
+        let Some(new) = st.meta.alloc_data(&mut st.scratch)? else {
+            return Err(WriteError::NoSpace);
+        };
+        let bytes = (bs * 512) as usize;
+        let whole = lo == 0 && hi == bs;
+        if whole && found.is_none() {
+            return Ok(Place::Whole { data: new });
+        }
+        let prepared = match found {
+            // Break the sharing: the old block's data first.
+            Some(m) => pool
+                .data_dev
+                .read_at(m.data_block * bs, &mut st.buf, 0..bytes)
+                .and_then(|()| {
+                    pool.data_dev
+                        .write_at(new * bs, &st.buf, 0..bytes, WriteFlags::default())
+                }),
+            None if whole || pool.features.skip_block_zeroing => Ok(()),
+            None => {
+                st.buf.fill(0);
+                pool.data_dev
+                    .write_at(new * bs, &st.buf, 0..bytes, WriteFlags::default())
+            }
+        };
+        if prepared.is_err() {
+            let _ = st.meta.free_data(new, &mut st.scratch);
+            return Err(WriteError::Io);
+        }
+        if let Err(e) = st.meta.insert(self.dev_id, block, new, &mut st.scratch) {
+            st.failed = true;
+            return Err(e.into());
+        }
+        Ok(Place::Mapped {
+            data: new,
+            new: true,
+        })
+    }
+
+    fn read(&self, mut io: Io<'_>) -> Mapped {
+        let pool = self.shared();
+        let bs = pool.block_sectors;
+        let (start, len) = (io.offset(), io.len());
+        let mut at = 0;
+        while at < len {
+            let block = (start + at) / bs;
+            let within = (start + at) % bs;
+            let n = (bs - within).min(len - at);
+            let found = pool.with(|m, sc| m.lookup(self.dev_id, block, sc));
+            match found {
+                Ok(Some(m)) => io.remap_part(at, n, &pool.data_dev, m.data_block * bs + within, 0),
+                Ok(None) => io.zero_part(at, n),
+                Err(_) => return io.kill(Status::IO_ERROR),
+            }
+            at += n;
+        }
+        io.remapped()
+    }
+
+    fn write(&self, mut io: Io<'_>) -> Mapped {
+        let pool = self.shared();
+        let bs = pool.block_sectors;
+        let (start, len) = (io.offset(), io.len());
+        // A block with a whole-block first write in flight: this write
+        // comes back when that one is mapped.
+        let first = start / bs;
+        let last = (start + len - 1) / bs;
+        if self
+            .pending
+            .lock()
+            .any(|p| (first..=last).contains(&p.block))
+        {
+            return io.requeue();
+        }
+        // Each block placed first (provisioned or unshared), then the
+        // piece sent: a failure sends nothing.
+        let fua = io.info().flags.fua();
+        let mut whole = false;
+        let mut at = 0;
+        while at < len {
+            let block = (start + at) / bs;
+            let within = (start + at) % bs;
+            let n = (bs - within).min(len - at);
+            let data = match self.block_for_write(block, within, within + n) {
+                Ok(Place::Mapped { data, new }) => {
+                    // A FUA write is durable when it completes: the
+                    // mapping it goes to must be too (whole blocks: when
+                    // mapped, in `finish`).
+                    if new && fua && pool.commit().is_err() {
+                        return io.kill(Status::IO_ERROR);
+                    }
+                    data
+                }
+                Ok(Place::Whole { data }) => {
+                    if self.pending.lock().put(Pending { block, data }).is_err() {
+                        let _ = pool.with(|m, sc| m.free_data(data, sc));
+                        return io.requeue();
+                    }
+                    whole = true;
+                    data
+                }
+                Err(WriteError::NoSpace) => {
+                    pr_warn!("vblk thin: pool out of data space\n");
+                    return io.kill(Status::IO_ERROR);
+                }
+                Err(WriteError::Io) => return io.kill(Status::IO_ERROR),
+            };
+            io.remap_part(at, n, &pool.data_dev, data * bs + within, 0);
+            at += n;
+        }
+        if whole {
+            io.finish_later();
+        }
+        io.remapped()
+    }
+
+    fn discard(&self, io: Io<'_>) -> Mapped {
+        let pool = self.shared();
+        let bs = pool.block_sectors;
+        // Whole blocks only (dm unmaps only those too).
+        let first = io.offset().div_ceil(bs);
+        let end = (io.offset() + io.len()) / bs;
+        for block in first..end {
+            if pool.with(|m, sc| m.remove(self.dev_id, block, sc)).is_err() {
+                return io.kill(Status::IO_ERROR);
+            }
+        }
+        io.complete()
+    }
+}
+
+impl Target for Thin {
+    fn finish(&self, done: &mut Done<'_>) {
+        if done.info().op != Op::Write {
+            return;
+        }
+        let pool = self.shared();
+        let bs = pool.block_sectors;
+        let ok = done.status().is_ok();
+        let (first, last) = (done.offset() / bs, (done.offset() + done.len() - 1) / bs);
+        let mut mapped = false;
+        for block in first..=last {
+            let Some(p) = self.pending.lock().take_oldest(|p| p.block == block) else {
+                continue;
+            };
+            let r = if ok {
+                mapped = true;
+                pool.with(|m, sc| m.insert(self.dev_id, p.block, p.data, sc))
+            } else {
+                pool.with(|m, sc| m.free_data(p.data, sc))
+            };
+            if r.is_err() {
+                done.fail(Status::IO_ERROR);
+            }
+        }
+        if mapped && done.info().flags.fua() && pool.commit().is_err() {
+            done.fail(Status::IO_ERROR);
+        }
+    }
+
+    fn map(&self, io: Io<'_>) -> Mapped {
+        match io.op() {
+            Op::Read => self.read(io),
+            Op::Write => self.write(io),
+            Op::Discard => self.discard(io),
+            Op::Flush => match self.shared().commit() {
+                Ok(()) => io.complete(),
+                Err(_) => io.kill(Status::IO_ERROR),
+            },
+            _ => io.kill(Status::NOT_SUPPORTED),
+        }
+    }
+
+    fn needs_worker(&self, _op: Op) -> bool {
+        // Lookups and provisioning read and write metadata synchronously.
+        true
+    }
+
+    fn wants_flush(&self) -> bool {
+        true
+    }
+
+    fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {
+        f(&self.pool_dev, 0, self.length.min(self.pool_dev.sectors()));
+    }
+
+    fn limits(&self, limits: &mut QueueLimits) {
+        // Requests stay within a data block (as dm's max_io_len).
+        let bs = self.shared().block_sectors as u32;
+        limits.set_io_hints(bs, 0, bs * 512);
+    }
+
+    fn supports_discard(&self) -> bool {
+        !self.shared().features.ignore_discard
+    }
+
+    fn supports_write_zeroes(&self) -> bool {
+        false
+    }
+
+    fn postsuspend(&self) {
+        let _ = self.shared().commit();
+    }
+
+    fn table_args(&self, out: &mut dyn Write) -> core::fmt::Result {
+        write_device(out, &self.pool_dev)?;
+        write!(out, " {}", self.dev_id)
+    }
+
+    fn status(&self, out: &mut dyn Write) -> core::fmt::Result {
+        let pool = self.shared();
+        let bs = pool.block_sectors;
+        let r = pool.with(|m, sc| {
+            Ok((
+                m.mapped_blocks(self.dev_id, sc)?,
+                m.highest_mapped(self.dev_id, sc)?,
+            ))
+        });
+        match r {
+            Ok((mapped, Some(h))) => write!(out, "{} {}", mapped * bs, (h + 1) * bs - 1),
+            Ok((mapped, None)) => write!(out, "{} -", mapped * bs),
+            Err(_) => out.write_str("Fail"),
+        }
+    }
+}
