@@ -51,14 +51,6 @@ cleanup() {
 }
 trap 'cleanup >/dev/null 2>&1; rm -f "$_tap_out"' EXIT
 
-# refused DESC REGEX CMD...: CMD fails and its output matches REGEX.
-refused() {
-	local desc=$1 re=$2 out rc; shift 2
-	out=$("$@" 2>&1); rc=$?
-	if [ "$rc" -ne 0 ] && grep -Eq -- "$re" <<<"$out"; then ok "$desc"; else
-		not_ok "$desc"; diag "command: $*" "exit $rc; expected /$re/, got:" "$out"
-	fi
-}
 
 # --- data helpers (O_DIRECT; never creating files in /dev). Reads go to a
 # file before any comparison, so a device is closed again by the time a

@@ -25,14 +25,6 @@ cleanup() {
 }
 trap 'cleanup >/dev/null 2>&1; rm -f "$_tap_out"' EXIT
 
-# refused DESC REGEX CMD...: CMD fails and its output matches REGEX.
-refused() {
-	local desc=$1 re=$2 out rc; shift 2
-	out=$("$@" 2>&1); rc=$?
-	if [ "$rc" -ne 0 ] && grep -Eq -- "$re" <<<"$out"; then ok "$desc"; else
-		not_ok "$desc"; diag "command: $*" "exit $rc; expected /$re/, got:" "$out"
-	fi
-}
 pool_field() { vblkctl status pool | awk -v k="$1" '{ print $(3 + k) }'; }
 used_data() { pool_field 3 | cut -d/ -f1; }
 thin_status() { vblkctl status "$1" | cut -d' ' -f4-; }

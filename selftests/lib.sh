@@ -39,6 +39,16 @@ check_output() {
 	if grep -Eq -- "$re" "$_tap_out"; then ok "$desc"; else not_ok "$desc"; diag "command: $*" "expected /$re/, got:" "$(cat "$_tap_out")"; fi
 }
 
+# refused DESC REGEX CMD...: passes if CMD fails and its combined output
+# matches the extended REGEX (a refusal with its message).
+refused() {
+	local desc=$1 re=$2 out rc; shift 2
+	out=$("$@" 2>&1); rc=$?
+	if [ "$rc" -ne 0 ] && grep -Eq -- "$re" <<<"$out"; then ok "$desc"; else
+		not_ok "$desc"; diag "command: $*" "exit $rc; expected /$re/, got:" "$out"
+	fi
+}
+
 # check_eq DESC EXPECTED ACTUAL
 check_eq() {
 	if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1"; diag "expected: $2" "got:      $3"; fi

@@ -14,7 +14,8 @@
 //! kernel stack).
 
 use crate::targets::thin_format::{
-    self as fmt, init_node, seal_node, FormatError, Node, BLOCK_BYTES, NODE_HEADER_BYTES, NODE_LEAF,
+    self as fmt, init_node, le32, le64, put32, put64, seal_node, FormatError, Node, BLOCK_BYTES,
+    NODE_HEADER_BYTES, NODE_LEAF,
 };
 use crate::vblk::metadata_block::Crc32c;
 
@@ -105,26 +106,6 @@ impl Default for Scratch {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(w)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
 
 /// A node being edited in a buffer (header fields read on demand).
@@ -694,21 +675,8 @@ mod tests {
         lookup, mapping_parts, mapping_value, BlockSource, DeviceDetails, Superblock,
     };
     use crate::targets::thin_sm::{BlockIo, DataSm, MetadataSm, SmScratch, SmTx};
+    use crate::vblk::metadata_block::crc32c_soft;
     use std::collections::BTreeMap;
-
-    fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        crc
-    }
 
     const META_BLOCKS: u64 = 2048;
     const DATA_BLOCKS: u64 = 20000;

@@ -155,23 +155,27 @@ impl fmt::Display for FormatError {
     }
 }
 
-fn le32(b: &[u8], at: usize) -> u32 {
+/// Little-endian field access (shared with the other thin modules).
+pub fn le32(b: &[u8], at: usize) -> u32 {
     let mut w = [0u8; 4];
     w.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(w)
 }
 
-fn le64(b: &[u8], at: usize) -> u64 {
+/// Little-endian field access (shared with the other thin modules).
+pub fn le64(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(w)
 }
 
-fn put32(b: &mut [u8], at: usize, v: u32) {
+/// Little-endian field access (shared with the other thin modules).
+pub fn put32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
-fn put64(b: &mut [u8], at: usize, v: u64) {
+/// Little-endian field access (shared with the other thin modules).
+pub fn put64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
 
@@ -1083,20 +1087,7 @@ fn compare_metadata_sm<S: BlockSource + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        crc
-    }
+    use crate::vblk::metadata_block::crc32c_soft;
 
     /// A metadata image in memory.
     struct Image(Vec<u8>);

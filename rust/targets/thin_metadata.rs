@@ -614,21 +614,8 @@ impl<I: BlockSource> BlockSource for IoSource<'_, I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vblk::metadata_block::crc32c_soft;
     use std::collections::BTreeMap;
-
-    fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        crc
-    }
 
     /// The metadata device in memory; only `write_super` writes block 0.
     #[derive(Clone)]

@@ -782,20 +782,7 @@ fn read_bitmap<T: Transaction + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        crc
-    }
+    use crate::vblk::metadata_block::crc32c_soft;
 
     struct Image(Vec<u8>);
 

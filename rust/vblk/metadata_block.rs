@@ -117,24 +117,25 @@ pub fn verify(block: &[u8], salt: u32, nr: u64, crc32c: Crc32c) -> Result<(), Bl
 pub const LOAD_CHECK_SUM: u32 = 0x0A0B_C3E9;
 
 #[cfg(test)]
+/// Bitwise CRC-32C (Castagnoli, reflected polynomial 0x82F63B78): the
+/// reference the kernel's table-driven `crc32c` must agree with.
+pub fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Bitwise CRC-32C (Castagnoli, reflected polynomial 0x82F63B78): the
-    /// reference the kernel's table-driven `crc32c` must agree with.
-    fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        crc
-    }
 
     #[test]
     fn standard_check_values() {
