@@ -243,12 +243,24 @@ run_pair() {
 		done
 		IFS=';' read -ra vpre <<<"$6"
 		IFS=';' read -ra dpre <<<"$7"
+		# An entry `MSG <sector> <message>` sends a message to the companion
+		# made just before it (a thin pool's create_thin).
 		for k in "${!vpre[@]}"; do
 			t=$(sed 's/^ *//; s/ *$//' <<<"${vpre[$k]}")
+			if [[ $t == MSG\ * ]]; then
+				# shellcheck disable=SC2086 # the message's words
+				vblkctl message "$VBLK_NAME-pre$((k - 1))" ${t#MSG } >/dev/null || die "vblkctl message $VBLK_NAME-pre$((k - 1)) ${t#MSG }"
+				continue
+			fi
 			vblkctl create "$VBLK_NAME-pre$k" --table "$t" >/dev/null || die "vblkctl create $VBLK_NAME-pre$k --table '$t'"
 		done
 		for k in "${!dpre[@]}"; do
 			t=$(sed 's/^ *//; s/ *$//' <<<"${dpre[$k]}")
+			if [[ $t == MSG\ * ]]; then
+				# shellcheck disable=SC2086 # the message's words
+				dmsetup message "$DM_NAME-pre$((k - 1))" ${t#MSG } || die "dmsetup message $DM_NAME-pre$((k - 1)) ${t#MSG }"
+				continue
+			fi
 			dmsetup create "$DM_NAME-pre$k" --table "$t" || die "dmsetup create $DM_NAME-pre$k --table '$t'"
 		done
 	fi
