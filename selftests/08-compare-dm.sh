@@ -31,7 +31,7 @@ dd if="$tmp/a" of=/dev/mapper/cmpdm bs=1M oflag=direct status=none
 dm_image=$(lower_image)
 check_eq "same image written through dm leaves the lower devices identical to vblk's" "$vblk_image" "$dm_image"
 dd if="$tmp/b" of=/dev/mapper/cmpdm bs=1M oflag=direct status=none
-check "dm: remove" dmsetup remove cmpdm
+check "dm: remove" dm_remove cmpdm
 check "vblk: create again" vblkctl create v --table "$table"
 check "vblk reads exactly what dm-linear wrote" same_bytes "$tmp/b" /dev/vblk/v "$size"
 
@@ -46,7 +46,7 @@ vblkctl remove v
 dmsetup create cmpdm --table "$table"
 check "fio verifies every block through dm-linear" fio_w /dev/mapper/cmpdm --verify_only --verify_fatal=1
 check "fio writes verify headers through dm-linear" fio_w /dev/mapper/cmpdm --do_verify=0 --randseed=777
-dmsetup remove cmpdm
+dm_remove cmpdm
 vblkctl create v --table "$table"
 check "fio verifies every block through vblk" fio_w /dev/vblk/v --verify_only --verify_fatal=1 --randseed=777
 
@@ -63,7 +63,7 @@ check "fsck on dm-linear of the ext4 vblk made" fsck.ext4 -f -n /dev/mapper/cmpd
 mount /dev/mapper/cmpdm "$mnt"
 check "its file reads back through dm" cmp "$tmp/file" "$mnt/file"
 umount "$mnt"
-dmsetup remove cmpdm
+dm_remove cmpdm
 rmdir "$mnt"
 
 check_output "no vblk devices at the end" '^No devices found$' vblkctl ls

@@ -93,7 +93,7 @@ check_output "remove c under dm: EBUSY (open)" "Device or resource busy" vblkctl
 check "fio verify through dm on vblk on vblk on vblk" fio_verify /dev/mapper/dmtop 16M
 check "buffered reads through the whole stack (plugged readahead)" dd if=/dev/mapper/dmtop of=/dev/null bs=1M status=none
 check "buffered writes through the whole stack, then fsync" dd if=/dev/urandom of=/dev/mapper/dmtop bs=1M count=16 conv=fsync status=none
-dmsetup remove dmtop
+dm_remove dmtop
 check "dm-linear on ram1" dmsetup create dmbot --table "0 60000 linear /dev/ram1 0"
 check "vblk on dm-linear" vblkctl create ondm --table "0 60000 linear /dev/mapper/dmbot 0"
 check "fio verify through vblk on dm" fio_verify /dev/vblk/ondm 16M

@@ -265,7 +265,7 @@ check "... (the 4k null_blk)" excl_open /dev/nb4k
 check "good still serves I/O" fio_verify /dev/vblk/top 8M
 check_eq "good's table is the original" "0 65536 linear 1:0 0" "$(vblkctl table good)"
 
-dmsetup remove holder
+dm_remove holder
 vblkctl remove top
 vblkctl remove good
 vblkctl remove idle

@@ -87,7 +87,7 @@ wait "$fio"
 check_eq "random reads at QD32 through deferred completion, table swapped $swaps times: no errors" 0 "$?"
 check "... at least 3 swaps while reads were deferred" test "$swaps" -ge 3
 gone
-dmsetup remove fd
+dm_remove fd
 
 # --- corrupt writes: a changed copy goes down, like dm-flakey's ---
 dd if=/dev/zero of=/dev/ram1 bs=1M count=32 oflag=direct status=none
@@ -117,7 +117,7 @@ check "page cache still holds the caller's data" \
 check_eq "the device got byte 100 changed to 7" 7 "$(byte_at /dev/ram1 $((5000 * 4096 + 99)))"
 exec 4<&-
 gone
-dmsetup remove fd
+dm_remove fd
 
 # --- random corruption only changes data while down ---
 dd if="$tmp/a" of=/dev/ram1 bs=1M oflag=direct status=none

@@ -64,7 +64,7 @@ check "dm-striped reads exactly what vblk wrote" same_bytes "$tmp/a" /dev/mapper
 dd if="$tmp/a" of=/dev/mapper/sdm bs=1M oflag=direct status=none
 check_eq "the same image through dm leaves the same lower bytes" "$vimg" "$(lower_image)"
 dd if="$tmp/b" of=/dev/mapper/sdm bs=64k oflag=direct status=none
-dmsetup remove sdm
+dm_remove sdm
 vblkctl create s --table "$table"
 check "vblk reads exactly what dm-striped wrote" same_bytes "$tmp/b" /dev/vblk/s "$size"
 vblkctl remove s
@@ -80,7 +80,7 @@ check "fio writes verify headers through vblk (4 x 128)" fio_w /dev/vblk/s --do_
 vblkctl remove s
 dmsetup create sdm --table "$table"
 check "... and fio verifies them through dm-striped" fio_w /dev/mapper/sdm --verify_only --verify_fatal=1
-dmsetup remove sdm
+dm_remove sdm
 
 # --- discard: each stripe gets its share, exactly ---
 for i in 0 1 2; do nullb sd$i 8 discard=1 blocksize=512; done
@@ -133,7 +133,7 @@ diag "3-chunk read over three 1500 ms stripes: $ms ms"
 check "a 3-chunk read waits on its stripes side by side (< 3000 ms; one after another would be >= 4500)" test "$ms" -ge 1500 -a "$ms" -lt 3000
 udevadm settle 2>/dev/null
 vblkctl remove s
-for i in 0 1 2; do dmsetup remove sdel$i; done
+for i in 0 1 2; do dm_remove sdel$i; done
 
 # --- a failing stripe fails only the I/O that touches it ---
 dmsetup create sbad --table "0 $((16 * mib)) linear /dev/ram3 0"
@@ -149,7 +149,7 @@ check "a write to chunk 3 (stripe 0) works" dd if=/dev/zero of=/dev/vblk/s bs=4k
 check_output "status shows the stripe D" " 1 AAD$" vblkctl status s
 check "an event was raised" timeout 20 vblkctl wait s "$ev"
 vblkctl remove s
-dmsetup remove sbad
+dm_remove sbad
 
 # --- a stack: striped over three vblk linear devices; reload under load ---
 for i in 0 1 2; do vblkctl create l$i --table "0 $((16 * mib)) linear /dev/ram$i $((8 * mib))"; done

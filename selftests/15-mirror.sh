@@ -37,7 +37,7 @@ log_header() { dd if="$1" bs=512 count=1 iflag=direct status=none | head -c 16 |
 core="core 1 $rs 2 $A 0 $B 0"
 dmsetup create dmm --table "0 $n mirror $core 1 handle_errors"
 dm_table=$(dmsetup table dmm)
-dmsetup remove dmm
+dm_remove dmm
 check "create core log mirror" vblkctl create m --table "0 $n mirror $core 1 handle_errors"
 check_eq "table is what dmsetup prints for the same line" "$dm_table" "$(vblkctl table m)"
 check_output "status in dm's form: legs, regions in sync, leg health, log" \
@@ -79,7 +79,7 @@ ra=$(( ${r1%,*} - ${r0%,*} )) rb=$(( ${r1#*,} - ${r0#*,} ))
 check "256 reads balanced over both legs (A $ra, B $rb)" test "$ra" -ge 100 -a "$rb" -ge 100
 check_output "status --json has per-leg read counts" '"reads":[0-9]+' vblkctl --json status m
 gone m
-dmsetup remove db
+dm_remove db
 
 # --- nosync: in sync at once, nothing copied ---
 fill /dev/zero $B
@@ -117,7 +117,7 @@ check "the replaced leg is resynced" mirror_wait_sync m
 check_output "both legs alive again" " 1 AA 1 core$" vblkctl status m
 check "legs identical after the resync" legs_equal $A $C
 gone m
-dmsetup remove lb
+dm_remove lb
 
 # --- read errors on a leg are retried on the other ---
 fill "$tmp/a" $A
@@ -127,7 +127,7 @@ vblkctl create m --table "0 $n mirror core 2 $rs nosync 2 /dev/mapper/fa 0 $B 0"
 check "leg A fails every read: the mirror still reads the right data" legs_equal /dev/vblk/m "$tmp/a"
 check_output "leg A shown with a read error (R)" " 1 RA 1 core$" vblkctl status m
 gone m
-dmsetup remove fa
+dm_remove fa
 
 # --- a retry is per line: a read error on one line's leg does not fail
 # the piece of another line in the same request (here one not in sync) ---
@@ -144,8 +144,8 @@ check_eq "reads across both lines (line 1 resyncing, line 2 retried after a read
 check_output "... line 2's failing leg is marked (R)" " 1 RA 1 core$" vblkctl status m
 diag "line 1 in sync: $(vblkctl status m | head -1 | awk '{ print $(4 + $4 + 1) }')"
 gone m
-dmsetup remove db
-dmsetup remove fc
+dm_remove db
+dm_remove fc
 
 # --- readahead errors are not the leg's fault (dm, md) ---
 vblkctl create z --table "0 $n zero"
@@ -212,7 +212,7 @@ sleep 1
 check_output "dm-mirror on vblk's clean log: all regions in sync" "^0 $n mirror 2 $devA $devB $nr/$nr 1 AA 3 disk $devL A$" dmsetup status dmm
 check "dm-mirror reads the data vblk wrote" legs_equal /dev/mapper/dmm "$tmp/a.vblk"
 dd if=/dev/urandom of=/dev/mapper/dmm bs=1M count=2 seek=20 oflag=direct status=none
-dmsetup remove dmm
+dm_remove dmm
 check_eq "dm's clean shutdown leaves every region clean too" "$nr" "$(log_bits $L)"
 vblkctl create m --table "0 $n mirror $dlog"
 check_eq "vblk on dm's log: in sync at once" "$nr/$nr" "$(mirror_in_sync m)"
@@ -301,7 +301,7 @@ check "... resync completes" mirror_wait_sync m
 check_eq "... exactly the dirty regions were copied" "$dirty" "$(mirror_counter m resync_copied)"
 gone m
 check "legs identical after the resync" legs_equal $A $B
-for d in la lb ll; do dmsetup remove $d; done
+for d in la lb ll; do dm_remove $d; done
 
 # --- leg 0 fails: the source moves to leg B, recorded in the log ---
 fill "$tmp/a" $A
@@ -341,7 +341,7 @@ check "the resync copied leg B over leg A, not the reverse: the data is what was
 	cmp "$tmp/m.data" <(sectors_of /dev/vblk/m 0 $n)
 check "legs identical" legs_equal $A $B
 gone m
-for d in la lb ll; do dmsetup remove $d; done
+for d in la lb ll; do dm_remove $d; done
 
 nullb_rm ma mb mc ml
 rm -rf "$tmp"

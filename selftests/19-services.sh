@@ -56,7 +56,7 @@ check "leg C fails during the copy: shown as a resync error" health_is m AAS
 check "the mirror comes in sync on the legs left" mirror_wait_sync m
 check "leg B got every region: equal to the source" same_bytes $A /dev/mapper/sdb $n
 check "remove" vblkctl remove m
-dmsetup remove sdb sdc
+dm_remove sdb sdc
 
 # --- copy: the source fails in the middle ---
 fill /dev/urandom $A
@@ -69,7 +69,7 @@ retarget sda "0 $n error"
 check "the source fails during the copy: shown as a read error" health_is m RA
 check "... writes still go to the leg left" dd if=/dev/urandom of=/dev/vblk/m bs=4k count=16 oflag=direct status=none
 check "... and remove does not hang" timeout 30 vblkctl remove m
-dmsetup remove sda sdb
+dm_remove sda sdb
 
 # --- held writes, with a suspend and a noflush suspend in the middle ---
 fill /dev/zero $A
@@ -96,7 +96,7 @@ check "writes to clean regions were held for their dirty mark ($(mirror_counter 
 check "the mirror comes in sync" mirror_wait_sync m
 check "the legs are identical" same_bytes $A /dev/mapper/sdb $n
 check "remove" vblkctl remove m
-dmsetup remove sdb
+dm_remove sdb
 
 # --- a noflush suspend requeues a held write; a resume maps it again ---
 fill /dev/urandom $A
@@ -127,7 +127,7 @@ ends_within() {
 check "after the resume the requeued write completes" ends_within 60 "$w"
 check "... with its data" cmp "$tmp/block" <(sectors_of /dev/vblk/m 0 8)
 check "remove" vblkctl remove m
-dmsetup remove sdb
+dm_remove sdb
 
 # --- FLUSH: the mirror commits its log before the fsync returns ---
 # Legs and log with a volatile write cache: only then does the block

@@ -95,7 +95,7 @@ dd if=/dev/vblk/s1 of="$tmp/snap" bs=1M iflag=direct status=none
 check "remove the vblk devices" bash -c "vblkctl remove s1 && vblkctl remove base"
 check "dm-snapshot loads vblk's COW device" dmsetup create dms --table "0 $n snapshot $O $C P 16"
 check "... and shows the same image" image_is /dev/mapper/dms "$tmp/snap"
-dmsetup remove dms
+dm_remove dms
 
 # --- vblk reads dm's COW ---
 zero $D
@@ -104,7 +104,7 @@ dmsetup create dmo --table "0 $n snapshot-origin $O"
 cp "$tmp/origin" "$tmp/snap2"
 write /dev/mapper/dmo "$tmp/origin" 500 300
 write /dev/mapper/dms "$tmp/snap2" 10000 17
-dmsetup remove dmo dms
+dm_remove dmo dms
 check "vblk loads dm's COW device" vblkctl create s2 --table "0 $n snapshot $O $D P 8"
 check "... and shows dm's snapshot image" image_is /dev/vblk/s2 "$tmp/snap2"
 vblkctl remove s2
@@ -158,7 +158,7 @@ check_eq "fio verify on the origin goes on to the end" 0 "$?"
 check_output "no origin write left held" "snapshots=1 writes_held=0 " vblkctl status --detail base
 check "the other snapshot keeps its image" image_is /dev/vblk/fast "$tmp/fast"
 vblkctl remove fast
-dmsetup remove slowcow
+dm_remove slowcow
 dd if=/dev/vblk/base of="$tmp/origin" bs=1M iflag=direct status=none
 
 # --- merge: the origin rolls back to the snapshot's content ---
@@ -225,7 +225,7 @@ check "the merge goes on to the end" merged base
 check "the origin holds the snapshot's content" image_is /dev/vblk/base "$tmp/m"
 check "a suspend and resume after the merge" bash -c "vblkctl suspend base && vblkctl resume base"
 vblkctl load base --table "0 $n snapshot-origin $O" && vblkctl resume base
-dmsetup remove cd
+dm_remove cd
 cp "$tmp/m" "$tmp/origin"
 
 # dm's snapshot-merge takes a COW device vblk wrote.
@@ -249,7 +249,7 @@ dm_merged() {
 }
 check "... merges it" dm_merged
 check "... and the origin holds the snapshot's content" image_is /dev/mapper/dmb "$tmp/m"
-dmsetup remove dmb
+dm_remove dmb
 cp "$tmp/m" "$tmp/origin"
 vblkctl create base --table "0 $n snapshot-origin $O"
 
@@ -265,7 +265,7 @@ check_eq "the header says invalid (valid = 0)" "53 6e 41 70 00 00 00 00 01 00 00
 vblkctl remove t
 # dm and vblk cannot hold the origin at once: the origin goes for a while.
 vblkctl remove base
-check "dm-snapshot sees it Invalid too" bash -c "dmsetup create dmt --table '0 $n snapshot $O $T P 8' && dmsetup status dmt | grep -q Invalid; rc=\$?; dmsetup remove dmt; exit \$rc"
+check "dm-snapshot sees it Invalid too" bash -c "dmsetup create dmt --table '0 $n snapshot $O $T P 8' && dmsetup status dmt | grep -q Invalid; rc=\$?; udevadm settle; dmsetup remove --retry dmt; exit \$rc"
 vblkctl create base --table "0 $n snapshot-origin $O"
 check_output "snapshot-merge of an invalid snapshot is refused" "is invalid: there is nothing to merge" \
 	vblkctl create bad --table "0 $n snapshot-merge $O $T P 8"

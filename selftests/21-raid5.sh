@@ -39,7 +39,7 @@ raid_wait_idle() {
 xor_rows() { "$parity" "$per" "$@"; }
 zero_legs() { local l; for l in "$@"; do blkdiscard -f "$l" 2>/dev/null || dd if=/dev/zero of="$l" bs=1M count=$mb oflag=direct status=none; done; }
 gone() { remove_retry "$1"; }
-# dm_gone NAME: dmsetup remove, after udev let go of a just-made device.
+# dm_gone NAME: dm_remove, after udev let go of a just-made device.
 dm_gone() { udevadm settle 2>/dev/null; dmsetup remove --retry "$1"; }
 
 # --- table and status as dm-raid prints them ---

@@ -39,6 +39,14 @@ check_output() {
 	if grep -Eq -- "$re" "$_tap_out"; then ok "$desc"; else not_ok "$desc"; diag "command: $*" "expected /$re/, got:" "$(cat "$_tap_out")"; fi
 }
 
+# dm_remove NAME...: dmsetup remove once udev let go of the devices (its
+# probes of a just-made device hold it open a moment: a bare remove races
+# them, the more often the faster the guest runs).
+dm_remove() {
+	udevadm settle 2>/dev/null
+	dmsetup remove --retry "$@"
+}
+
 # refused DESC REGEX CMD...: passes if CMD fails and its combined output
 # matches the extended REGEX (a refusal with its message).
 refused() {
