@@ -39,8 +39,6 @@ raid_wait_idle() {
 xor_rows() { "$parity" "$per" "$@"; }
 zero_legs() { local l; for l in "$@"; do blkdiscard -f "$l" 2>/dev/null || dd if=/dev/zero of="$l" bs=1M count=$mb oflag=direct status=none; done; }
 gone() { remove_retry "$1"; }
-# dm_gone NAME: dm_remove, after udev let go of a just-made device.
-dm_gone() { udevadm settle 2>/dev/null; dmsetup remove --retry "$1"; }
 
 # --- table and status as dm-raid prints them ---
 line=$(raid_line raid5_ls nosync $legs4)
@@ -48,7 +46,7 @@ line=$(raid_line raid5_ls nosync $legs4)
 dmsetup create dmr --table "$line"
 dm_table=$(dmsetup table dmr)
 dm_status=$(dmsetup status dmr)
-dm_gone dmr
+dm_remove dmr
 check "create a 4-leg raid5_ls" vblkctl create r --table "$line"
 check_eq "table is what dmsetup prints for the same line" "$dm_table" "$(vblkctl table r)"
 check_eq "status as dm-raid prints it (nosync, idle)" "$dm_status" "$(vblkctl status r)"
@@ -74,7 +72,7 @@ for type in raid4 raid5_n raid5_la raid5_ra raid5_ls raid5_rs; do
 	dmsetup create dmr --table "$line"
 	check "$type: dm-raid reads what vblk wrote" same_bytes "$tmp/v" /dev/mapper/dmr "$lay"
 	dd if="$tmp/d" of=/dev/mapper/dmr bs=1M oflag=direct status=none
-	dm_gone dmr
+	dm_remove dmr
 	vblkctl create r --table "$line"
 	check "$type: vblk reads what dm-raid wrote" same_bytes "$tmp/d" /dev/vblk/r "$lay"
 	gone r
@@ -105,7 +103,7 @@ check_output "in sync: all legs A, ratio full" "^0 $len raid raid5_rs 4 AAAA $pe
 check_output "the sync passed every unit" "units_synced=$((per / chunk)) " vblkctl status --detail r
 check "fio verify after the sync" fio_verify /dev/vblk/r 12M --bs=8k
 gone r
-dm_gone rdd
+dm_remove rdd
 check_eq "parity right after the initial sync" 0 "$(xor_rows $legs4)"
 
 # --- check and repair ---
@@ -161,7 +159,7 @@ check_output "rebuilt: AAAA" "^0 $len raid raid5_ls 4 AAAA $per/$per idle 0 0 -$
 gone r
 dmsetup suspend rla && dmsetup load rla --table "0 $per linear /dev/ra 0" && dmsetup resume rla
 check_eq "parity right after the rebuild" 0 "$(xor_rows $rlegs)"
-for l in a b c d; do dm_gone "rl$l"; done
+for l in a b c d; do dm_remove "rl$l"; done
 vblkctl create r --table "$(raid_line raid5_ls nosync /dev/ra /dev/re /dev/rc /dev/rd)"
 check_eq "read from the rebuilt leg, it is the same" "$sum_degraded" "$(sectors_of /dev/vblk/r 0 16384 | sha256sum)"
 gone r
@@ -180,7 +178,7 @@ for l in a b c d; do dmsetup load "rl$l" --table "0 $per error"; dmsetup resume 
 wait $fio_pid
 check_output "the cut legs are dead" "raid5_ls 4 [AD]*D[AD]*D" vblkctl status r
 gone r
-for l in a b c d; do dm_gone "rl$l"; done
+for l in a b c d; do dm_remove "rl$l"; done
 diag "rows with wrong parity after the cut: $(xor_rows $legs4)"
 check "reloaded without nosync: a full resync" vblkctl create r --table "$(raid_line raid5_ls "" $legs4)"
 check "the resync ends" raid_wait_idle r
@@ -224,7 +222,7 @@ for l in a b c d m; do dmsetup suspend --noflush "rl$l"; done
 for l in a b c d m; do dmsetup load "rl$l" --table "0 $(sectors /dev/r$l) error"; dmsetup resume "rl$l"; done
 wait $fio_pid
 gone r
-for l in a b c d m; do dm_gone "rl$l"; done
+for l in a b c d m; do dm_remove "rl$l"; done
 dirty=$((16 - $(mirror_clean_bits /dev/rm 16)))
 check "after the cut the log has region 3 dirty, only it ($dirty dirty)" \
 	eval '[ "$dirty" -eq 1 ] && ! region_clean /dev/rm 3'
@@ -236,7 +234,7 @@ gone r
 check_eq "parity right after the partial resync" 0 "$(xor_rows $legs4)"
 dmsetup create tiny --table "0 1 linear /dev/re 0"
 check_output "a metadata device too small for the log refused" "too small" vblkctl create bad --table "$(raid_log_line "" /dev/mapper/tiny /dev/ra /dev/rb /dev/rc /dev/rd)"
-dm_gone tiny
+dm_remove tiny
 
 # --- a missing leg ('- -'): starts degraded ---
 zero_legs $legs4

@@ -30,7 +30,6 @@ used_data() { pool_field 3 | cut -d/ -f1; }
 thin_status() { vblkctl status "$1" | cut -d' ' -f4-; }
 sum() { sectors_of "$1" 0 "$2" | sha256sum | cut -c1-64; }
 put() { dd if="$1" of="$2" bs=1M count="$3" seek="${4:-0}" oflag=direct conv=notrunc,nocreat status=none; }
-dm_gone() { udevadm settle 2>/dev/null; dmsetup remove --retry "$1"; }
 
 head -c 8M /dev/urandom >"$tmp/a"
 head -c 8M /dev/urandom >"$tmp/b"
@@ -134,13 +133,13 @@ check_output "dm-thin's status: transaction 7, the data vblk used, rw, no needs_
 	"^0 $data thin-pool 7 [0-9]+/2048 $vblk_used/4096 - rw .* - 512 ?$" dmsetup status dpool
 check "... and its thin 1" dmsetup create dthin --table "0 $vsize thin /dev/mapper/dpool 1"
 check_eq "dm-thin reads vblk's snapshot" "$want1" "$(sum /dev/mapper/dthin $((48 * 2048)))"
-dm_gone dthin
+dm_remove dthin
 check "dm-thin's thin 0" dmsetup create dthin --table "0 $vsize thin /dev/mapper/dpool 0"
 check_eq "dm-thin reads vblk's origin" "$want0" "$(sum /dev/mapper/dthin $((16 * 2048)))"
 check "dm-thin writes 8 MiB at 40 MiB" put "$tmp/b" /dev/mapper/dthin 8 40
 check "dm-thin creates thin 5" dmsetup message dpool 0 create_thin 5
-dm_gone dthin
-dm_gone dpool
+dm_remove dthin
+dm_remove dpool
 check "thin_check after dm-thin" thin_check /dev/tm
 check "vblk opens the pool dm-thin changed" vblkctl create pool --table "$pool_line"
 check "vblk's thin 0" vblkctl create t0 --table "0 $vsize thin /dev/vblk/pool 0"

@@ -1299,29 +1299,10 @@ mod tests {
     }
 
     fn restored() -> Image {
-        use std::process::Command;
-        static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vblk-thin-{}-{run}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (xml, meta) = (dir.join("pool.xml"), dir.join("meta.bin"));
-        std::fs::write(&xml, pool_xml()).unwrap();
-        std::fs::write(&meta, vec![0u8; 16 << 20]).unwrap();
-        let out = Command::new("thin_restore")
-            .arg("-i")
-            .arg(&xml)
-            .arg("-o")
-            .arg(&meta)
-            .output()
-            .expect("thin_restore (thin-provisioning-tools, installed by scripts/setup.sh)");
-        assert!(
-            out.status.success(),
-            "thin_restore: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let image = std::fs::read(&meta).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        Image(image)
+        Image(crate::vblk::metadata_block::thin_restore(
+            &pool_xml(),
+            16 << 20,
+        ))
     }
 
     #[test]

@@ -908,33 +908,17 @@ mod tests {
 
     #[test]
     fn a_pool_thin_restore_wrote_opens_and_changes() {
-        use std::process::Command;
-        let dir = std::env::temp_dir().join(format!("vblk-poolr-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (xml, meta) = (dir.join("p.xml"), dir.join("m.bin"));
-        std::fs::write(
-            &xml,
-            "<superblock uuid=\"\" time=\"2\" transaction=\"9\" flags=\"0\" version=\"2\" \
+        let img = Image {
+            bytes: crate::vblk::metadata_block::thin_restore(
+                "<superblock uuid=\"\" time=\"2\" transaction=\"9\" flags=\"0\" version=\"2\" \
              data_block_size=\"128\" nr_data_blocks=\"5000\">\n\
              <device dev_id=\"3\" mapped_blocks=\"50\" transaction=\"0\" creation_time=\"0\" snap_time=\"2\">\n\
              <range_mapping origin_begin=\"0\" data_begin=\"100\" length=\"50\" time=\"1\"/>\n\
              </device>\n</superblock>\n",
-        )
-        .unwrap();
-        std::fs::write(&meta, vec![0u8; META * BLOCK_BYTES]).unwrap();
-        let out = Command::new("thin_restore")
-            .arg("-i")
-            .arg(&xml)
-            .arg("-o")
-            .arg(&meta)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let img = Image {
-            bytes: std::fs::read(&meta).unwrap(),
+                META * BLOCK_BYTES,
+            ),
             flushes: 0,
         };
-        let _ = std::fs::remove_dir_all(&dir);
         let mut sc = Box::new(PoolScratch::new());
         let mut pool = reopen(&img);
         assert_eq!(pool.transaction_id(), 9);

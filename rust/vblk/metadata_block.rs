@@ -133,6 +133,36 @@ pub fn crc32c_soft(mut crc: u32, bytes: &[u8]) -> u32 {
     crc
 }
 
+/// Metadata `thin_restore` writes from `xml` into a zeroed image of
+/// `bytes` bytes (host tests; thin-provisioning-tools is installed by
+/// scripts/setup.sh).
+#[cfg(test)]
+pub fn thin_restore(xml: &str, bytes: usize) -> std::vec::Vec<u8> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("vblk-restore-{}-{run}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (x, meta) = (dir.join("pool.xml"), dir.join("meta.bin"));
+    std::fs::write(&x, xml).unwrap();
+    std::fs::write(&meta, std::vec![0u8; bytes]).unwrap();
+    let out = std::process::Command::new("thin_restore")
+        .arg("-i")
+        .arg(&x)
+        .arg("-o")
+        .arg(&meta)
+        .output()
+        .expect("thin_restore (thin-provisioning-tools, installed by scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "thin_restore: {}",
+        std::string::String::from_utf8_lossy(&out.stderr)
+    );
+    let image = std::fs::read(&meta).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    image
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,35 +230,14 @@ mod tests {
     /// one-device XML; thin-provisioning-tools is installed by setup).
     #[test]
     fn thin_restore_metadata_checks() {
-        use std::process::Command;
-        let dir = std::env::temp_dir().join(format!("vblk-mdb-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let xml = dir.join("pool.xml");
-        let meta = dir.join("meta.bin");
-        std::fs::write(
-            &xml,
+        let image = super::thin_restore(
             "<superblock uuid=\"\" time=\"1\" transaction=\"3\" flags=\"0\" version=\"2\" \
              data_block_size=\"128\" nr_data_blocks=\"1024\">\n\
              <device dev_id=\"1\" mapped_blocks=\"2\" transaction=\"0\" creation_time=\"0\" snap_time=\"1\">\n\
              <range_mapping origin_begin=\"0\" data_begin=\"10\" length=\"2\" time=\"1\"/>\n\
              </device>\n</superblock>\n",
-        )
-        .unwrap();
-        std::fs::write(&meta, vec![0u8; 4 << 20]).unwrap();
-        let out = Command::new("thin_restore")
-            .arg("-i")
-            .arg(&xml)
-            .arg("-o")
-            .arg(&meta)
-            .output()
-            .expect("thin_restore (thin-provisioning-tools, installed by scripts/setup.sh)");
-        assert!(
-            out.status.success(),
-            "thin_restore: {}",
-            String::from_utf8_lossy(&out.stderr)
+            4 << 20,
         );
-        let image = std::fs::read(&meta).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
         let block = |nr: u64| &image[nr as usize * 4096..(nr as usize + 1) * 4096];
         let sb = block(0);
         assert_eq!(verify(sb, SALT_SUPERBLOCK, 0, crc32c_soft), Ok(()));
