@@ -63,6 +63,11 @@ nth "LOAD snapshot-origin" --table "0 8192 snapshot-origin /dev/fz"
 dd if=/dev/zero of=/dev/ram1 bs=1M count=8 oflag=direct status=none
 nth "LOAD snapshot (persistent store: header read, areas loaded)" --table "0 8192 snapshot /dev/fz /dev/ram1 P 16"
 nth "LOAD raid (lanes, buffers, worker)" --table "0 8192 raid raid5_ls 2 8 nosync 3 - /dev/fz - /dev/ram0 - /dev/ram1"
+dd if=/dev/zero of=/dev/ram1 bs=1M count=8 oflag=direct status=none
+nth "LOAD thin-pool (metadata formatted or opened, cache, buffers)" --table "0 8192 thin-pool /dev/ram1 /dev/fz 128 0"
+vblkctl create fzpool --table "0 8192 thin-pool /dev/ram1 /dev/fz 128 0" && vblkctl message fzpool 0 create_thin 0
+nth "LOAD thin (pool found, device looked up)" --table "0 8192 thin /dev/vblk/fzpool 0"
+remove_retry fzpool
 # RESUME creates a disk: ~800 fault points, ~0.3 s each under TCG. make
 # test tries every VBLK_FAIL_NTH_STRIDE-th (10); make test-long every one.
 stride=${VBLK_FAIL_NTH_STRIDE:-10}

@@ -140,6 +140,25 @@ impl BlockDevice {
         name
     }
 
+    /// Discards `sectors` sectors from `sector` on and waits (process
+    /// context; a worker, as for [`BlockDevice::read_at`]). A device
+    /// without discard support does nothing (`Ok`).
+    pub(crate) fn discard_sync(&self, sector: u64, sectors: u64) -> Result {
+        if !self.supports_discard() {
+            return Ok(());
+        }
+        // SAFETY: the block device is live; callers run in process
+        // context. GFP_NOIO: the caller may be on a disk's I/O path.
+        to_result(unsafe {
+            bindings::blkdev_issue_discard(
+                self.bdev(),
+                sector,
+                sectors,
+                bindings::VBLK_CONST_GFP_NOIO,
+            )
+        })
+    }
+
     /// Flushes the device's volatile cache and waits (process context).
     pub(crate) fn flush(&self) -> Result {
         // SAFETY: the block device is live; callers run in process context

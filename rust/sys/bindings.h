@@ -51,6 +51,7 @@ const blk_features_t VBLK_CONST_BLK_FEAT_POLL = BLK_FEAT_POLL;
 const blk_status_t VBLK_CONST_BLK_STS_OK = BLK_STS_OK;
 const blk_status_t VBLK_CONST_BLK_STS_NOTSUPP = BLK_STS_NOTSUPP;
 const blk_status_t VBLK_CONST_BLK_STS_IOERR = BLK_STS_IOERR;
+const blk_status_t VBLK_CONST_BLK_STS_NOSPC = BLK_STS_NOSPC;
 
 const blk_mode_t VBLK_CONST_BLK_OPEN_RW = BLK_OPEN_READ | BLK_OPEN_WRITE;
 

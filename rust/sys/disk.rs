@@ -60,6 +60,8 @@ impl Status {
     pub(crate) const NOT_SUPPORTED: Status = Status(bindings::VBLK_CONST_BLK_STS_NOTSUPP);
     /// A generic I/O error (`EIO`).
     pub(crate) const IO_ERROR: Status = Status(bindings::VBLK_CONST_BLK_STS_IOERR);
+    /// No space left (`ENOSPC`): a thin pool out of data space.
+    pub(crate) const NO_SPACE: Status = Status(bindings::VBLK_CONST_BLK_STS_NOSPC);
 
     pub(crate) fn is_ok(self) -> bool {
         self.0 == Self::OK.0

@@ -15,7 +15,7 @@
 //! with the performance work.
 
 use super::thin_metadata::{Mapping, PoolError};
-use super::thin_pool::{enodata, PoolShared, POOL_KIND};
+use super::thin_pool::{enodata, Mode, NoSpaceVerdict, PoolShared, POOL_KIND};
 use super::{write_device, Ctor, Done, Io, Mapped, Target};
 use crate::sys::bdev::{BlockDevice, WriteFlags};
 use crate::sys::disk::{Op, Status};
@@ -158,6 +158,8 @@ enum Place {
 enum WriteError {
     /// The data device is full.
     NoSpace,
+    /// The pool is read-only and the write needs a new block.
+    ReadOnly,
     /// The metadata or data device failed.
     Io,
 }
@@ -177,11 +179,8 @@ impl Thin {
         let pool = self.shared();
         let bs = pool.block_sectors;
         let mut st = pool.state.lock();
-        if st.failed {
-            return Err(WriteError::Io);
-        }
         let st = &mut *st;
-        let found = st.meta.lookup(self.dev_id, block, &mut st.scratch)?;
+        let found = pool.with_locked(st, |m, sc| m.lookup(self.dev_id, block, sc))?;
         if let Some(Mapping {
             data_block,
             shared: false,
@@ -192,7 +191,10 @@ impl Thin {
                 new: false,
             });
         }
-        let Some(new) = st.meta.alloc_data(&mut st.scratch)? else {
+        if st.mode != Mode::Write {
+            return Err(WriteError::ReadOnly);
+        }
+        let Some(new) = pool.alloc_data(st)? else {
             return Err(WriteError::NoSpace);
         };
         let bytes = (bs * 512) as usize;
@@ -209,7 +211,7 @@ impl Thin {
                     pool.data_dev
                         .write_at(new * bs, &st.buf, 0..bytes, WriteFlags::default())
                 }),
-            None if whole || pool.features.skip_block_zeroing => Ok(()),
+            None if whole || st.features.skip_block_zeroing => Ok(()),
             None => {
                 st.buf.fill(0);
                 pool.data_dev
@@ -217,13 +219,10 @@ impl Thin {
             }
         };
         if prepared.is_err() {
-            let _ = st.meta.free_data(new, &mut st.scratch);
+            let _ = pool.with_locked(st, |m, sc| m.free_data(new, sc));
             return Err(WriteError::Io);
         }
-        if let Err(e) = st.meta.insert(self.dev_id, block, new, &mut st.scratch) {
-            st.failed = true;
-            return Err(e.into());
-        }
+        pool.with_locked(st, |m, sc| m.insert(self.dev_id, block, new, sc))?;
         Ok(Place::Mapped {
             data: new,
             new: true,
@@ -292,11 +291,12 @@ impl Thin {
                     whole = true;
                     data
                 }
-                Err(WriteError::NoSpace) => {
-                    pr_warn!("vblk thin: pool out of data space\n");
-                    return io.kill(Status::IO_ERROR);
-                }
-                Err(WriteError::Io) => return io.kill(Status::IO_ERROR),
+                // Waits for space (a resize) unless the pool errors.
+                Err(WriteError::NoSpace) => match pool.no_space_verdict() {
+                    NoSpaceVerdict::Queue => return io.requeue(),
+                    NoSpaceVerdict::Fail => return io.kill(Status::NO_SPACE),
+                },
+                Err(WriteError::ReadOnly | WriteError::Io) => return io.kill(Status::IO_ERROR),
             };
             io.remap_part(at, n, &pool.data_dev, data * bs + within, 0);
             at += n;
@@ -310,12 +310,35 @@ impl Thin {
     fn discard(&self, io: Io<'_>) -> Mapped {
         let pool = self.shared();
         let bs = pool.block_sectors;
-        // Whole blocks only (dm unmaps only those too).
+        let mut st = pool.state.lock();
+        let st = &mut *st;
+        match st.mode {
+            Mode::Fail => return io.kill(Status::IO_ERROR),
+            // Nothing may change: the discard is a no-op (as dm's).
+            Mode::ReadOnly => return io.complete(),
+            Mode::Write => {}
+        }
+        let passdown = st.passdown(&pool.data_dev);
+        // Whole blocks only (dm unmaps only those too); a block nothing
+        // maps any more is discarded on the data device too, before it
+        // can be handed out again (the mutex is held meanwhile).
         let first = io.offset().div_ceil(bs);
         let end = (io.offset() + io.len()) / bs;
         for block in first..end {
-            if pool.with(|m, sc| m.remove(self.dev_id, block, sc)).is_err() {
-                return io.kill(Status::IO_ERROR);
+            let freed = pool.with_locked(st, |m, sc| {
+                let Some(found) = m.lookup(self.dev_id, block, sc)? else {
+                    return Ok(None);
+                };
+                m.remove(self.dev_id, block, sc)?;
+                Ok((m.data_block_count(found.data_block, sc)? == 0).then_some(found.data_block))
+            });
+            match freed {
+                Ok(Some(data)) if passdown => {
+                    // A failed passdown loses nothing: the block is free.
+                    let _ = pool.data_dev.discard_sync(data * bs, bs);
+                }
+                Ok(_) => {}
+                Err(_) => return io.kill(Status::IO_ERROR),
             }
         }
         io.complete()
@@ -336,11 +359,18 @@ impl Target for Thin {
             let Some(p) = self.pending.lock().take_oldest(|p| p.block == block) else {
                 continue;
             };
+            let mut st = pool.state.lock();
+            // Read-only since the block was taken: its allocation went
+            // with the dropped transaction; the write is lost.
+            if st.mode != Mode::Write {
+                done.fail(Status::IO_ERROR);
+                continue;
+            }
             let r = if ok {
                 mapped = true;
-                pool.with(|m, sc| m.insert(self.dev_id, p.block, p.data, sc))
+                pool.with_locked(&mut st, |m, sc| m.insert(self.dev_id, p.block, p.data, sc))
             } else {
-                pool.with(|m, sc| m.free_data(p.data, sc))
+                pool.with_locked(&mut st, |m, sc| m.free_data(p.data, sc))
             };
             if r.is_err() {
                 done.fail(Status::IO_ERROR);
@@ -384,7 +414,7 @@ impl Target for Thin {
     }
 
     fn supports_discard(&self) -> bool {
-        !self.shared().features.ignore_discard
+        !self.shared().state.lock().features.ignore_discard
     }
 
     fn supports_write_zeroes(&self) -> bool {

@@ -522,6 +522,17 @@ impl<C: DerefMut<Target = [u32]>, I: BlockIo> PoolMetadata<C, I> {
         Ok(self.dsm.dec(&mut tx, &mut sc.sm, block)?)
     }
 
+    /// Data block `block`'s reference count (0: free; 1: one mapping,
+    /// or allocated and not mapped yet; more: shared).
+    pub fn data_block_count(&mut self, block: u64, sc: &mut PoolScratch) -> Result<u32, PoolError> {
+        let mut tx = SmTx {
+            sm: &mut self.sm,
+            io: &mut self.io,
+            crc: self.crc,
+        };
+        Ok(self.dsm.count(&mut tx, &mut sc.sm, block)?)
+    }
+
     /// Maps `block` of `dev` to `data_block` (allocated by
     /// [`Self::alloc_data`]; its reference moves to the mapping). A
     /// block mapped before loses its old data block's reference.

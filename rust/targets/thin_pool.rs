@@ -22,10 +22,11 @@ use super::{write_device, Ctor, Io, Mapped, Target};
 use crate::sys::bdev::{BlockDevice, IoBuffer};
 use crate::sys::disk::Op;
 use crate::vblk::bufio::BlockCache;
+use crate::sys::event::EventCounter;
 use crate::vblk::message::{fail, first_word, Reply};
 use core::fmt::Write;
 use kernel::alloc::KVVec;
-use kernel::error::code::{EEXIST, EINVAL, ENOMEM};
+use kernel::error::code::{EBUSY, EEXIST, EINVAL, ENOMEM};
 use kernel::error::Error;
 use kernel::error::Result;
 use kernel::prelude::*;
@@ -36,11 +37,6 @@ pub(super) fn enodata() -> Error {
     Error::from_errno(-61)
 }
 
-/// `EOPNOTSUPP`.
-fn eopnotsupp() -> Error {
-    Error::from_errno(-95)
-}
-
 /// The registry kind pools are found by (key: the pool's vblk index).
 pub(super) const POOL_KIND: &str = "thin-pool";
 /// Smallest and largest data block (sectors): dm's range is up to 1 GiB;
@@ -49,6 +45,11 @@ const MIN_BLOCK_SECTORS: u64 = 128;
 const MAX_BLOCK_SECTORS: u64 = 2048;
 /// Metadata blocks the cache keeps (2 MiB).
 const CACHE_BLOCKS: usize = 512;
+
+/// How long writes wait for data space by default (dm's
+/// `no_space_timeout`, 60 s); the pool message `no_space_timeout <s>`
+/// changes it (0: forever).
+const NO_SPACE_TIMEOUT_MS: u64 = 60_000;
 
 /// The metadata device through the block cache.
 pub(super) struct CacheIo(Pin<KBox<BlockCache>>);
@@ -90,6 +91,37 @@ pub(super) struct Features {
     pub(super) ignore_discard: bool,
     pub(super) no_discard_passdown: bool,
     pub(super) error_if_no_space: bool,
+    pub(super) read_only: bool,
+}
+
+/// What the pool may do (dm's pool modes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Provisioning and metadata changes.
+    Write,
+    /// No metadata change: the table asked for it (`read_only`), or the
+    /// metadata ran out of space or needs a check. Reads and writes to
+    /// blocks mapped to one device alone still work.
+    ReadOnly,
+    /// The metadata device failed: every I/O fails.
+    Fail,
+}
+
+/// The pool ran out of data space.
+#[derive(Clone, Copy)]
+pub(super) struct NoSpace {
+    /// Data blocks in use when it did (fewer later: some came back).
+    allocated: u64,
+    /// When (`uptime_ms`).
+    since_ms: u64,
+}
+
+/// What a write that needs a new block and finds none does.
+pub(super) enum NoSpaceVerdict {
+    /// Retry later (`queue_if_no_space`, within the timeout).
+    Queue,
+    /// Fail with `ENOSPC`.
+    Fail,
 }
 
 /// What the pool's mutex guards.
@@ -98,9 +130,24 @@ pub(super) struct PoolState {
     pub(super) scratch: KBox<PoolScratch>,
     /// One data block: zeros, or a block being copied.
     pub(super) buf: IoBuffer,
-    /// The last operation failed to reach the metadata device: no more
-    /// changes (dm's fail mode).
-    pub(super) failed: bool,
+    pub(super) mode: Mode,
+    /// The live table's features and low water mark (a reload changes
+    /// them at resume).
+    pub(super) features: Features,
+    pub(super) low_water: u64,
+    /// The low water event was raised (again only after a resize).
+    low_water_raised: bool,
+    pub(super) no_space: Option<NoSpace>,
+    pub(super) no_space_timeout_ms: u64,
+}
+
+impl PoolState {
+    /// The data device's discards are passed down to it.
+    pub(super) fn passdown(&self, data_dev: &BlockDevice) -> bool {
+        !self.features.ignore_discard
+            && !self.features.no_discard_passdown
+            && data_dev.supports_discard()
+    }
 }
 
 /// A pool's state, shared by its line and its thins.
@@ -110,41 +157,167 @@ pub(super) struct PoolShared {
     pub(super) data_dev: Arc<BlockDevice>,
     /// Sectors of a data block.
     pub(super) block_sectors: u64,
-    pub(super) low_water: u64,
-    pub(super) features: Features,
     /// The pool's vblk device (a reload of another device is refused).
     device: u32,
+    /// The pool device's event counter (low water, out of space, mode).
+    events: Arc<EventCounter>,
     #[pin]
     pub(super) state: Mutex<PoolState>,
 }
 
 impl PoolShared {
-    /// Runs `f` on the metadata under the pool's mutex; a failed
-    /// operation leaves the pool failed (as dm: no change after a
-    /// metadata error).
+    /// Runs `f` on the metadata under the pool's mutex; see
+    /// [`Self::judge`] for what a failure does.
     pub(super) fn with<R>(
         &self,
         f: impl FnOnce(&mut PoolMetadata<KVVec<u32>, CacheIo>, &mut PoolScratch) -> Result<R, PoolError>,
     ) -> Result<R, PoolError> {
         let mut st = self.state.lock();
-        if st.failed {
+        self.with_locked(&mut st, f)
+    }
+
+    /// [`Self::with`] with the mutex held.
+    pub(super) fn with_locked<R>(
+        &self,
+        st: &mut PoolState,
+        f: impl FnOnce(&mut PoolMetadata<KVVec<u32>, CacheIo>, &mut PoolScratch) -> Result<R, PoolError>,
+    ) -> Result<R, PoolError> {
+        if st.mode == Mode::Fail {
             return Err(PoolError::Format(FormatError::Io { nr: 0, errno: -5 }));
         }
         let PoolState { meta, scratch, .. } = &mut *st;
         let r = f(meta, scratch);
-        if let Err(PoolError::Format(_)) = r {
-            st.failed = true;
+        if let Err(e) = r {
+            self.judge(st, e);
         }
         r
+    }
+
+    /// After a failed operation: out of metadata space, the transaction
+    /// is dropped (the last commit stays whole), the superblock marked
+    /// `needs_check` and the pool goes read-only (as dm); a metadata I/O
+    /// error fails the pool. Refusals (a missing device, ...) change
+    /// nothing.
+    fn judge(&self, st: &mut PoolState, e: PoolError) {
+        match e {
+            PoolError::Format(FormatError::NoMetadataSpace) => {
+                let PoolState { meta, scratch, .. } = &mut *st;
+                let kept = meta
+                    .abort(scratch)
+                    .and_then(|()| meta.set_needs_check(scratch));
+                if kept.is_err() {
+                    self.set_mode(st, Mode::Fail, "cannot drop the transaction");
+                } else {
+                    self.set_mode(st, Mode::ReadOnly, "out of metadata space");
+                }
+            }
+            PoolError::Format(_) => self.set_mode(st, Mode::Fail, "metadata I/O failed"),
+            _ => {}
+        }
+    }
+
+    /// Changes the pool's mode, with a log line and an event.
+    fn set_mode(&self, st: &mut PoolState, mode: Mode, why: &str) {
+        if st.mode == mode {
+            return;
+        }
+        st.mode = mode;
+        let name = match mode {
+            Mode::Write => "write",
+            Mode::ReadOnly => "read-only",
+            Mode::Fail => "fail",
+        };
+        pr_warn!("vblk thin-pool vblk{}: {why}: switching to {name} mode\n", self.device);
+        self.events.bump();
     }
 
     /// Commits the metadata after flushing the data device (what the
     /// mappings name is durable before the mappings are).
     pub(super) fn commit(&self) -> Result<(), PoolError> {
+        let mut st = self.state.lock();
+        self.commit_locked(&mut st)
+    }
+
+    /// [`Self::commit`] with the mutex held. Read-only: nothing changed,
+    /// nothing to write.
+    pub(super) fn commit_locked(&self, st: &mut PoolState) -> Result<(), PoolError> {
+        match st.mode {
+            Mode::Fail => return Err(PoolError::Format(FormatError::Io { nr: 0, errno: -5 })),
+            Mode::ReadOnly => return Ok(()),
+            Mode::Write => {}
+        }
         if self.data_dev.flush().is_err() {
             return Err(PoolError::Format(FormatError::Io { nr: 0, errno: -5 }));
         }
-        self.with(|m, sc| m.commit(sc))
+        self.with_locked(st, |m, sc| m.commit(sc))
+    }
+
+    /// A free data block for a write, counted once; None if there is
+    /// none. Blocks freed since the last commit are free only after the
+    /// next one: this commits first when that would find some. Raises
+    /// the low water event, and notes running out of space.
+    pub(super) fn alloc_data(&self, st: &mut PoolState) -> Result<Option<u64>, PoolError> {
+        if let Some(ns) = st.no_space {
+            // Nothing came back since: no point in looking again.
+            if st.meta.data_usage().0 >= ns.allocated {
+                return Ok(None);
+            }
+        }
+        let mut got = self.with_locked(st, |m, sc| m.alloc_data(sc))?;
+        let (used, total) = st.meta.data_usage();
+        if got.is_none() && used < total {
+            self.commit_locked(st)?;
+            got = self.with_locked(st, |m, sc| m.alloc_data(sc))?;
+        }
+        let (used, total) = st.meta.data_usage();
+        match got {
+            Some(_) => {
+                st.no_space = None;
+                if total - used <= st.low_water && !st.low_water_raised {
+                    st.low_water_raised = true;
+                    pr_info!(
+                        "vblk thin-pool vblk{}: reached the low water mark ({} free data blocks): sending event\n",
+                        self.device,
+                        total - used
+                    );
+                    self.events.bump();
+                }
+            }
+            None => {
+                let since_ms = match st.no_space {
+                    Some(ns) => ns.since_ms,
+                    None => {
+                        pr_warn!(
+                            "vblk thin-pool vblk{}: out of data space ({total} blocks in use)\n",
+                            self.device
+                        );
+                        self.events.bump();
+                        crate::sys::uptime_ms()
+                    }
+                };
+                st.no_space = Some(NoSpace {
+                    allocated: used,
+                    since_ms,
+                });
+            }
+        }
+        Ok(got)
+    }
+
+    /// What a write that found no space does: fail at once with
+    /// `error_if_no_space` or once the timeout passed, else wait.
+    pub(super) fn no_space_verdict(&self) -> NoSpaceVerdict {
+        let st = self.state.lock();
+        let waited = st
+            .no_space
+            .map_or(0, |ns| crate::sys::uptime_ms().saturating_sub(ns.since_ms));
+        if st.features.error_if_no_space
+            || (st.no_space_timeout_ms != 0 && waited >= st.no_space_timeout_ms)
+        {
+            NoSpaceVerdict::Fail
+        } else {
+            NoSpaceVerdict::Queue
+        }
     }
 }
 
@@ -159,8 +332,12 @@ impl PinnedDrop for PoolShared {
 /// The pool's table line.
 pub(crate) struct ThinPool {
     pool: crate::vblk::peers::PeerRef<PoolShared>,
-    /// The line's length.
+    /// The line's length: the pool's data space (a longer reload grows
+    /// it at resume).
     length: u64,
+    /// This table's features and low water mark (live from its resume).
+    features: Features,
+    low_water: u64,
 }
 
 impl ThinPool {
@@ -227,8 +404,8 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
                 first_word(n)
             );
         };
-        if n > 4 {
-            return fail!(ctor.reply, EINVAL, "thin-pool: at most 4 features, got {n}");
+        if n > 5 {
+            return fail!(ctor.reply, EINVAL, "thin-pool: at most 5 features, got {n}");
         }
         for _ in 0..n {
             match words.next() {
@@ -236,13 +413,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
                 Some("ignore_discard") => features.ignore_discard = true,
                 Some("no_discard_passdown") => features.no_discard_passdown = true,
                 Some("error_if_no_space") => features.error_if_no_space = true,
-                Some("read_only") => {
-                    return fail!(
-                        ctor.reply,
-                        EINVAL,
-                        "thin-pool: feature 'read_only' is not supported by vblk yet"
-                    )
-                }
+                Some("read_only") => features.read_only = true,
                 Some(w) => {
                     return fail!(
                         ctor.reply,
@@ -287,12 +458,24 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
             meta_dev.sectors()
         );
     }
-    let data_blocks = data_dev.sectors() / block_sectors;
+    // The table's length is the data space (as dm): a longer reload
+    // after the data device grew gives the pool more blocks.
+    if ctor.length > data_dev.sectors() {
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "thin-pool: length {} is beyond the data device's {} sectors",
+            ctor.length,
+            data_dev.sectors()
+        );
+    }
+    let data_blocks = ctor.length / block_sectors;
     if data_blocks == 0 {
         return fail!(
             ctor.reply,
             EINVAL,
-            "thin-pool: data device smaller than one block"
+            "thin-pool: length {} is less than one data block",
+            ctor.length
         );
     }
     let device = ctor.device;
@@ -304,6 +487,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
     ctor.charge(bytes, "thin-pool")?;
     let mut why: Option<PoolError> = None;
     let (md, dd) = (meta_dev.clone(), data_dev.clone());
+    let events = ctor.events.clone();
     let made = ctor.peers.acquire(POOL_KIND, key, || {
         open_pool(
             md,
@@ -314,6 +498,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
             low_water,
             features,
             device,
+            events,
         )
         .map_err(|e| {
             let errno = match e {
@@ -352,11 +537,22 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
                 "thin-pool: a reload must keep the metadata device, data device and block size"
             );
         }
-        if shared.features != features || shared.low_water != low_water {
+        let st = shared.state.lock();
+        let (_, have) = st.meta.data_usage();
+        if data_blocks < have {
             return fail!(
                 ctor.reply,
                 EINVAL,
-                "thin-pool: vblk cannot change a pool's features or low water mark on reload yet"
+                "thin-pool: length {} gives {data_blocks} data blocks, fewer than the pool's {have} (a pool cannot shrink)",
+                ctor.length
+            );
+        }
+        let (_, meta_have) = st.meta.metadata_usage();
+        if meta_blocks < meta_have {
+            return fail!(
+                ctor.reply,
+                EINVAL,
+                "thin-pool: the metadata device holds {meta_blocks} blocks, fewer than the pool's {meta_have} (it cannot shrink)"
             );
         }
     }
@@ -364,6 +560,8 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         ThinPool {
             pool,
             length: ctor.length,
+            features,
+            low_water,
         },
         GFP_KERNEL,
     ) {
@@ -383,6 +581,7 @@ fn open_pool(
     low_water: u64,
     features: Features,
     device: u32,
+    events: Arc<EventCounter>,
 ) -> Result<Arc<PoolShared>, PoolError> {
     let nomem = PoolError::Format(FormatError::Io { nr: 0, errno: -12 });
     let cache =
@@ -390,15 +589,27 @@ fn open_pool(
     let cache = KBox::pin_init(cache, GFP_KERNEL).map_err(|_| nomem)?;
     let mut io = CacheIo(cache);
     let mut scratch = crate::sys::zeroed_box::<PoolScratch>().map_err(|_| nomem)?;
-    let n = meta_blocks as usize;
-    let counts = KVVec::from_elem(0u32, n, GFP_KERNEL).map_err(|_| nomem)?;
-    let committed = KVVec::from_elem(0u32, n, GFP_KERNEL).map_err(|_| nomem)?;
     let buf = IoBuffer::new((block_sectors * 512) as usize).map_err(|_| nomem)?;
-    let blank = {
+    // The space map describes the blocks the superblock says (a device
+    // grown since is taken in at resume); a new pool, the whole device.
+    let (blank, n) = {
         let mut first = crate::sys::zeroed_box::<[u8; BLOCK_BYTES]>().map_err(|_| nomem)?;
         io.read(0, &mut first)?;
-        Superblock::is_blank(&first[..])
+        if Superblock::is_blank(&first[..]) {
+            (true, meta_blocks)
+        } else {
+            let sb = Superblock::decode(&first[..], crate::sys::crc32c)?;
+            if sb.metadata_sm.nr_blocks > meta_blocks {
+                return Err(PoolError::Format(FormatError::Value {
+                    key: sb.metadata_sm.nr_blocks,
+                    what: "the metadata device is smaller than the pool's metadata",
+                }));
+            }
+            (false, sb.metadata_sm.nr_blocks)
+        }
     };
+    let counts = KVVec::from_elem(0u32, n as usize, GFP_KERNEL).map_err(|_| nomem)?;
+    let committed = KVVec::from_elem(0u32, n as usize, GFP_KERNEL).map_err(|_| nomem)?;
     let meta = if blank {
         PoolMetadata::format(
             io,
@@ -420,29 +631,87 @@ fn open_pool(
         if meta.data_usage().1 > data_blocks {
             return Err(PoolError::Format(FormatError::Value {
                 key: meta.data_usage().1,
-                what: "the data device is smaller than the pool's data blocks",
+                what: "the table's length holds fewer data blocks than the pool has",
             }));
         }
         meta
+    };
+    // dm opens a pool whose superblock asks for a check read-only (until
+    // thin_check --clear-needs-check-flag, or thin_repair).
+    let mode = if features.read_only || meta.needs_check() {
+        Mode::ReadOnly
+    } else {
+        Mode::Write
     };
     let shared = pin_init!(PoolShared {
         meta_dev,
         data_dev,
         block_sectors,
-        low_water,
-        features,
         device,
+        events,
         state <- kernel::new_mutex!(
             PoolState {
                 meta,
                 scratch,
                 buf,
-                failed: false,
+                mode,
+                features,
+                low_water,
+                low_water_raised: false,
+                no_space: None,
+                no_space_timeout_ms: NO_SPACE_TIMEOUT_MS,
             },
             "vblk::thin::PoolShared::state"
         ),
     });
     Arc::pin_init(shared, GFP_KERNEL).map_err(|_| nomem)
+}
+
+impl ThinPool {
+    /// Grows the pool to what the table and the metadata device hold now
+    /// (a reload after either device grew), and commits.
+    fn resize(&self, st: &mut PoolState, name: &str, reply: &mut Reply) -> Result {
+        let p = self.shared();
+        let want = self.length / p.block_sectors;
+        let grow_data = want > st.meta.data_usage().1;
+        let meta_want = metadata_blocks(p.meta_dev.sectors());
+        let grow_meta = meta_want > st.meta.metadata_usage().1;
+        if !grow_data && !grow_meta {
+            return Ok(());
+        }
+        if st.mode != Mode::Write {
+            return fail!(
+                reply,
+                EINVAL,
+                "{name}: the pool is not in write mode: cannot grow it"
+            );
+        }
+        if grow_meta {
+            let n = meta_want as usize;
+            let (Ok(counts), Ok(committed)) = (
+                KVVec::from_elem(0u32, n, GFP_KERNEL),
+                KVVec::from_elem(0u32, n, GFP_KERNEL),
+            ) else {
+                return fail!(reply, ENOMEM, "{name}: out of memory growing the metadata");
+            };
+            if let Err(e) = p.with_locked(st, |m, _| m.resize_metadata(counts, committed)) {
+                return fail!(reply, kernel::error::code::EIO, "{name}: growing the metadata: {e}");
+            }
+        }
+        if grow_data {
+            if let Err(e) = p.with_locked(st, |m, sc| m.resize_data(want, sc)) {
+                return fail!(reply, kernel::error::code::EIO, "{name}: growing the data space: {e}");
+            }
+            // New space: writes waiting for it go on, the low water event
+            // may be raised again.
+            st.no_space = None;
+            st.low_water_raised = false;
+        }
+        match p.commit_locked(st) {
+            Ok(()) => Ok(()),
+            Err(e) => fail!(reply, kernel::error::code::EIO, "{name}: commit failed: {e}"),
+        }
+    }
 }
 
 impl Target for ThinPool {
@@ -468,23 +737,49 @@ impl Target for ThinPool {
         let _ = self.shared().commit();
     }
 
+    /// The table's features go live, and the pool grows if the table (or
+    /// the metadata device) did, as dm does at resume.
+    fn preresume(&self, name: &str, reply: &mut Reply) -> Result {
+        let p = self.shared();
+        let mut st = p.state.lock();
+        if st.mode == Mode::Fail {
+            return fail!(reply, kernel::error::code::EIO, "{name}: the pool failed (metadata I/O error); repair it with thin_check/thin_repair and load it anew");
+        }
+        st.features = self.features;
+        st.low_water = self.low_water;
+        // Writes waiting for space wait the full timeout under the new
+        // table (as dm re-arms it when the pool's mode is set again).
+        if let Some(ns) = st.no_space.as_mut() {
+            ns.since_ms = crate::sys::uptime_ms();
+        }
+        if self.features.read_only {
+            p.set_mode(&mut st, Mode::ReadOnly, "the table asks for read_only");
+        } else if st.mode == Mode::ReadOnly {
+            if st.meta.needs_check() {
+                pr_warn!("vblk thin-pool vblk{}: the metadata needs a check (thin_check): staying read-only\n", p.device);
+            } else {
+                p.set_mode(&mut st, Mode::Write, "the table drops read_only");
+            }
+        }
+        self.resize(&mut st, name, reply)
+    }
+
     fn table_args(&self, out: &mut dyn Write) -> core::fmt::Result {
         let p = self.shared();
         write_device(out, &p.meta_dev)?;
         out.write_char(' ')?;
         write_device(out, &p.data_dev)?;
-        let f = p.features;
-        let n = u32::from(f.skip_block_zeroing)
-            + u32::from(f.ignore_discard)
-            + u32::from(f.no_discard_passdown)
-            + u32::from(f.error_if_no_space);
-        write!(out, " {} {} {n}", p.block_sectors, p.low_water)?;
-        for (on, word) in [
+        let f = self.features;
+        let words = [
             (f.skip_block_zeroing, "skip_block_zeroing"),
             (f.ignore_discard, "ignore_discard"),
             (f.no_discard_passdown, "no_discard_passdown"),
+            (f.read_only, "read_only"),
             (f.error_if_no_space, "error_if_no_space"),
-        ] {
+        ];
+        let n = words.iter().filter(|(on, _)| *on).count();
+        write!(out, " {} {} {n}", p.block_sectors, self.low_water)?;
+        for (on, word) in words {
             if on {
                 write!(out, " {word}")?;
             }
@@ -495,30 +790,42 @@ impl Target for ThinPool {
     fn status(&self, out: &mut dyn Write) -> core::fmt::Result {
         let p = self.shared();
         let st = p.state.lock();
-        if st.failed {
+        if st.mode == Mode::Fail {
             return out.write_str("Fail");
         }
         let (mu, mt) = st.meta.metadata_usage();
         let (du, dt) = st.meta.data_usage();
         let needs_check = st.meta.needs_check();
         let tid = st.meta.transaction_id();
-        drop(st);
-        let f = p.features;
+        let held = st.meta.held_root();
+        let f = st.features;
+        let mode = match (st.mode, st.no_space) {
+            (Mode::Write, Some(_)) => "out_of_data_space",
+            (Mode::Write, None) => "rw",
+            _ => "ro",
+        };
         let discard = if f.ignore_discard {
             "ignore_discard"
+        } else if st.passdown(&p.data_dev) {
+            "discard_passdown"
         } else {
-            // vblk does not pass discards down to the data device yet.
             "no_discard_passdown"
         };
+        drop(st);
         let space = if f.error_if_no_space {
             "error_if_no_space"
         } else {
             "queue_if_no_space"
         };
         let threshold = (metadata_blocks(p.meta_dev.sectors()) / 4).min(1024);
+        write!(out, "{tid} {mu}/{mt} {du}/{dt} ")?;
+        match held {
+            Some(root) => write!(out, "{root}")?,
+            None => out.write_char('-')?,
+        }
         write!(
             out,
-            "{tid} {mu}/{mt} {du}/{dt} - rw {discard} {space} {} {threshold}",
+            " {mode} {discard} {space} {} {threshold}",
             if needs_check { "needs_check" } else { "-" }
         )
     }
@@ -533,40 +840,76 @@ impl Target for ThinPool {
                 _ => fail!(reply, EINVAL, "{name}: '{word}' takes {what}"),
             }
         };
-        let r = match word {
-            "create_thin" => {
-                let id = num("<dev_id>")?;
-                p.with(|m, sc| m.create_thin(id, sc))
+        let known = [
+            "create_thin",
+            "create_snap",
+            "delete",
+            "set_transaction_id",
+            "reserve_metadata_snap",
+            "release_metadata_snap",
+        ];
+        if word == "no_space_timeout" {
+            // vblk's form of dm's module parameter of that name.
+            let secs = num("<seconds> (0: wait forever)")?;
+            if secs > 86_400 {
+                return fail!(reply, EINVAL, "{name}: no_space_timeout {secs}: at most 86400 seconds");
             }
-            "create_snap" => {
-                let id = num("<dev_id> <origin_id>")?;
-                let origin = num("<dev_id> <origin_id>")?;
-                p.with(|m, sc| m.create_snap(id, origin, sc))
+            let mut st = p.state.lock();
+            st.no_space_timeout_ms = secs * 1000;
+            // The new timeout counts from now.
+            if let Some(ns) = st.no_space.as_mut() {
+                ns.since_ms = crate::sys::uptime_ms();
             }
-            "delete" => {
-                let id = num("<dev_id>")?;
-                p.with(|m, sc| m.delete(id, sc))
-            }
-            "set_transaction_id" => {
-                let old = num("<current id> <new id>")?;
-                let new = num("<current id> <new id>")?;
-                p.with(|m, _| m.set_transaction_id(old, new))
-            }
-            "reserve_metadata_snap" | "release_metadata_snap" => {
-                return fail!(reply, eopnotsupp(), "{name}: '{word}' is not supported by vblk yet");
-            }
-            _ => {
-                return fail!(
-                    reply,
-                    EINVAL,
-                    "{name}: unknown message '{}' (create_thin, create_snap, delete, set_transaction_id)",
-                    first_word(word)
-                )
-            }
+            return Ok(());
+        }
+        if !known.contains(&word) {
+            return fail!(
+                reply,
+                EINVAL,
+                "{name}: unknown message '{}' (create_thin, create_snap, delete, set_transaction_id, reserve_metadata_snap, release_metadata_snap, no_space_timeout)",
+                first_word(word)
+            );
+        }
+        // Arguments first: a bad one changes nothing, whatever the mode.
+        let (a, b) = match word {
+            "create_thin" | "delete" => (num("<dev_id>")?, 0),
+            "create_snap" => (
+                num("<dev_id> <origin_id>")?,
+                num("<dev_id> <origin_id>")?,
+            ),
+            "set_transaction_id" => (
+                num("<current id> <new id>")?,
+                num("<current id> <new id>")?,
+            ),
+            _ => (0, 0),
         };
+        if let Some(extra) = w.next() {
+            return fail!(
+                reply,
+                EINVAL,
+                "{name}: '{word}': unexpected '{}'",
+                first_word(extra)
+            );
+        }
+        let mut st = p.state.lock();
+        if st.mode != Mode::Write {
+            return fail!(
+                reply,
+                EINVAL,
+                "{name}: the pool is read-only or failed: '{word}' cannot change its metadata"
+            );
+        }
+        let r = p.with_locked(&mut st, |m, sc| match word {
+            "create_thin" => m.create_thin(a, sc),
+            "create_snap" => m.create_snap(a, b, sc),
+            "delete" => m.delete(a, sc),
+            "set_transaction_id" => m.set_transaction_id(a, b),
+            "reserve_metadata_snap" => m.reserve_metadata_snap(sc),
+            _ => m.release_metadata_snap(sc),
+        });
         match r {
             // dm commits after every message that changed the metadata.
-            Ok(()) => match p.commit() {
+            Ok(()) => match p.commit_locked(&mut st) {
                 Ok(()) => Ok(()),
                 Err(e) => fail!(
                     reply,
@@ -576,8 +919,17 @@ impl Target for ThinPool {
             },
             Err(e @ PoolError::Exists(_)) => fail!(reply, EEXIST, "{name}: {e}"),
             Err(e @ PoolError::NoDevice(_)) => fail!(reply, enodata(), "{name}: {e}"),
-            Err(e @ (PoolError::BadId(_) | PoolError::Transaction { .. })) => {
+            Err(e @ PoolError::Busy(_)) => fail!(reply, EBUSY, "{name}: {e}"),
+            Err(
+                e @ (PoolError::BadId(_)
+                | PoolError::Transaction { .. }
+                | PoolError::NoSnapshot
+                | PoolError::Shrink { .. }),
+            ) => {
                 fail!(reply, EINVAL, "{name}: {e}")
+            }
+            Err(e @ PoolError::Format(FormatError::NoMetadataSpace)) => {
+                fail!(reply, Error::from_errno(-28), "{name}: {e}: the pool is read-only now")
             }
             Err(e @ PoolError::Format(_)) => fail!(reply, kernel::error::code::EIO, "{name}: {e}"),
         }

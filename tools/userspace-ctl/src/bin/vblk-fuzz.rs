@@ -91,7 +91,7 @@ const KEYS: [&str; 3] = [
 
 /// One table line's target and arguments, from the grammar of each target.
 fn target(rng: &mut Rng) -> String {
-    match rng.below(12) {
+    match rng.below(14) {
         0 => "zero".into(),
         1 => "error".into(),
         2 => format!("linear {} {}", device(rng), number(rng)),
@@ -201,6 +201,27 @@ fn target(rng: &mut Rng) -> String {
             }
             s
         }
+        11 => format!(
+            "thin-pool {} {} {} {}{}",
+            device(rng),
+            device(rng),
+            [128, 100, 0, 2048, 4096, 2_097_152][rng.below(6) as usize],
+            number(rng),
+            *rng.pick(&[
+                "",
+                " 1 skip_block_zeroing",
+                " 2 error_if_no_space no_discard_passdown",
+                " 1 read_only",
+                " 1 bogus",
+                " 3 ignore_discard",
+            ])
+        ),
+        12 => format!(
+            "thin {} {}{}",
+            device(rng),
+            rng.pick(&["0", "1", "16777216", "x"]),
+            *rng.pick(&["", "", " /dev/ram1"])
+        ),
         _ => {
             // Mutated text: a real line with a word dropped or doubled.
             let mut words: Vec<String> = target(rng).split(' ').map(String::from).collect();
@@ -297,7 +318,21 @@ fn fuzz_one(control: &Control, rng: &mut Rng, tally: &mut Tally) {
             payload = format!(
                 "{} {}",
                 rng.below(64),
-                rng.pick(&["key wipe", "key set 00", "bogus", "", "key set"])
+                rng.pick(&[
+                    "key wipe",
+                    "key set 00",
+                    "bogus",
+                    "",
+                    "key set",
+                    "create_thin 0",
+                    "create_snap 1 0",
+                    "delete 1",
+                    "set_transaction_id 0 1",
+                    "reserve_metadata_snap",
+                    "release_metadata_snap",
+                    "no_space_timeout 1",
+                    "create_thin x",
+                ])
             )
             .into_bytes();
         }
