@@ -626,41 +626,86 @@ pub fn release_tree<T: Transaction + ?Sized>(
     root: u64,
     level: Level,
 ) -> Result<(), FormatError> {
-    let shared = tx.count(root) > 1;
-    tx.dec(root)?;
-    if shared {
+    release_levels(tx, buf, root, &[level])
+}
+
+/// Lets go of one reference to the multi-level tree at `root` (dm's
+/// `dm_btree_del`; a metadata snapshot's mapping tree): a node whose last
+/// reference this was is entered and freed, its children and values
+/// losing one in turn (an upper level's values are the lower level's
+/// trees, released the same way); shared nodes just lose the reference.
+///
+/// A node is freed after its contents are released, not before: the
+/// data space map allocates metadata blocks as counts drop, and a node
+/// made in this transaction and already free could be taken and
+/// overwritten while the walk still has to read it again.
+pub fn release_levels<T: Transaction + ?Sized>(
+    tx: &mut T,
+    buf: &mut [u8; BLOCK_BYTES],
+    root: u64,
+    levels: &[Level],
+) -> Result<(), FormatError> {
+    // Whether the reference to `nr` is its last (entered, freed later);
+    // else it is dropped here.
+    let last_ref = |tx: &mut T, nr: u64| -> Result<bool, FormatError> {
+        if tx.count(nr) > 1 {
+            tx.dec(nr)?;
+            return Ok(false);
+        }
+        Ok(true)
+    };
+    if levels.is_empty() || !last_ref(tx, root)? {
         return Ok(());
     }
-    // Nodes freed in this transaction keep their contents until the
-    // commit: re-read on the way back up.
-    let mut path = [(0u64, 0u32); fmt::MAX_DEPTH];
+    // The path across levels: node, next entry, its level.
+    let mut path = [(0u64, 0u32, 0usize); 2 * fmt::MAX_DEPTH];
     let mut depth = 0usize;
-    path[0] = (root, 0);
+    path[0] = (root, 0, 0);
     loop {
-        let (nr, at) = path[depth];
+        let (nr, at, lv) = path[depth];
+        let level = levels[lv];
         read_node(tx, nr, level.value_size, buf)?;
         let node = NodeBuf(buf);
-        if node.is_leaf() {
-            if level.kind == ValueKind::Data {
-                for i in 0..node.nr_entries() {
-                    let (block, _) = fmt::mapping_parts(le64(node.value(i), 0));
-                    tx.dec_data(block)?;
-                }
+        let mut next = None;
+        if !node.is_leaf() {
+            if at < node.nr_entries() {
+                next = Some((node.child(at), lv));
             }
-        } else if at < node.nr_entries() {
-            let child = node.child(at);
+        } else {
+            match level.kind {
+                ValueKind::Plain => {}
+                ValueKind::Data => {
+                    // Leaves are visited once: every value at once.
+                    for i in 0..node.nr_entries() {
+                        tx.dec_data(fmt::mapping_parts(le64(node.value(i), 0)).0)?;
+                    }
+                }
+                ValueKind::Metadata if at < node.nr_entries() => {
+                    let v = le64(node.value(at), 0);
+                    if lv + 1 < levels.len() {
+                        next = Some((v, lv + 1));
+                    } else {
+                        path[depth].1 = at + 1;
+                        tx.dec(v)?;
+                        continue;
+                    }
+                }
+                ValueKind::Metadata => {}
+            }
+        }
+        if let Some((child, child_level)) = next {
             path[depth].1 = at + 1;
-            let shared = tx.count(child) > 1;
-            tx.dec(child)?;
-            if !shared {
-                if depth + 1 >= fmt::MAX_DEPTH {
+            if last_ref(tx, child)? {
+                depth += 1;
+                if depth >= path.len() {
                     return Err(FormatError::TooDeep { root });
                 }
-                depth += 1;
-                path[depth] = (child, 0);
+                path[depth] = (child, 0, child_level);
             }
             continue;
         }
+        // This node is done: freed, then back up.
+        tx.dec(nr)?;
         if depth == 0 {
             return Ok(());
         }

@@ -12,7 +12,8 @@
 //!
 //! | block | what |
 //! |---|---|
-//! | 0 | superblock: magic 27022010, version 2, transaction id, time, the two space maps' roots, the mapping tree's and the details tree's roots, the data block size |
+//! | 0 | superblock: magic 27022010, version 2, transaction id, time, the metadata snapshot's block (held root, 0 if none), the two space maps' roots, the mapping tree's and the details tree's roots, the data block size |
+//! | held root | a metadata snapshot: a copy of the superblock (sealed as its own block, space-map roots zeroed) whose trees hold one reference each |
 //! | btree node | 32-byte header (flags 1 internal / 2 leaf, entries, max entries, value size), `max` u64 keys, then `max` values |
 //! | mapping tree | two levels: device id → the device's tree root; virtual block → `data_block << 24 | time` |
 //! | details tree | device id → `{mapped_blocks u64, transaction_id u64, creation_time u32, snapshotted_time u32}` |
@@ -242,7 +243,13 @@ impl Superblock {
 
     /// Reads and checks block 0.
     pub fn decode(block: &[u8], crc: Crc32c) -> Result<Self, FormatError> {
-        verify(block, mdb::SALT_SUPERBLOCK, 0, crc)?;
+        Self::decode_at(block, 0, crc)
+    }
+
+    /// Reads and checks a superblock at block `nr` (a metadata
+    /// snapshot's copy is sealed with its own location).
+    pub fn decode_at(block: &[u8], nr: u64, crc: Crc32c) -> Result<Self, FormatError> {
+        verify(block, mdb::SALT_SUPERBLOCK, nr, crc)?;
         let magic = le64(block, sb::MAGIC);
         if magic != MAGIC {
             return Err(FormatError::Magic(magic));
@@ -277,6 +284,12 @@ impl Superblock {
     /// Writes block 0 (zeroed first, sealed last); the compat flags stay
     /// zero as the kernel writes them.
     pub fn encode(&self, block: &mut [u8], crc: Crc32c) -> Result<(), FormatError> {
+        self.encode_at(block, 0, crc)
+    }
+
+    /// As [`Self::encode`], sealed as block `nr` (a metadata snapshot's
+    /// copy).
+    pub fn encode_at(&self, block: &mut [u8], nr: u64, crc: Crc32c) -> Result<(), FormatError> {
         block.fill(0);
         put32(block, sb::FLAGS, self.flags);
         block[sb::UUID..sb::UUID + 16].copy_from_slice(&self.uuid);
@@ -295,8 +308,8 @@ impl Superblock {
         for at in [sb::COMPAT, sb::COMPAT_RO, sb::INCOMPAT] {
             put32(block, at, 0);
         }
-        mdb::seal(block, mdb::SALT_SUPERBLOCK, 0, crc)
-            .map_err(|err| FormatError::Block { nr: 0, err })
+        mdb::seal(block, mdb::SALT_SUPERBLOCK, nr, crc)
+            .map_err(|err| FormatError::Block { nr, err })
     }
 }
 
@@ -734,10 +747,13 @@ fn count_tree<S: BlockSource + ?Sized>(
 
 /// Checks metadata as `thin_check` does: the superblock; the details
 /// tree; the mapping tree's two levels (every mapping's data block inside
-/// the data device); and that every metadata block's space-map count is
+/// the data device); a metadata snapshot's superblock copy and trees, if
+/// one is held; and that every metadata block's space-map count is
 /// exactly the references found (`counts` holds one entry per metadata
-/// block). Data block counts are not compared (as thin_check 0.9); the
-/// metadata space map's summary counts are reported, not refused.
+/// block). Data block counts are compared only given `data_counts`
+/// (thin_check 0.9 does not); the metadata space map's summary counts
+/// are reported, not refused. The summary's devices and mappings are the
+/// live trees'.
 pub fn check<S: BlockSource + ?Sized>(
     src: &mut S,
     counts: &mut [u32],
@@ -773,17 +789,86 @@ pub fn check<S: BlockSource + ?Sized>(
             Ok(())
         },
     )?;
+    sum.mappings = count_mapping_tree(
+        src,
+        &mut buf,
+        &mut refs,
+        sb.mapping_root,
+        data_blocks,
+        data_counts.as_deref_mut(),
+        crc,
+    )?;
+    // A metadata snapshot (`reserve_metadata_snap`): its superblock copy
+    // and its trees, whose nodes and data blocks shared with the live
+    // trees are counted once more per reference, as thin_check does.
+    if sb.held_root != 0 {
+        refs.add(sb.held_root)?;
+        src.read(sb.held_root, &mut buf)?;
+        let held = Superblock::decode_at(&buf, sb.held_root, crc)?;
+        count_tree(
+            src,
+            &mut buf,
+            &mut refs,
+            held.details_root,
+            DETAILS_BYTES,
+            crc,
+            &mut |_, _| Ok(()),
+        )?;
+        count_mapping_tree(
+            src,
+            &mut buf,
+            &mut refs,
+            held.mapping_root,
+            data_blocks,
+            data_counts.as_deref_mut(),
+            crc,
+        )?;
+    }
+    // The space maps' own blocks.
+    count_space_map_blocks(src, &mut buf, &mut refs, &sb, crc)?;
+    // Compare with the metadata space map.
+    let (allocated, counts_off) = compare_metadata_sm(src, &mut buf, &refs, &sb, crc)?;
+    sum.metadata_allocated = allocated;
+    sum.metadata_counts_off = counts_off;
+    if let Some(dc) = data_counts {
+        compare_data_sm(src, &mut buf, dc, &sb, crc)?;
+    }
+    sum.data_allocated = sb.data_sm.nr_allocated;
+    Ok(sum)
+}
+
+/// Counts a mapping tree's two levels into `refs` (every mapping's data
+/// block inside the data device, and into `data_counts` once per leaf
+/// that names it). A top-level node or device tree counted before (the
+/// live tree's, shared with a metadata snapshot's) is counted again, not
+/// entered. Returns the mappings in the leaves entered.
+fn count_mapping_tree<S: BlockSource + ?Sized>(
+    src: &mut S,
+    buf: &mut [u8; BLOCK_BYTES],
+    refs: &mut RefCounts<'_>,
+    root: u64,
+    data_blocks: u64,
+    mut data_counts: Option<&mut [u32]>,
+    crc: Crc32c,
+) -> Result<u64, FormatError> {
+    if refs.get(root) > 0 {
+        refs.add(root)?;
+        return Ok(0);
+    }
+    let mut mappings = 0u64;
     // The top level: device id → the root of its block tree. Subtrees are
-    // counted after the top level's walk (one buffer).
+    // counted after the top level's walk (one buffer), 64 at a time; the
+    // top level's own nodes are counted last, so until then a node
+    // another tree counted is one this walk must not enter.
     let mut roots = [0u64; 64];
     let mut start = 0u64;
     loop {
-        // Collect up to 64 device roots from `start` on, then count them.
         let mut n = 0usize;
         let mut next = None;
-        walk(src, &mut buf, sb.mapping_root, 8, crc, &mut |v| {
-            if let Visit::Entry { key, value } = v {
-                if key >= start {
+        walk(src, buf, root, 8, crc, &mut |v| {
+            match v {
+                Visit::Child { nr } => return Ok(refs.get(nr) == 0),
+                Visit::Entry { key, value } if key >= start => {
                     if n < roots.len() {
                         roots[n] = le64(value, 0);
                         n += 1;
@@ -791,11 +876,12 @@ pub fn check<S: BlockSource + ?Sized>(
                         next = Some(key);
                     }
                 }
+                _ => {}
             }
             Ok(true)
         })?;
-        for &root in &roots[..n] {
-            count_tree(src, &mut buf, &mut refs, root, 8, crc, &mut |key, value| {
+        for &dev_root in &roots[..n] {
+            count_tree(src, buf, refs, dev_root, 8, crc, &mut |key, value| {
                 let (block, _) = mapping_parts(le64(value, 0));
                 if block >= data_blocks {
                     return Err(FormatError::Value {
@@ -803,7 +889,7 @@ pub fn check<S: BlockSource + ?Sized>(
                         what: "mapped to a data block past the data device",
                     });
                 }
-                sum.mappings += 1;
+                mappings += 1;
                 if let Some(dc) = data_counts.as_deref_mut() {
                     // Once per leaf that names it (a shared leaf is
                     // counted once: its tree is entered once).
@@ -820,29 +906,8 @@ pub fn check<S: BlockSource + ?Sized>(
         }
     }
     // The top level's own nodes (walked above without counting).
-    count_tree(
-        src,
-        &mut buf,
-        &mut refs,
-        sb.mapping_root,
-        8,
-        crc,
-        &mut |_, _| Ok(()),
-    )?;
-    // The space maps' own blocks.
-    count_space_map_blocks(src, &mut buf, &mut refs, &sb, crc)?;
-    if sb.held_root != 0 {
-        refs.add(sb.held_root)?;
-    }
-    // Compare with the metadata space map.
-    let (allocated, counts_off) = compare_metadata_sm(src, &mut buf, &refs, &sb, crc)?;
-    sum.metadata_allocated = allocated;
-    sum.metadata_counts_off = counts_off;
-    if let Some(dc) = data_counts {
-        compare_data_sm(src, &mut buf, dc, &sb, crc)?;
-    }
-    sum.data_allocated = sb.data_sm.nr_allocated;
-    Ok(sum)
+    count_tree(src, buf, refs, root, 8, crc, &mut |_, _| Ok(()))?;
+    Ok(mappings)
 }
 
 /// Counts the blocks both space maps keep themselves in: the metadata
