@@ -33,13 +33,14 @@ events() { vblkctl --json info "$1" | python3 -c 'import json,sys; print(json.lo
 put() { dd if="$1" of=/dev/vblk/t0 bs=64k count="$2" seek="$3" oflag=direct conv=notrunc,nocreat status=none; }
 sum() { sectors_of /dev/vblk/t0 $(($1 * bs)) $(($2 * bs)) | sha256sum | cut -c1-64; }
 # copies DEV FILE: how many 64 KiB blocks of DEV hold FILE's 64 KiB.
+# (Read with O_DIRECT: the thin writes the data device below its page
+# cache.)
 copies() {
-	python3 - "$1" "$2" <<-'EOF'
-		import sys
-		want = open(sys.argv[2], 'rb').read(65536)
-		with open(sys.argv[1], 'rb') as f:
-		    print(sum(1 for b in iter(lambda: f.read(65536), b'') if b == want))
-	EOF
+	dd if="$1" bs=1M iflag=direct status=none | python3 -c '
+import sys
+want = open(sys.argv[1], "rb").read(65536)
+f = sys.stdin.buffer
+print(sum(1 for b in iter(lambda: f.read(65536), b"") if b == want))' "$2"
 }
 # dump_mapped ARGS: blocks thin_dump ARGS lists as mapped.
 dump_mapped() {

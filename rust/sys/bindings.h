@@ -47,6 +47,8 @@ const blk_features_t VBLK_CONST_BLK_FEAT_IO_STAT = BLK_FEAT_IO_STAT;
 const blk_features_t VBLK_CONST_BLK_FEAT_NOWAIT = BLK_FEAT_NOWAIT;
 const blk_features_t VBLK_CONST_BLK_FEAT_ZONED = BLK_FEAT_ZONED;
 const blk_features_t VBLK_CONST_BLK_FEAT_POLL = BLK_FEAT_POLL;
+const blk_features_t VBLK_CONST_BLK_FEAT_WRITE_CACHE = BLK_FEAT_WRITE_CACHE;
+const blk_features_t VBLK_CONST_BLK_FEAT_FUA = BLK_FEAT_FUA;
 
 const blk_status_t VBLK_CONST_BLK_STS_OK = BLK_STS_OK;
 const blk_status_t VBLK_CONST_BLK_STS_NOTSUPP = BLK_STS_NOTSUPP;

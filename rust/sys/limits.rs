@@ -120,6 +120,15 @@ impl QueueLimits {
         l.dma_alignment = l.dma_alignment.max(bytes - 1);
     }
 
+    /// Announces a volatile write cache and FUA whatever the lower devices
+    /// have, so FLUSH and FUA reach the table (the block layer drops them
+    /// for a device without a cache): for a target that commits its own
+    /// state on them (thin's metadata, as dm's `flush_supported`).
+    pub(crate) fn force_write_cache(&mut self) {
+        self.raw.features |=
+            bindings::VBLK_CONST_BLK_FEAT_WRITE_CACHE | bindings::VBLK_CONST_BLK_FEAT_FUA;
+    }
+
     /// Logical block size in bytes.
     pub(crate) fn logical_block_size(&self) -> u32 {
         self.raw.logical_block_size

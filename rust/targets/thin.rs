@@ -411,6 +411,9 @@ impl Target for Thin {
         // Requests stay within a data block (as dm's max_io_len).
         let bs = self.shared().block_sectors as u32;
         limits.set_io_hints(bs, 0, bs * 512);
+        // A FLUSH commits the mappings: it must arrive even when the data
+        // device has no cache (its writes are durable, the mappings not).
+        limits.force_write_cache();
     }
 
     fn supports_discard(&self) -> bool {

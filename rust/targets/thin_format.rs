@@ -111,6 +111,9 @@ pub enum FormatError {
     Value { key: u64, what: &'static str },
     /// Reading a block failed (the source's errno).
     Io { nr: u64, errno: i32 },
+    /// No metadata block left for a change (the rest is kept for the
+    /// commit).
+    NoMetadataSpace,
 }
 
 impl fmt::Display for FormatError {
@@ -152,6 +155,7 @@ impl fmt::Display for FormatError {
             FormatError::Io { nr, errno } => {
                 write!(f, "reading metadata block {nr} failed (errno {errno})")
             }
+            FormatError::NoMetadataSpace => write!(f, "out of metadata space"),
         }
     }
 }

@@ -21,8 +21,8 @@ use super::thin_sm::{BlockIo, MAX_BLOCKS};
 use super::{write_device, Ctor, Io, Mapped, Target};
 use crate::sys::bdev::{BlockDevice, IoBuffer};
 use crate::sys::disk::Op;
-use crate::vblk::bufio::BlockCache;
 use crate::sys::event::EventCounter;
+use crate::vblk::bufio::BlockCache;
 use crate::vblk::message::{fail, first_word, Reply};
 use core::fmt::Write;
 use kernel::alloc::KVVec;
@@ -211,7 +211,9 @@ impl PoolShared {
                     self.set_mode(st, Mode::ReadOnly, "out of metadata space");
                 }
             }
-            PoolError::Format(_) => self.set_mode(st, Mode::Fail, "metadata I/O failed"),
+            PoolError::Format(_) | PoolError::NeedsAbort => {
+                self.set_mode(st, Mode::Fail, "metadata I/O failed")
+            }
             _ => {}
         }
     }
@@ -227,7 +229,10 @@ impl PoolShared {
             Mode::ReadOnly => "read-only",
             Mode::Fail => "fail",
         };
-        pr_warn!("vblk thin-pool vblk{}: {why}: switching to {name} mode\n", self.device);
+        pr_warn!(
+            "vblk thin-pool vblk{}: {why}: switching to {name} mode\n",
+            self.device
+        );
         self.events.bump();
     }
 
@@ -695,12 +700,20 @@ impl ThinPool {
                 return fail!(reply, ENOMEM, "{name}: out of memory growing the metadata");
             };
             if let Err(e) = p.with_locked(st, |m, _| m.resize_metadata(counts, committed)) {
-                return fail!(reply, kernel::error::code::EIO, "{name}: growing the metadata: {e}");
+                return fail!(
+                    reply,
+                    kernel::error::code::EIO,
+                    "{name}: growing the metadata: {e}"
+                );
             }
         }
         if grow_data {
             if let Err(e) = p.with_locked(st, |m, sc| m.resize_data(want, sc)) {
-                return fail!(reply, kernel::error::code::EIO, "{name}: growing the data space: {e}");
+                return fail!(
+                    reply,
+                    kernel::error::code::EIO,
+                    "{name}: growing the data space: {e}"
+                );
             }
             // New space: writes waiting for it go on, the low water event
             // may be raised again.
@@ -709,7 +722,11 @@ impl ThinPool {
         }
         match p.commit_locked(st) {
             Ok(()) => Ok(()),
-            Err(e) => fail!(reply, kernel::error::code::EIO, "{name}: commit failed: {e}"),
+            Err(e) => fail!(
+                reply,
+                kernel::error::code::EIO,
+                "{name}: commit failed: {e}"
+            ),
         }
     }
 }
@@ -852,7 +869,11 @@ impl Target for ThinPool {
             // vblk's form of dm's module parameter of that name.
             let secs = num("<seconds> (0: wait forever)")?;
             if secs > 86_400 {
-                return fail!(reply, EINVAL, "{name}: no_space_timeout {secs}: at most 86400 seconds");
+                return fail!(
+                    reply,
+                    EINVAL,
+                    "{name}: no_space_timeout {secs}: at most 86400 seconds"
+                );
             }
             let mut st = p.state.lock();
             st.no_space_timeout_ms = secs * 1000;
@@ -873,14 +894,8 @@ impl Target for ThinPool {
         // Arguments first: a bad one changes nothing, whatever the mode.
         let (a, b) = match word {
             "create_thin" | "delete" => (num("<dev_id>")?, 0),
-            "create_snap" => (
-                num("<dev_id> <origin_id>")?,
-                num("<dev_id> <origin_id>")?,
-            ),
-            "set_transaction_id" => (
-                num("<current id> <new id>")?,
-                num("<current id> <new id>")?,
-            ),
+            "create_snap" => (num("<dev_id> <origin_id>")?, num("<dev_id> <origin_id>")?),
+            "set_transaction_id" => (num("<current id> <new id>")?, num("<current id> <new id>")?),
             _ => (0, 0),
         };
         if let Some(extra) = w.next() {
@@ -929,9 +944,15 @@ impl Target for ThinPool {
                 fail!(reply, EINVAL, "{name}: {e}")
             }
             Err(e @ PoolError::Format(FormatError::NoMetadataSpace)) => {
-                fail!(reply, Error::from_errno(-28), "{name}: {e}: the pool is read-only now")
+                fail!(
+                    reply,
+                    Error::from_errno(-28),
+                    "{name}: {e}: the pool is read-only now"
+                )
             }
-            Err(e @ PoolError::Format(_)) => fail!(reply, kernel::error::code::EIO, "{name}: {e}"),
+            Err(e @ (PoolError::Format(_) | PoolError::NeedsAbort)) => {
+                fail!(reply, kernel::error::code::EIO, "{name}: {e}")
+            }
         }
     }
 }

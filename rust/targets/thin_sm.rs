@@ -46,11 +46,41 @@ const REF_LEVEL: Level = Level {
 /// Blocks one index block can describe.
 pub const MAX_BLOCKS: u64 = ENTRIES_PER_BITMAP * METADATA_INDEX_ENTRIES as u64;
 
+/// Blocks kept free for a commit beyond what its map's blocks take: a
+/// change's last step may raise counts past 2 after its last (checked)
+/// allocation. The most is one shared node's shadow: up to 252 children
+/// gain a reference, which adds at most 2 ref-count leaves and 1 node
+/// on each of the at most 4 levels above (a tree on 2^22 blocks is at
+/// most 5 high, nodes being a third full); 2 more for good measure.
+pub const COMMIT_MARGIN: u64 = 8;
+
+/// Blocks the ref-count tree of `entries` entries takes when a commit
+/// builds it (keys ascending: every node but the last of a level is
+/// left half full by its split).
+fn ref_tree_blocks(entries: u64) -> u64 {
+    let per_leaf = u64::from(fmt::max_entries(4) / 2);
+    let per_node = u64::from(fmt::max_entries(8) / 2);
+    let mut level = entries.div_ceil(per_leaf).max(1);
+    let mut total = level;
+    while level > 1 {
+        level = level.div_ceil(per_node);
+        total += level;
+    }
+    total
+}
+
 /// Counts of every metadata block, now and at the last commit.
 pub struct MetadataSm<C> {
     counts: C,
     committed: C,
     allocated: u64,
+    /// Blocks free now and at the last commit (what can be allocated).
+    usable: u64,
+    /// Blocks whose count is above 2 (entries of the next commit's
+    /// ref-count tree).
+    big: u64,
+    /// A commit is writing the map: the reserve may be used.
+    committing: bool,
     /// Where the next search for a free block starts.
     hint: u64,
 }
@@ -71,14 +101,17 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
             counts,
             committed,
             allocated: 1,
+            usable: n - 1,
+            big: 0,
+            committing: false,
             hint: 1,
         })
     }
 
     /// The map a commit wrote (`root`), read back through `io`.
     pub fn load<S: BlockSource + ?Sized>(
-        mut counts: C,
-        mut committed: C,
+        counts: C,
+        committed: C,
         io: &mut S,
         root: &SmRoot,
         crc: Crc32c,
@@ -91,6 +124,40 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
                 what: "space map size is not the metadata device's",
             });
         }
+        let mut sm = MetadataSm {
+            counts,
+            committed,
+            allocated: 0,
+            usable: 0,
+            big: 0,
+            committing: false,
+            hint: 1,
+        };
+        sm.reload(io, root, crc, sc)?;
+        Ok(sm)
+    }
+
+    /// Drops every change since the commit that wrote `root` and reads
+    /// its counts back into the same buffers. Buffers longer than the
+    /// committed map (a device grown since) keep the blocks past it
+    /// free.
+    pub fn reload<S: BlockSource + ?Sized>(
+        &mut self,
+        io: &mut S,
+        root: &SmRoot,
+        crc: Crc32c,
+        sc: &mut SmScratch,
+    ) -> Result<(), FormatError> {
+        let n = root.nr_blocks;
+        if n > self.nr_blocks() || n == 0 {
+            return Err(FormatError::Value {
+                key: n,
+                what: "space map larger than the metadata device",
+            });
+        }
+        self.counts.fill(0);
+        self.committed.fill(0);
+        let counts = &mut self.counts;
         let SmScratch {
             btree,
             bitmap,
@@ -140,13 +207,12 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
             }
             Ok(true)
         })?;
-        copy_counts(&mut committed, &counts);
-        let mut sm = MetadataSm {
-            counts,
-            committed,
-            allocated,
-            hint: 1,
-        };
+        copy_counts(&mut self.committed, &self.counts);
+        self.allocated = allocated;
+        self.usable = self.nr_blocks() - allocated;
+        self.big = self.counts.iter().filter(|&&c| c > 2).count() as u64;
+        self.hint = 1;
+        let sm = self;
         // The map's own blocks are the commit's, not the pool's: released
         // now (kept from reuse by the committed counts), as a live map
         // releases them right after writing them.
@@ -180,7 +246,39 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
                 break;
             }
         }
-        Ok(sm)
+        Ok(())
+    }
+
+    /// Takes over `counts` and `committed` (zeroed, longer than now, of
+    /// one length): the device grew. The next commit writes the bigger
+    /// map.
+    pub fn grow(&mut self, mut counts: C, mut committed: C) -> Result<(), FormatError> {
+        let n = counts.len() as u64;
+        if n <= self.nr_blocks() || n > MAX_BLOCKS || committed.len() as u64 != n {
+            return Err(FormatError::Value {
+                key: n,
+                what: "metadata device size out of range",
+            });
+        }
+        counts.fill(0);
+        committed.fill(0);
+        copy_counts(&mut counts, &self.counts);
+        copy_counts(&mut committed, &self.committed);
+        self.usable += n - self.nr_blocks();
+        self.counts = counts;
+        self.committed = committed;
+        Ok(())
+    }
+
+    /// Blocks kept for the commit: what the map's bitmaps, index block
+    /// and ref-count tree take as the counts are now, and
+    /// [`COMMIT_MARGIN`]. Changes fail with
+    /// [`FormatError::NoMetadataSpace`] rather than take them.
+    pub fn reserve(&self) -> u64 {
+        self.nr_blocks().div_ceil(ENTRIES_PER_BITMAP)
+            + 1
+            + ref_tree_blocks(self.big)
+            + COMMIT_MARGIN
     }
 
     /// Blocks the map describes.
@@ -193,8 +291,14 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
         self.allocated
     }
 
-    /// A block free now and at the last commit, counted once.
+    /// A block free now and at the last commit, counted once; none
+    /// (NoMetadataSpace) if taking it would leave less than the reserve,
+    /// unless a commit takes it.
     pub fn alloc(&mut self) -> Result<u64, FormatError> {
+        let keep = if self.committing { 0 } else { self.reserve() };
+        if self.usable <= keep {
+            return Err(FormatError::NoMetadataSpace);
+        }
         let n = self.nr_blocks();
         for k in 0..n {
             let nr = (self.hint + k) % n;
@@ -202,14 +306,12 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
             if self.counts[i] == 0 && self.committed[i] == 0 {
                 self.counts[i] = 1;
                 self.allocated += 1;
+                self.usable -= 1;
                 self.hint = nr + 1;
                 return Ok(nr);
             }
         }
-        Err(FormatError::Value {
-            key: n,
-            what: "out of metadata space",
-        })
+        Err(FormatError::NoMetadataSpace)
     }
 
     /// Whether `nr` was allocated since the last commit (may be written).
@@ -223,26 +325,37 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
         self.counts.get(nr as usize).copied().unwrap_or(0)
     }
 
-    fn slot(&mut self, nr: u64) -> Result<&mut u32, FormatError> {
+    /// Block `nr`'s count now and at the last commit.
+    fn slot(&mut self, nr: u64) -> Result<(&mut u32, u32), FormatError> {
         let nr_blocks = self.nr_blocks();
-        self.counts
+        let old = self.committed.get(nr as usize).copied().unwrap_or(0);
+        let c = self
+            .counts
             .get_mut(nr as usize)
-            .ok_or(FormatError::OutOfRange { nr, nr_blocks })
+            .ok_or(FormatError::OutOfRange { nr, nr_blocks })?;
+        Ok((c, old))
     }
 
     /// One more reference to `nr`.
     pub fn inc(&mut self, nr: u64) -> Result<(), FormatError> {
-        let c = self.slot(nr)?;
+        let (c, old) = self.slot(nr)?;
         *c += 1;
-        if *c == 1 {
+        let now = *c;
+        if now == 1 {
             self.allocated += 1;
+            if old == 0 {
+                self.usable -= 1;
+            }
+        }
+        if now == 3 {
+            self.big += 1;
         }
         Ok(())
     }
 
     /// One reference less to `nr` (a free block: an error, nothing changed).
     pub fn dec(&mut self, nr: u64) -> Result<(), FormatError> {
-        let c = self.slot(nr)?;
+        let (c, old) = self.slot(nr)?;
         if *c == 0 {
             return Err(FormatError::RefCount {
                 nr,
@@ -251,9 +364,16 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
             });
         }
         *c -= 1;
-        if *c == 0 {
+        let now = *c;
+        if now == 2 {
+            self.big -= 1;
+        }
+        if now == 0 {
             self.allocated -= 1;
             self.hint = self.hint.min(nr);
+            if old == 0 {
+                self.usable += 1;
+            }
         }
         Ok(())
     }
@@ -262,8 +382,22 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
     /// blocks new to this commit) and returns its root for the
     /// superblock, which the caller writes after flushing. From then on
     /// the map's state is committed and the blocks it was just written
-    /// to are released (reusable after the next commit).
+    /// to are released (reusable after the next commit). The commit may
+    /// take the reserve.
     pub fn commit<I: BlockIo + ?Sized>(
+        &mut self,
+        io: &mut I,
+        sc: &mut SmScratch,
+        crc: Crc32c,
+    ) -> Result<SmRoot, FormatError> {
+        self.committing = true;
+        let r = self.write_out(io, sc, crc);
+        self.committing = false;
+        r
+    }
+
+    /// [`Self::commit`]'s work.
+    fn write_out<I: BlockIo + ?Sized>(
         &mut self,
         io: &mut I,
         sc: &mut SmScratch,
@@ -348,6 +482,7 @@ impl<C: DerefMut<Target = [u32]>> MetadataSm<C> {
         // Committed as written; the map's blocks go back to free (the
         // committed counts keep them from reuse until the next commit).
         copy_counts(&mut self.committed, &self.counts);
+        self.usable = n - self.allocated;
         for b in 0..nbm {
             self.dec(fmt::metadata_index_entry(&index[..], b).blocknr)?;
         }
@@ -475,34 +610,91 @@ impl DataSm {
         sc: &mut SmScratch,
         nr_blocks: u64,
     ) -> Result<Self, FormatError> {
-        let mut index = btree::empty_tree(tx, INDEX_LEVEL, &mut sc.btree)?;
-        for b in 0..nr_blocks.div_ceil(ENTRIES_PER_BITMAP) {
+        let root = SmRoot {
+            nr_blocks: 0,
+            nr_allocated: 0,
+            bitmap_root: btree::empty_tree(tx, INDEX_LEVEL, &mut sc.btree)?,
+            ref_count_root: btree::empty_tree(tx, REF_LEVEL, &mut sc.btree)?,
+        };
+        let mut sm = DataSm {
+            root,
+            committed: SmRoot::default(),
+            hint: 0,
+        };
+        sm.extend(tx, sc, nr_blocks)?;
+        Ok(sm)
+    }
+
+    /// Grows the map to `nr_blocks` (not fewer than now): the last
+    /// bitmap's free count recounted over its new range, then a zeroed
+    /// bitmap and its index entry for each bitmap's worth after it. Free
+    /// counts are exact whoever formatted the map (dm writes a whole
+    /// bitmap's count for a partial last one): [`Self::alloc`] skips
+    /// bitmaps whose count is 0. A bitmap's entries past the map's end
+    /// are zero (every formatter writes zeroed bitmaps): free once in
+    /// range. On an error the transaction is half changed (abort it).
+    pub fn extend<T: Transaction + ?Sized>(
+        &mut self,
+        tx: &mut T,
+        sc: &mut SmScratch,
+        nr_blocks: u64,
+    ) -> Result<(), FormatError> {
+        let old = self.root.nr_blocks;
+        if nr_blocks < old {
+            return Err(FormatError::Value {
+                key: nr_blocks,
+                what: "a data space map cannot shrink",
+            });
+        }
+        let old_bitmaps = old.div_ceil(ENTRIES_PER_BITMAP);
+        if old_bitmaps * ENTRIES_PER_BITMAP > old {
+            let b = old_bitmaps - 1;
+            let first = b * ENTRIES_PER_BITMAP;
+            let end = nr_blocks.min(first + ENTRIES_PER_BITMAP) - first;
+            let mut e = Self::index_entry(tx, sc, &self.root, b)?;
+            read_bitmap(tx, e.blocknr, &mut sc.bitmap)?;
+            e.nr_free = (0..end).filter(|&i| bitmap_get(&sc.bitmap, i) == 0).count() as u32;
+            // dm searches from here: no later than the first new block.
+            e.none_free_before = e.none_free_before.min((old - first) as u32);
+            self.put_entry(tx, sc, b, &e)?;
+        }
+        for b in old_bitmaps..nr_blocks.div_ceil(ENTRIES_PER_BITMAP) {
             let nr = tx.alloc()?;
             sc.bitmap.fill(0);
             seal(&mut sc.bitmap, mdb::SALT_BITMAP, nr, tx.crc())?;
             tx.write(nr, &sc.bitmap)?;
             let blocks = ENTRIES_PER_BITMAP.min(nr_blocks - b * ENTRIES_PER_BITMAP);
-            let mut e = [0u8; fmt::INDEX_ENTRY_BYTES];
-            IndexEntry {
+            let e = IndexEntry {
                 blocknr: nr,
                 nr_free: blocks as u32,
                 none_free_before: 0,
-            }
-            .encode(&mut e);
-            index = btree::insert(tx, &mut sc.btree, index, &[INDEX_LEVEL], &[b], &e)?.0;
+            };
+            self.put_entry(tx, sc, b, &e)?;
         }
-        let ref_count_root = btree::empty_tree(tx, REF_LEVEL, &mut sc.btree)?;
-        let root = SmRoot {
-            nr_blocks,
-            nr_allocated: 0,
-            bitmap_root: index,
-            ref_count_root,
-        };
-        Ok(DataSm {
-            root,
-            committed: SmRoot::default(),
-            hint: 0,
-        })
+        self.root.nr_blocks = nr_blocks;
+        Ok(())
+    }
+
+    /// Writes bitmap `b`'s index entry (the index shadowed as needed).
+    fn put_entry<T: Transaction + ?Sized>(
+        &mut self,
+        tx: &mut T,
+        sc: &mut SmScratch,
+        b: u64,
+        e: &IndexEntry,
+    ) -> Result<(), FormatError> {
+        let mut v = [0u8; fmt::INDEX_ENTRY_BYTES];
+        e.encode(&mut v);
+        self.root.bitmap_root = btree::insert(
+            tx,
+            &mut sc.btree,
+            self.root.bitmap_root,
+            &[INDEX_LEVEL],
+            &[b],
+            &v,
+        )?
+        .0;
+        Ok(())
     }
 
     /// The map a commit wrote.
@@ -640,17 +832,7 @@ impl DataSm {
             }
             _ => {}
         }
-        let mut v = [0u8; fmt::INDEX_ENTRY_BYTES];
-        e.encode(&mut v);
-        self.root.bitmap_root = btree::insert(
-            tx,
-            &mut sc.btree,
-            self.root.bitmap_root,
-            &[INDEX_LEVEL],
-            &[b],
-            &v,
-        )?
-        .0;
+        self.put_entry(tx, sc, b, &e)?;
         if new > 2 {
             self.root.ref_count_root = btree::insert(
                 tx,
@@ -823,21 +1005,65 @@ mod tests {
         assert!(b.iter().all(|x| !a.contains(x)), "{a:?} reused in {b:?}");
         sm.commit(&mut img, &mut sc, crc32c_soft).unwrap();
         // After the next commit they are free for good.
-        let mut got = Vec::new();
-        while let Ok(x) = sm.alloc() {
-            got.push(x);
-        }
-        assert!(a.iter().all(|x| got.contains(x)));
-        assert!(
-            matches!(sm.alloc(), Err(FormatError::Value { .. })),
-            "out of space"
-        );
+        assert!(a
+            .iter()
+            .all(|&x| sm.count(x) == 0 && sm.committed[x as usize] == 0));
+        while sm.alloc().is_ok() {}
+        assert_eq!(sm.alloc(), Err(FormatError::NoMetadataSpace));
         // All but the map's own three blocks of the last commit (a
-        // bitmap, the index, the ref-count tree's root): held until the
-        // next commit.
-        assert_eq!(sm.allocated(), n as u64 - 3);
+        // bitmap, the index, the ref-count tree's root), held until the
+        // next commit, and the reserve: a bitmap, the index, a ref-count
+        // leaf and the margin.
+        assert_eq!(sm.reserve(), 3 + COMMIT_MARGIN);
+        assert_eq!(sm.allocated(), n as u64 - 3 - sm.reserve());
+        // The commit takes from the reserve.
+        sm.commit(&mut img, &mut sc, crc32c_soft).unwrap();
         assert!(sm.dec(0).is_ok());
         assert!(sm.dec(0).is_err(), "a free block cannot lose a reference");
+    }
+
+    #[test]
+    fn the_reserve_covers_the_ref_count_tree_a_commit_builds() {
+        assert_eq!(ref_tree_blocks(0), 1);
+        assert_eq!(ref_tree_blocks(336), 3, "a bound: 336 fit one leaf");
+        assert_eq!(ref_tree_blocks(337), 4);
+        // 200 leaves under two nodes under a root.
+        assert_eq!(ref_tree_blocks(168 * 200), 203);
+        // Fill a map with blocks counted 3 times until changes are
+        // refused: the commit still fits, and the map loads back.
+        let n = 4096usize;
+        let mut sm = MetadataSm::format(vec![0; n], vec![0; n]).unwrap();
+        let mut img = Image(vec![0; n * BLOCK_BYTES]);
+        let mut sc = Box::new(SmScratch::new());
+        let mut taken = 0;
+        while let Ok(b) = sm.alloc() {
+            sm.inc(b).unwrap();
+            sm.inc(b).unwrap();
+            taken += 1;
+        }
+        assert_eq!(sm.big, taken);
+        assert_eq!(sm.usable, sm.reserve());
+        assert!(sm.reserve() > 3 + COMMIT_MARGIN + 20, "{}", sm.reserve());
+        let root = sm.commit(&mut img, &mut sc, crc32c_soft).unwrap();
+        let loaded = MetadataSm::load(
+            vec![0; n],
+            vec![0; n],
+            &mut img,
+            &root,
+            crc32c_soft,
+            &mut sc,
+        )
+        .unwrap();
+        assert_eq!(
+            (loaded.allocated(), loaded.usable, loaded.big),
+            (sm.allocated(), sm.usable, sm.big)
+        );
+        // Freed after the commit: not usable until the next.
+        sm.dec(1).unwrap();
+        sm.dec(1).unwrap();
+        sm.dec(1).unwrap();
+        assert_eq!(sm.big, taken - 1);
+        assert_eq!(sm.alloc(), Err(FormatError::NoMetadataSpace));
     }
 
     #[test]
