@@ -5,22 +5,25 @@
 # a snapshot) share blocks until written and keep their image; discard
 # and delete give space back; the metadata vblk wrote passes thin_check
 # and thin_dump lists it; dm-thin activates vblk's pool and reads the
-# same data, and vblk reads what dm-thin wrote; bad tables and messages
+# same data, and vblk reads what dm-thin wrote; an external origin reads
+# through where nothing is provisioned and is merged into first partial
+# writes, never written; bad tables and messages
 # are refused with a message.
 . "$(dirname "$0")/lib.sh"
 
 tmp=$(mktemp -d)
 nullb tm 8   # metadata: 2048 blocks of 4 KiB
 nullb td 256 # data: 4096 blocks of 64 KiB
+nullb to 4   # an external origin
 bs=128
 data=$(sectors /dev/td)
 vsize=$((192 * 2048)) # each thin: 192 MiB virtual (more than the pool has)
 pool_line="0 $data thin-pool /dev/tm /dev/td $bs 0"
 
 cleanup() {
-	for d in t2 t1 t0 pool; do vblkctl info "$d" >/dev/null 2>&1 && remove_retry "$d"; done
+	for d in te eo t2 t1 t0 pool; do vblkctl info "$d" >/dev/null 2>&1 && remove_retry "$d"; done
 	for d in dthin dpool; do dmsetup info "$d" >/dev/null 2>&1 && dmsetup remove --retry "$d"; done
-	nullb_rm tm td
+	nullb_rm tm td to
 	rm -rf "$tmp"
 }
 trap 'cleanup >/dev/null 2>&1; rm -f "$_tap_out"' EXIT
@@ -113,6 +116,40 @@ used=$(used_data)
 check "delete 2 (its thin removed first)" vblkctl message pool 0 delete 2
 check "deleting gave its own blocks back" test "$(used_data)" -lt "$used"
 refused "delete of a missing device refused" "does not exist" vblkctl message pool 0 delete 2
+
+# --- an external origin (read-only: unprovisioned blocks read it) ---
+eo=6000 # sectors: the origin ends inside block 46
+vblkctl create eo --table "0 $eo linear /dev/to 0"
+dd if="$tmp/b" of=/dev/vblk/eo bs=512 count=$eo oflag=direct status=none
+head -c $((eo * 512)) "$tmp/b" >"$tmp/exp"
+truncate -s $((16384 * 512)) "$tmp/exp"
+eosum=$(sectors_of /dev/vblk/eo 0 $eo | sha256sum)
+used=$(used_data)
+check "create_thin 10" vblkctl message pool 0 create_thin 10
+refused "an external origin that is the pool refused" "is the pool" \
+	vblkctl create te --table "0 16384 thin /dev/vblk/pool 10 /dev/vblk/pool"
+check "thin 10 with an external origin of $eo sectors" vblkctl create te --table "0 16384 thin /dev/vblk/pool 10 /dev/vblk/eo"
+check_eq "table names the origin" "0 16384 thin $(devno /dev/vblk/pool) 10 $(devno /dev/vblk/eo)" "$(vblkctl table te)"
+check "it reads the origin, zeros past its end" cmp <(sectors_of /dev/vblk/te 0 16384) "$tmp/exp"
+check_eq "reading provisioned nothing" "$used" "$(used_data)"
+patch() { # patch SECTOR: 4 KiB of $tmp/a at SECTOR, on te and in the expected image
+	dd if="$tmp/a" of=/dev/vblk/te bs=512 count=8 seek="$1" oflag=direct conv=notrunc status=none &&
+		dd if="$tmp/a" of="$tmp/exp" bs=512 count=8 seek="$1" conv=notrunc status=none
+}
+check "4 KiB into block 0 (the rest comes from the origin)" patch 100
+check "4 KiB into block 46 (origin, then zeros past its end)" patch 5900
+check "4 KiB past the origin (block 100: zeroed)" patch 12800
+check "a whole block (block 10: nothing copied)" bash -c "dd if=$tmp/a of=/dev/vblk/te bs=64k count=1 seek=10 oflag=direct status=none && dd if=$tmp/a of=$tmp/exp bs=64k count=1 seek=10 conv=notrunc status=none"
+check_eq "4 blocks provisioned" $((used + 4)) "$(used_data)"
+check "the thin reads the merged image" cmp <(sectors_of /dev/vblk/te 0 16384) "$tmp/exp"
+check_eq "the origin was not written" "$eosum" "$(sectors_of /dev/vblk/eo 0 $eo | sha256sum)"
+check "discard block 0" blkdiscard -o 0 -l 65536 /dev/vblk/te
+check "block 0 reads the origin again" cmp <(sectors_of /dev/vblk/te 0 128) <(head -c 65536 "$tmp/b")
+remove_retry te
+remove_retry eo
+check "delete 10" vblkctl message pool 0 delete 10
+check_eq "its blocks came back" "$used" "$(used_data)"
+
 check "the origin written again" put "$tmp/a" /dev/vblk/t0 8 0
 want0=$(sum /dev/vblk/t0 $((16 * 2048)))
 want1=$(sum /dev/vblk/t1 $((48 * 2048)))

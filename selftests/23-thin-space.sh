@@ -161,6 +161,7 @@ done
 check_output "create_thin stops with 'out of metadata space' (after $id thins)" "out of metadata space" cat "$tmp/msg"
 check_output "status: ro, needs_check" " ro discard_passdown queue_if_no_space needs_check 16$" vblkctl status pool
 check "an event said so" test "$(events pool)" -gt "$ev"
+check "the metadata low water mark was reached first (kernel log)" bash -c "dmesg | grep -q 'reached the metadata low water mark (1[0-6] free blocks)'"
 refused "messages refused now" "read-only" vblkctl message pool 0 delete 1
 check_eq "the data is intact" "$want" "$(sum 0 112)"
 refused "a write needing a block fails" "Input/output error" put "$tmp/a" 1 800

@@ -43,6 +43,9 @@ const MAX_PENDING: usize = 256;
 #[pin_data]
 pub(crate) struct Thin {
     pool_dev: Arc<BlockDevice>,
+    /// dm's external origin: what unprovisioned blocks read, and what a
+    /// first partial write to a block is merged with (never written).
+    origin: Option<Arc<BlockDevice>>,
     pool: PeerRef<PoolShared>,
     dev_id: u64,
     length: u64,
@@ -60,13 +63,18 @@ impl Thin {
 pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
     let mut words = ctor.args.split_ascii_whitespace();
     let (Some(pool_text), Some(id)) = (words.next(), words.next()) else {
-        return fail!(ctor.reply, EINVAL, "thin takes <pool dev> <dev_id>");
+        return fail!(
+            ctor.reply,
+            EINVAL,
+            "thin takes <pool dev> <dev_id> [<external origin dev>]"
+        );
     };
+    let origin_text = words.next();
     if let Some(w) = words.next() {
         return fail!(
             ctor.reply,
             EINVAL,
-            "thin: an external origin ('{}') is not supported by vblk yet",
+            "thin: unexpected '{}' after the external origin",
             first_word(w)
         );
     }
@@ -128,12 +136,31 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         }
         Err(e) => return fail!(ctor.reply, kernel::error::code::EIO, "thin: {e}"),
     }
+    let origin = match origin_text {
+        None => None,
+        Some(text) => {
+            let dev = ctor.open_device(text)?;
+            if dev.devt() == pool_dev.devt()
+                || dev.devt() == shared.data_dev.devt()
+                || dev.devt() == shared.meta_dev.devt()
+            {
+                return fail!(
+                    ctor.reply,
+                    EINVAL,
+                    "thin: the external origin '{}' is the pool or one of its devices",
+                    first_word(text)
+                );
+            }
+            Some(dev)
+        }
+    };
     let Ok(slots) = Slots::new(MAX_PENDING) else {
         return fail!(ctor.reply, ENOMEM, "out of memory constructing thin");
     };
     let length = ctor.length;
     let thin = pin_init!(Thin {
         pool_dev,
+        origin,
         pool,
         dev_id,
         length,
@@ -171,6 +198,13 @@ impl From<PoolError> for WriteError {
 }
 
 impl Thin {
+    /// Whether virtual block `block` starts inside the external origin.
+    fn origin_covers(&self, block: u64, bs: u64) -> bool {
+        self.origin
+            .as_deref()
+            .is_some_and(|o| block.saturating_mul(bs) < o.sectors())
+    }
+
     /// Where a write of sectors `[lo, hi)` of virtual block `block` goes:
     /// the mapped block if not shared; else a new one, mapped now after
     /// it was zeroed or filled with the shared one's data, or, for a
@@ -200,6 +234,7 @@ impl Thin {
         let bytes = (bs * 512) as usize;
         let whole = lo == 0 && hi == bs;
         if whole && found.is_none() {
+            // Nothing of the origin (or old data) survives a whole write.
             return Ok(Place::Whole { data: new });
         }
         let prepared = match found {
@@ -211,6 +246,18 @@ impl Thin {
                     pool.data_dev
                         .write_at(new * bs, &st.buf, 0..bytes, WriteFlags::default())
                 }),
+            // The external origin's data (zeros past its end) first.
+            None if self.origin_covers(block, bs) => {
+                let origin = self.origin.as_deref().expect("origin_covers");
+                let within = (origin.sectors() - block * bs).min(bs) as usize * 512;
+                st.buf.fill(0);
+                origin
+                    .read_at(block * bs, &mut st.buf, 0..within)
+                    .and_then(|()| {
+                        pool.data_dev
+                            .write_at(new * bs, &st.buf, 0..bytes, WriteFlags::default())
+                    })
+            }
             None if whole || st.features.skip_block_zeroing => Ok(()),
             None => {
                 st.buf.fill(0);
@@ -241,7 +288,19 @@ impl Thin {
             let found = pool.with(|m, sc| m.lookup(self.dev_id, block, sc));
             match found {
                 Ok(Some(m)) => io.remap_part(at, n, &pool.data_dev, m.data_block * bs + within, 0),
-                Ok(None) => io.zero_part(at, n),
+                // Unprovisioned: the external origin's data where it has
+                // some, zeros past its end.
+                Ok(None) => {
+                    let sector = start + at;
+                    let from_origin = match &self.origin {
+                        Some(o) => o.sectors().saturating_sub(sector).min(n),
+                        None => 0,
+                    };
+                    if let Some(o) = self.origin.as_deref().filter(|_| from_origin > 0) {
+                        io.remap_part(at, from_origin, o, sector, 0);
+                    }
+                    io.zero_part(at + from_origin, n - from_origin);
+                }
                 Err(_) => return io.kill(Status::IO_ERROR),
             }
             at += n;
@@ -405,6 +464,9 @@ impl Target for Thin {
 
     fn devices(&self, f: &mut dyn FnMut(&BlockDevice, u64, u64)) {
         f(&self.pool_dev, 0, self.length.min(self.pool_dev.sectors()));
+        if let Some(o) = &self.origin {
+            f(o, 0, self.length.min(o.sectors()));
+        }
     }
 
     fn limits(&self, limits: &mut QueueLimits) {
@@ -430,7 +492,12 @@ impl Target for Thin {
 
     fn table_args(&self, out: &mut dyn Write) -> core::fmt::Result {
         write_device(out, &self.pool_dev)?;
-        write!(out, " {}", self.dev_id)
+        write!(out, " {}", self.dev_id)?;
+        if let Some(o) = &self.origin {
+            out.write_char(' ')?;
+            write_device(out, o)?;
+        }
+        Ok(())
     }
 
     fn status(&self, out: &mut dyn Write) -> core::fmt::Result {

@@ -60,6 +60,13 @@ pub const DETAILS_LEVELS: [Level; 1] = [Level {
 pub trait Transaction {
     /// Reads metadata block `nr`.
     fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError>;
+    /// Reads block `nr`; `true` if it is known to be checked already
+    /// (see [`crate::targets::thin_format::BlockSource::read_checked`]).
+    fn read_checked(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<bool, FormatError> {
+        self.read(nr, buf).map(|()| false)
+    }
+    /// Block `nr`, just read, passed its check.
+    fn checked(&mut self, _nr: u64) {}
     /// Writes metadata block `nr` (sealed by the caller).
     fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError>;
     /// A block free now and in the last commit, counted once.
@@ -189,8 +196,16 @@ fn read_node<T: Transaction + ?Sized>(
     leaf_value: usize,
     buf: &mut [u8; BLOCK_BYTES],
 ) -> Result<(), FormatError> {
-    tx.read(nr, buf)?;
-    Node::decode(&buf[..], nr, leaf_value, tx.crc())?;
+    if !tx.read_checked(nr, buf)? {
+        crate::targets::thin_format::verify(
+            &buf[..],
+            crate::vblk::metadata_block::SALT_BTREE,
+            nr,
+            tx.crc(),
+        )?;
+        tx.checked(nr);
+    }
+    Node::parse(&buf[..], nr, leaf_value)?;
     Ok(())
 }
 

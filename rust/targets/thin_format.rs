@@ -185,7 +185,7 @@ pub fn put64(b: &mut [u8], at: usize, v: u64) {
 }
 
 /// Checks block `nr`'s header with `salt`.
-fn verify(block: &[u8], salt: u32, nr: u64, crc: Crc32c) -> Result<(), FormatError> {
+pub fn verify(block: &[u8], salt: u32, nr: u64, crc: Crc32c) -> Result<(), FormatError> {
     mdb::verify(block, salt, nr, crc).map_err(|err| FormatError::Block { nr, err })
 }
 
@@ -344,6 +344,11 @@ impl<'a> Node<'a> {
         crc: Crc32c,
     ) -> Result<Self, FormatError> {
         verify(block, mdb::SALT_BTREE, nr, crc)?;
+        Self::parse(block, nr, leaf_value)
+    }
+
+    /// [`Self::decode`] of a block whose checksum was checked before.
+    pub fn parse(block: &'a [u8], nr: u64, leaf_value: usize) -> Result<Self, FormatError> {
         let node = Node {
             block,
             nr,
@@ -537,6 +542,29 @@ pub fn bitmap_set(block: &mut [u8], i: u64, v: u8) {
 /// Where metadata blocks come from: reads block `nr` into `buf`.
 pub trait BlockSource {
     fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError>;
+    /// Reads block `nr`; `true` if the source knows it was checked since
+    /// it loaded it ([`Self::checked`]: a cache remembers, so a hot node
+    /// is not checksummed on every lookup, as dm-bufio's validators).
+    fn read_checked(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<bool, FormatError> {
+        self.read(nr, buf).map(|()| false)
+    }
+    /// Block `nr`, just read, passed its check.
+    fn checked(&mut self, _nr: u64) {}
+}
+
+/// Reads btree node `nr` into `buf`, its checksum checked unless the
+/// source knows it was.
+pub fn read_node<S: BlockSource + ?Sized>(
+    src: &mut S,
+    nr: u64,
+    buf: &mut [u8; BLOCK_BYTES],
+    crc: Crc32c,
+) -> Result<(), FormatError> {
+    if !src.read_checked(nr, buf)? {
+        verify(&buf[..], mdb::SALT_BTREE, nr, crc)?;
+        src.checked(nr);
+    }
+    Ok(())
 }
 
 /// Looks `key` up in the btree at `root` whose leaves hold `value_size`
@@ -552,8 +580,8 @@ pub fn lookup<S: BlockSource + ?Sized>(
 ) -> Result<bool, FormatError> {
     let mut nr = root;
     for _ in 0..MAX_DEPTH {
-        src.read(nr, buf)?;
-        let node = Node::decode(&buf[..], nr, value_size, crc)?;
+        read_node(src, nr, buf, crc)?;
+        let node = Node::parse(&buf[..], nr, value_size)?;
         let Some(i) = node.lower_bound(key) else {
             return Ok(false);
         };
@@ -1498,5 +1526,68 @@ mod tests {
         put64(b, NODE_HEADER_BYTES + 8, k0);
         seal_node(b, first_leaf, crc32c_soft).unwrap();
         assert!(matches!(img.check(), Err(FormatError::KeyOrder { .. })));
+    }
+
+    /// A source that remembers what was checked (as the kernel's cache).
+    struct Remembering {
+        img: Image,
+        checked: std::collections::BTreeSet<u64>,
+    }
+
+    impl BlockSource for Remembering {
+        fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
+            self.img.read(nr, buf)
+        }
+        fn read_checked(
+            &mut self,
+            nr: u64,
+            buf: &mut [u8; BLOCK_BYTES],
+        ) -> Result<bool, FormatError> {
+            self.img.read(nr, buf)?;
+            Ok(self.checked.contains(&nr))
+        }
+        fn checked(&mut self, nr: u64) {
+            self.checked.insert(nr);
+        }
+    }
+
+    #[test]
+    fn a_lookup_checks_each_node_once_and_never_trusts_a_bad_one() {
+        let mut img = restored();
+        let sb = img.superblock();
+        let mut src = Remembering {
+            img,
+            checked: Default::default(),
+        };
+        let (mut buf, mut v) = ([0u8; BLOCK_BYTES], [0u8; DETAILS_BYTES]);
+        let find = |src: &mut Remembering, buf: &mut [u8; BLOCK_BYTES], v: &mut [u8]| {
+            lookup(
+                src,
+                buf,
+                sb.details_root,
+                DETAILS_BYTES,
+                300,
+                v,
+                crc32c_soft,
+            )
+        };
+        assert!(find(&mut src, &mut buf, &mut v).unwrap());
+        // The path was checked (root and leaf), and remembered.
+        assert!(src.checked.len() >= 2);
+        let path: Vec<u64> = src.checked.iter().copied().collect();
+        // A corrupted node on the path: trusted while remembered (as a
+        // cache's copy would be), caught once forgotten (loaded anew).
+        let leaf = *path.iter().max().unwrap();
+        src.img.block_mut(leaf)[100] ^= 1;
+        assert!(find(&mut src, &mut buf, &mut v).is_ok());
+        src.checked.clear();
+        assert!(matches!(
+            find(&mut src, &mut buf, &mut v),
+            Err(FormatError::Block { .. })
+        ));
+        assert!(
+            src.checked.len() < path.len(),
+            "a node that failed its check is not remembered"
+        );
     }
 }

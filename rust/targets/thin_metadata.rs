@@ -153,6 +153,12 @@ impl<C: DerefMut<Target = [u32]>, I: BlockIo> Transaction for PoolTx<'_, C, I> {
     fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
         self.io.read(nr, buf)
     }
+    fn read_checked(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<bool, FormatError> {
+        self.io.read_checked(nr, buf)
+    }
+    fn checked(&mut self, nr: u64) {
+        self.io.checked(nr)
+    }
     fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
         self.io.write(nr, buf)
     }
@@ -873,6 +879,12 @@ struct IoSource<'a, I>(&'a mut I);
 impl<I: BlockSource> BlockSource for IoSource<'_, I> {
     fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
         self.0.read(nr, buf)
+    }
+    fn read_checked(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<bool, FormatError> {
+        self.0.read_checked(nr, buf)
+    }
+    fn checked(&mut self, nr: u64) {
+        self.0.checked(nr)
     }
 }
 

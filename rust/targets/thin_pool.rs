@@ -67,13 +67,28 @@ impl BlockSource for CacheIo {
             .read(nr, |b| buf.copy_from_slice(b))
             .map_err(|e| io_err(nr, e))
     }
+    fn read_checked(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<bool, FormatError> {
+        self.0
+            .read_checked(nr, |b, checked| {
+                buf.copy_from_slice(b);
+                checked
+            })
+            .map_err(|e| io_err(nr, e))
+    }
+    fn checked(&mut self, nr: u64) {
+        self.0.set_verified(nr)
+    }
 }
 
 impl BlockIo for CacheIo {
+    /// The metadata code seals every block it writes: the cache may
+    /// trust it until it is loaded again.
     fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
         self.0
             .modify(nr, |b| b.copy_from_slice(buf))
-            .map_err(|e| io_err(nr, e))
+            .map_err(|e| io_err(nr, e))?;
+        self.0.set_verified(nr);
+        Ok(())
     }
     fn flush(&mut self) -> Result<(), FormatError> {
         self.0.commit(None).map_err(|e| io_err(0, e))
@@ -137,6 +152,9 @@ pub(super) struct PoolState {
     pub(super) low_water: u64,
     /// The low water event was raised (again only after a resize).
     low_water_raised: bool,
+    /// The metadata's low water event was raised (again only after the
+    /// metadata grew).
+    meta_low_raised: bool,
     pub(super) no_space: Option<NoSpace>,
     pub(super) no_space_timeout_ms: u64,
 }
@@ -254,7 +272,20 @@ impl PoolShared {
         if self.data_dev.flush().is_err() {
             return Err(PoolError::Format(FormatError::Io { nr: 0, errno: -5 }));
         }
-        self.with_locked(st, |m, sc| m.commit(sc))
+        self.with_locked(st, |m, sc| m.commit(sc))?;
+        // dm's metadata low water mark: an event when the free metadata
+        // blocks reach the threshold the status shows.
+        let (used, total) = st.meta.metadata_usage();
+        if total - used <= metadata_threshold(total) && !st.meta_low_raised {
+            st.meta_low_raised = true;
+            pr_info!(
+                "vblk thin-pool vblk{}: reached the metadata low water mark ({} free blocks): sending event\n",
+                self.device,
+                total - used
+            );
+            self.events.bump();
+        }
+        Ok(())
     }
 
     /// A free data block for a write, counted once; None if there is
@@ -350,6 +381,12 @@ impl ThinPool {
         // The registry keeps the type it was acquired with.
         self.pool.get().expect("thin-pool registry entry")
     }
+}
+
+/// Free metadata blocks at which the pool raises an event (dm's
+/// threshold: a quarter of the metadata, at most 4 MiB).
+fn metadata_threshold(total: u64) -> u64 {
+    (total / 4).min(1024)
 }
 
 /// The metadata's blocks on a device of `sectors`.
@@ -663,6 +700,7 @@ fn open_pool(
                 features,
                 low_water,
                 low_water_raised: false,
+                meta_low_raised: false,
                 no_space: None,
                 no_space_timeout_ms: NO_SPACE_TIMEOUT_MS,
             },
@@ -834,7 +872,7 @@ impl Target for ThinPool {
         } else {
             "queue_if_no_space"
         };
-        let threshold = (metadata_blocks(p.meta_dev.sectors()) / 4).min(1024);
+        let threshold = metadata_threshold(mt);
         write!(out, "{tid} {mu}/{mt} {du}/{dt} ")?;
         match held {
             Some(root) => write!(out, "{root}")?,

@@ -527,6 +527,12 @@ impl<C: DerefMut<Target = [u32]>, I: BlockIo + ?Sized> Transaction for SmTx<'_, 
     fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
         self.io.read(nr, buf)
     }
+    fn read_checked(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<bool, FormatError> {
+        self.io.read_checked(nr, buf)
+    }
+    fn checked(&mut self, nr: u64) {
+        self.io.checked(nr)
+    }
     fn write(&mut self, nr: u64, buf: &[u8; BLOCK_BYTES]) -> Result<(), FormatError> {
         self.io.write(nr, buf)
     }
@@ -948,6 +954,12 @@ impl<T: Transaction + ?Sized> BlockSource for TxSource<'_, T> {
     fn read(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<(), FormatError> {
         self.0.read(nr, buf)
     }
+    fn read_checked(&mut self, nr: u64, buf: &mut [u8; BLOCK_BYTES]) -> Result<bool, FormatError> {
+        self.0.read_checked(nr, buf)
+    }
+    fn checked(&mut self, nr: u64) {
+        self.0.checked(nr)
+    }
 }
 
 /// Reads and checks bitmap block `nr`.
@@ -956,9 +968,12 @@ fn read_bitmap<T: Transaction + ?Sized>(
     nr: u64,
     buf: &mut [u8; BLOCK_BYTES],
 ) -> Result<(), FormatError> {
-    tx.read(nr, buf)?;
-    mdb::verify(&buf[..], mdb::SALT_BITMAP, nr, tx.crc())
-        .map_err(|err| FormatError::Block { nr, err })
+    if !tx.read_checked(nr, buf)? {
+        mdb::verify(&buf[..], mdb::SALT_BITMAP, nr, tx.crc())
+            .map_err(|err| FormatError::Block { nr, err })?;
+        tx.checked(nr);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -32,23 +32,56 @@ use kernel::error::Result;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
-/// One cached block.
+/// One cached block (its bytes: slot `i` of [`Slots::buf`]).
 struct Slot {
     /// The block held, if any.
     nr: Option<u64>,
-    buf: IoBuffer,
     /// Changed since it was read or written.
     dirty: bool,
     /// When it was last used (the cache's clock), for eviction.
     used: u64,
+    /// The owner checked the block (a format's checksum) since it was
+    /// loaded, or wrote it: no need to check it again.
+    verified: bool,
 }
+
+/// Entries of the slot index: block `nr`'s slot is looked for at
+/// `nr % HINTS` first (a linear search of every slot otherwise).
+const HINTS: usize = 1024;
 
 struct Slots {
     slots: KVec<Slot>,
+    /// Every slot's bytes, one after the other, each on its own pages
+    /// (one allocation for the whole cache).
+    buf: IoBuffer,
+    /// Bytes from one slot's start to the next's (whole pages).
+    stride: usize,
+    /// Bytes of a block.
+    block_bytes: usize,
+    /// Slot index + 1 of the last block loaded whose number falls here
+    /// (0: none); checked, never trusted.
+    hints: KVec<u16>,
     clock: u64,
     /// Blocks read from and written to the device (for status).
     reads: u64,
     writes: u64,
+}
+
+impl Slots {
+    /// Slot `i`'s bytes in [`Self::buf`].
+    fn range(&self, i: usize) -> core::ops::Range<usize> {
+        let at = i * self.stride;
+        at..at + self.block_bytes
+    }
+
+    fn block(&self, i: usize) -> &[u8] {
+        &self.buf[self.range(i)]
+    }
+
+    fn block_mut(&mut self, i: usize) -> &mut [u8] {
+        let r = self.range(i);
+        &mut self.buf[r]
+    }
 }
 
 /// A cache of `block_bytes`-byte blocks of `dev` (see the module's doc).
@@ -81,6 +114,7 @@ impl BlockCache {
     ) -> Result<impl PinInit<Self>> {
         let lbs = dev.logical_block_size() as usize;
         if capacity == 0
+            || capacity >= usize::from(u16::MAX)
             || block_bytes == 0
             || block_bytes % 512 != 0
             || block_bytes % lbs.max(512) != 0
@@ -93,12 +127,17 @@ impl BlockCache {
         for _ in 0..capacity {
             let slot = Slot {
                 nr: None,
-                buf: IoBuffer::new(block_bytes)?,
                 dirty: false,
                 used: 0,
+                verified: false,
             };
             slots.push(slot, GFP_KERNEL)?;
         }
+        let hints = KVec::from_elem(0u16, HINTS, GFP_KERNEL)?;
+        let stride = block_bytes.next_multiple_of(crate::sys::PAGE_SIZE);
+        let buf = IoBuffer::new(stride.checked_mul(capacity).ok_or(EINVAL)?)?;
+        // (pin_init! below rebinds `block_bytes` once the field is set.)
+        let slot_bytes = block_bytes;
         Ok(pin_init!(BlockCache {
             dev,
             block_bytes,
@@ -106,6 +145,10 @@ impl BlockCache {
             slots <- kernel::new_mutex!(
                 Slots {
                     slots,
+                    buf,
+                    stride,
+                    block_bytes: slot_bytes,
+                    hints,
                     clock: 0,
                     reads: 0,
                     writes: 0,
@@ -124,17 +167,49 @@ impl BlockCache {
     pub(crate) fn read<R>(&self, nr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let mut s = self.slots.lock();
         let i = self.get(&mut s, nr, true)?;
-        Ok(f(&s.slots[i].buf))
+        Ok(f(s.block(i)))
+    }
+
+    /// Calls `f` with block `nr` and whether it was marked verified
+    /// ([`Self::set_verified`]) since it was loaded or written.
+    pub(crate) fn read_checked<R>(&self, nr: u64, f: impl FnOnce(&[u8], bool) -> R) -> Result<R> {
+        let mut s = self.slots.lock();
+        let i = self.get(&mut s, nr, true)?;
+        Ok(f(s.block(i), s.slots[i].verified))
+    }
+
+    /// Marks block `nr` verified, if it is cached: the owner checked it (or
+    /// wrote it whole, sealed) and need not check it again until it is
+    /// loaded anew.
+    pub(crate) fn set_verified(&self, nr: u64) {
+        let mut s = self.slots.lock();
+        if let Some(i) = Self::find(&s, nr) {
+            s.slots[i].verified = true;
+        }
     }
 
     /// Calls `f` with block `nr` to change it (read first if needed); the
-    /// block is dirty until the next commit.
+    /// block is dirty until the next commit, and not verified.
     pub(crate) fn modify<R>(&self, nr: u64, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
         let mut s = self.slots.lock();
         let i = self.get(&mut s, nr, true)?;
         let slot = &mut s.slots[i];
         slot.dirty = true;
-        Ok(f(&mut slot.buf))
+        slot.verified = false;
+        Ok(f(s.block_mut(i)))
+    }
+
+    /// The slot holding block `nr`, if cached (its hint first).
+    fn find(s: &Slots, nr: u64) -> Option<usize> {
+        let hint = usize::from(s.hints[(nr % HINTS as u64) as usize]);
+        if hint != 0
+            && s.slots
+                .get(hint - 1)
+                .is_some_and(|slot| slot.nr == Some(nr))
+        {
+            return Some(hint - 1);
+        }
+        s.slots.iter().position(|slot| slot.nr == Some(nr))
     }
 
     /// Writes every dirty block but `superblock`, flushes the device's
@@ -185,7 +260,7 @@ impl BlockCache {
     fn get(&self, s: &mut Slots, nr: u64, read: bool) -> Result<usize> {
         s.clock += 1;
         let clock = s.clock;
-        if let Some(i) = s.slots.iter().position(|slot| slot.nr == Some(nr)) {
+        if let Some(i) = Self::find(s, nr) {
             s.slots[i].used = clock;
             return Ok(i);
         }
@@ -206,12 +281,11 @@ impl BlockCache {
         s.slots[i].nr = None;
         if read {
             let sector = self.sector(nr)?;
-            let slot = &mut s.slots[i];
-            let len = slot.buf.len();
-            self.dev.read_at(sector, &mut slot.buf, 0..len)?;
+            let range = s.range(i);
+            self.dev.read_at(sector, &mut s.buf, range)?;
             s.reads += 1;
             if let Some(salt) = self.salt {
-                let checked = metadata_block::verify(&s.slots[i].buf, salt, nr, crate::sys::crc32c);
+                let checked = metadata_block::verify(s.block(i), salt, nr, crate::sys::crc32c);
                 if let Err(e) = checked {
                     pr_warn!("metadata block {nr} of {}: {e}\n", self.dev.name());
                     return Err(EIO);
@@ -222,6 +296,9 @@ impl BlockCache {
         slot.nr = Some(nr);
         slot.dirty = false;
         slot.used = clock;
+        slot.verified = false;
+        // `i` < capacity < u16::MAX (checked in `new`).
+        s.hints[(nr % HINTS as u64) as usize] = (i + 1) as u16;
         Ok(i)
     }
 
@@ -231,14 +308,13 @@ impl BlockCache {
             return Ok(());
         };
         let sector = self.sector(nr)?;
-        let slot = &mut s.slots[i];
         if let Some(salt) = self.salt {
-            metadata_block::seal(&mut slot.buf, salt, nr, crate::sys::crc32c)
+            metadata_block::seal(s.block_mut(i), salt, nr, crate::sys::crc32c)
                 .map_err(|_| EINVAL)?;
         }
-        let len = slot.buf.len();
-        self.dev.write_at(sector, &slot.buf, 0..len, flags)?;
-        slot.dirty = false;
+        let range = s.range(i);
+        self.dev.write_at(sector, &s.buf, range, flags)?;
+        s.slots[i].dirty = false;
         s.writes += 1;
         Ok(())
     }
