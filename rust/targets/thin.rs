@@ -177,7 +177,8 @@ enum Place {
     /// A block mapped to this device alone (now, or just provisioned
     /// and prepared).
     Mapped { data: u64, new: bool },
-    /// A new block the write covers whole: mapped when it completed.
+    /// A new block the write covers whole (the block was unmapped, or
+    /// shared): mapped when it completed.
     Whole { data: u64 },
 }
 
@@ -206,9 +207,10 @@ impl Thin {
     }
 
     /// Where a write of sectors `[lo, hi)` of virtual block `block` goes:
-    /// the mapped block if not shared; else a new one, mapped now after
-    /// it was zeroed or filled with the shared one's data, or, for a
-    /// write covering an unmapped block whole, mapped when it completed.
+    /// the mapped block if not shared; else a new one: for a write
+    /// covering the block whole, mapped when it completed; otherwise
+    /// mapped now, after it was zeroed or filled with the shared block's
+    /// (or the external origin's) data.
     fn block_for_write(&self, block: u64, lo: u64, hi: u64) -> Result<Place, WriteError> {
         let pool = self.shared();
         let bs = pool.block_sectors;
@@ -233,8 +235,10 @@ impl Thin {
         };
         let bytes = (bs * 512) as usize;
         let whole = lo == 0 && hi == bs;
-        if whole && found.is_none() {
-            // Nothing of the origin (or old data) survives a whole write.
+        if whole {
+            // Nothing of the origin, or of a shared block, survives a
+            // whole write: no zeroing, no copy; the old block (if any)
+            // stays mapped until the write is in.
             return Ok(Place::Whole { data: new });
         }
         let prepared = match found {
@@ -258,7 +262,7 @@ impl Thin {
                             .write_at(new * bs, &st.buf, 0..bytes, WriteFlags::default())
                     })
             }
-            None if whole || st.features.skip_block_zeroing => Ok(()),
+            None if st.features.skip_block_zeroing => Ok(()),
             None => {
                 st.buf.fill(0);
                 pool.data_dev
