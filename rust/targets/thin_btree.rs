@@ -729,7 +729,7 @@ pub fn release_levels<T: Transaction + ?Sized>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::targets::thin_format::{
         lookup, mapping_parts, mapping_value, BlockSource, DeviceDetails, Superblock,
@@ -1100,7 +1100,7 @@ mod tests {
     }
 
     /// Counts mappings in thin_dump's XML for `dev` (single and ranges).
-    fn dumped_blocks(xml: &str, dev: u64) -> u64 {
+    pub(crate) fn dumped_blocks(xml: &str, dev: u64) -> u64 {
         let Some(start) = xml.find(&format!("<device dev_id=\"{dev}\"")) else {
             return 0;
         };

@@ -1691,24 +1691,7 @@ mod tests {
         assert_eq!(dumped_count(&xml, 3), 33_000);
     }
 
-    /// Blocks of `dev` thin_dump shows mapped (singles and ranges).
-    fn dumped_count(xml: &str, dev: u64) -> u64 {
-        let Some(start) = xml.find(&format!("<device dev_id=\"{dev}\"")) else {
-            return 0;
-        };
-        let body = &xml[start..start + xml[start..].find("</device>").unwrap()];
-        body.lines()
-            .map(|l| {
-                if l.contains("single_mapping") {
-                    1
-                } else if let Some(i) = l.find("length=\"") {
-                    l[i + 8..].split('"').next().unwrap().parse().unwrap()
-                } else {
-                    0
-                }
-            })
-            .sum()
-    }
+    use crate::targets::thin_btree::tests::dumped_blocks as dumped_count;
 
     /// One step of filling the metadata: devices 0..8 created first,
     /// then single blocks scattered over them, a commit every 40 steps.

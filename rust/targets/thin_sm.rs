@@ -981,6 +981,11 @@ mod tests {
     use super::*;
     use crate::vblk::metadata_block::crc32c_soft;
 
+    /// The map committed at `root` in `img`, of `n` blocks, loaded back.
+    fn load(img: &mut Image, root: &SmRoot, n: usize, sc: &mut SmScratch) -> MetadataSm<Vec<u32>> {
+        MetadataSm::load(vec![0; n], vec![0; n], img, root, crc32c_soft, sc).unwrap()
+    }
+
     struct Image(Vec<u8>);
 
     impl BlockSource for Image {
@@ -1060,15 +1065,7 @@ mod tests {
         assert_eq!(sm.usable, sm.reserve());
         assert!(sm.reserve() > 3 + COMMIT_MARGIN + 20, "{}", sm.reserve());
         let root = sm.commit(&mut img, &mut sc, crc32c_soft).unwrap();
-        let loaded = MetadataSm::load(
-            vec![0; n],
-            vec![0; n],
-            &mut img,
-            &root,
-            crc32c_soft,
-            &mut sc,
-        )
-        .unwrap();
+        let loaded = load(&mut img, &root, n, &mut sc);
         assert_eq!(
             (loaded.allocated(), loaded.usable, loaded.big),
             (sm.allocated(), sm.usable, sm.big)
@@ -1100,15 +1097,7 @@ mod tests {
             sm.inc(b).unwrap();
         }
         let root = sm.commit(&mut img, &mut sc, crc32c_soft).unwrap();
-        let loaded = MetadataSm::load(
-            vec![0; n],
-            vec![0; n],
-            &mut img,
-            &root,
-            crc32c_soft,
-            &mut sc,
-        )
-        .unwrap();
+        let loaded = load(&mut img, &root, n, &mut sc);
         for (i, &b) in blocks.iter().enumerate() {
             assert_eq!(loaded.count(b), 1 + (i % 7) as u32, "block {b}");
         }
