@@ -117,6 +117,20 @@ check "delete 2 (its thin removed first)" vblkctl message pool 0 delete 2
 check "deleting gave its own blocks back" test "$(used_data)" -lt "$used"
 refused "delete of a missing device refused" "does not exist" vblkctl message pool 0 delete 2
 
+# --- snapshots taken and deleted while fio verifies the origin ---
+fio_verify /dev/vblk/t0 16M --time_based --runtime=20 >"$tmp/fio" 2>&1 &
+fio=$!
+snaps_ok=0
+for i in 1 2 3 4 5 6; do
+	sleep 2
+	vblkctl suspend t0 && vblkctl message pool 0 create_snap $((20 + i)) 0 && vblkctl resume t0 &&
+		{ [ $i -eq 1 ] || vblkctl message pool 0 delete $((19 + i)); } && snaps_ok=$((snaps_ok + 1))
+done
+wait "$fio"
+check_eq "fio verify on the origin passed while 6 snapshots were taken and 5 deleted" 0 "$?"
+check_eq "every suspend, create_snap, resume and delete succeeded" 6 "$snaps_ok"
+check "the last one deleted" vblkctl message pool 0 delete 26
+
 # --- an external origin (read-only: unprovisioned blocks read it) ---
 eo=6000 # sectors: the origin ends inside block 46
 vblkctl create eo --table "0 $eo linear /dev/to 0"
