@@ -111,6 +111,7 @@ check_eq "the origin maps nothing" "0 -" "$(thin_status t0)"
 check_eq "the origin reads zeros" "$(head -c 4M /dev/zero | sha256sum | cut -c1-64)" "$(sum /dev/vblk/t0 8192)"
 check "blocks only the origin mapped came back" test "$(used_data)" -lt "$used"
 check_eq "the snapshot is untouched" "$before" "$(sum /dev/vblk/t1 $((48 * 2048)))"
+refused "delete of a thin in use refused (EBUSY)" "device 2 is in use by a thin table" vblkctl message pool 0 delete 2
 remove_retry t2
 used=$(used_data)
 check "delete 2 (its thin removed first)" vblkctl message pool 0 delete 2

@@ -40,13 +40,37 @@ struct Pending {
 /// Whole-block first writes in flight at once (more are requeued).
 const MAX_PENDING: usize = 256;
 
+/// A thin's use of its pool: its device id counts as open (a `delete`
+/// of it is refused, as dm's) for as long as the use lives.
+struct PoolUse {
+    pool: PeerRef<PoolShared>,
+    dev_id: u64,
+}
+
+impl PoolUse {
+    fn new(pool: PeerRef<PoolShared>, dev_id: u64) -> Result<Self> {
+        if let Some(p) = pool.get() {
+            p.state.lock().open_thin(dev_id)?;
+        }
+        Ok(PoolUse { pool, dev_id })
+    }
+}
+
+impl Drop for PoolUse {
+    fn drop(&mut self) {
+        if let Some(p) = self.pool.get() {
+            p.state.lock().close_thin(self.dev_id);
+        }
+    }
+}
+
 #[pin_data]
 pub(crate) struct Thin {
     pool_dev: Arc<BlockDevice>,
     /// dm's external origin: what unprovisioned blocks read, and what a
     /// first partial write to a block is merged with (never written).
     origin: Option<Arc<BlockDevice>>,
-    pool: PeerRef<PoolShared>,
+    pool: PoolUse,
     dev_id: u64,
     length: u64,
     #[pin]
@@ -55,7 +79,7 @@ pub(crate) struct Thin {
 
 impl Thin {
     fn shared(&self) -> &PoolShared {
-        self.pool.get().expect("thin-pool registry entry")
+        self.pool.pool.get().expect("thin-pool registry entry")
     }
 }
 
@@ -155,6 +179,9 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
         }
     };
     let Ok(slots) = Slots::new(MAX_PENDING) else {
+        return fail!(ctor.reply, ENOMEM, "out of memory constructing thin");
+    };
+    let Ok(pool) = PoolUse::new(pool, dev_id) else {
         return fail!(ctor.reply, ENOMEM, "out of memory constructing thin");
     };
     let length = ctor.length;

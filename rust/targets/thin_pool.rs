@@ -157,9 +157,31 @@ pub(super) struct PoolState {
     meta_low_raised: bool,
     pub(super) no_space: Option<NoSpace>,
     pub(super) no_space_timeout_ms: u64,
+    /// Thin ids with a table (loaded or live), and how many: `delete` of
+    /// one is refused (as dm's open count).
+    open: KVec<(u64, u32)>,
 }
 
 impl PoolState {
+    /// A thin table of device `id` was made.
+    pub(super) fn open_thin(&mut self, id: u64) -> Result {
+        match self.open.iter_mut().find(|(d, _)| *d == id) {
+            Some((_, n)) => *n += 1,
+            None => self.open.push((id, 1), GFP_KERNEL)?,
+        }
+        Ok(())
+    }
+
+    /// A thin table of device `id` is gone.
+    pub(super) fn close_thin(&mut self, id: u64) {
+        if let Some(i) = self.open.iter().position(|(d, _)| *d == id) {
+            self.open[i].1 -= 1;
+            if self.open[i].1 == 0 {
+                crate::sys::vec::remove(&mut self.open, i);
+            }
+        }
+    }
+
     /// The data device's discards are passed down to it.
     pub(super) fn passdown(&self, data_dev: &BlockDevice) -> bool {
         !self.features.ignore_discard
@@ -703,6 +725,7 @@ fn open_pool(
                 meta_low_raised: false,
                 no_space: None,
                 no_space_timeout_ms: NO_SPACE_TIMEOUT_MS,
+                open: KVec::new(),
             },
             "vblk::thin::PoolShared::state"
         ),
@@ -950,6 +973,13 @@ impl Target for ThinPool {
                 reply,
                 EINVAL,
                 "{name}: the pool is read-only or failed: '{word}' cannot change its metadata"
+            );
+        }
+        if word == "delete" && st.open.iter().any(|(d, _)| *d == a) {
+            return fail!(
+                reply,
+                EBUSY,
+                "{name}: device {a} is in use by a thin table (remove it first)"
             );
         }
         let r = p.with_locked(&mut st, |m, sc| match word {
