@@ -41,7 +41,7 @@ dd if=/dev/zero of=/dev/tm bs=4k count=1 oflag=direct status=none
 # --- bad pool tables ---
 bad() { refused "refused: $1" "$2" vblkctl create bad --table "$3"; }
 bad "block size not a multiple of 128" "multiple of 128" "0 $data thin-pool /dev/tm /dev/td 100 0"
-bad "block size over vblk's 1 MiB" "up to 2048 sectors" "0 $data thin-pool /dev/tm /dev/td 4096 0"
+bad "block size over dm's 1 GiB" "between 128 and 2097152" "0 $data thin-pool /dev/tm /dev/td 4194304 0"
 bad "unknown feature" "unknown feature 'frobnicate'" "0 $data thin-pool /dev/tm /dev/td $bs 0 1 frobnicate"
 bad "metadata and data the same device" "must differ" "0 $data thin-pool /dev/td /dev/td $bs 0"
 bad "missing arguments" "thin-pool takes" "0 $data thin-pool /dev/tm /dev/td"
@@ -203,5 +203,28 @@ remove_retry t1
 remove_retry t0
 remove_retry pool
 check "thin_check at the end" thin_check /dev/tm
+
+# --- 2 MiB blocks: zeroed and copied a MiB at a time ---
+dd if=/dev/zero of=/dev/tm bs=4k count=1 oflag=direct status=none
+check "a pool of 2 MiB blocks (on the used data device)" vblkctl create pool --table "0 $data thin-pool /dev/tm /dev/td 4096 0"
+vblkctl message pool 0 create_thin 0
+check "its thin 0" vblkctl create t0 --table "0 $vsize thin /dev/vblk/pool 0"
+head -c 2M /dev/zero >"$tmp/blk"
+dd if="$tmp/a" of="$tmp/blk" bs=512 count=8 seek=2048 conv=notrunc status=none
+check "4 KiB in the middle of block 1" dd if="$tmp/a" of=/dev/vblk/t0 bs=512 count=8 seek=6144 oflag=direct conv=notrunc status=none
+check_eq "one 2 MiB block mapped" "4096 8191" "$(thin_status t0)"
+check "the block is the write and zeros (both MiB zeroed over old data)" cmp <(sectors_of /dev/vblk/t0 4096 4096) "$tmp/blk"
+vblkctl suspend t0
+check "a snapshot of it" vblkctl message pool 0 create_snap 1 0
+vblkctl resume t0
+check "4 KiB into the shared block, near its end" dd if="$tmp/b" of=/dev/vblk/t0 bs=512 count=8 seek=8100 oflag=direct conv=notrunc status=none
+check "thin 1 (the snapshot)" vblkctl create t1 --table "0 $vsize thin /dev/vblk/pool 1"
+check "the snapshot keeps the block" cmp <(sectors_of /dev/vblk/t1 4096 4096) "$tmp/blk"
+dd if="$tmp/b" of="$tmp/blk" bs=512 count=8 seek=$((8100 - 4096)) conv=notrunc status=none
+check "the origin's copy has both MiB and the new write" cmp <(sectors_of /dev/vblk/t0 4096 4096) "$tmp/blk"
+remove_retry t1
+remove_retry t0
+remove_retry pool
+check "thin_check" thin_check /dev/tm
 
 done_testing

@@ -15,7 +15,7 @@
 //! with the performance work.
 
 use super::thin_metadata::{Mapping, PoolError};
-use super::thin_pool::{enodata, Mode, NoSpaceVerdict, PoolShared, POOL_KIND};
+use super::thin_pool::{enodata, Mode, NoSpaceVerdict, PoolShared, PoolState, POOL_KIND};
 use super::{write_device, Ctor, Done, Io, Mapped, Target};
 use crate::sys::bdev::{BlockDevice, WriteFlags};
 use crate::sys::disk::{Op, Status};
@@ -260,7 +260,6 @@ impl Thin {
         let Some(new) = pool.alloc_data(st)? else {
             return Err(WriteError::NoSpace);
         };
-        let bytes = (bs * 512) as usize;
         let whole = lo == 0 && hi == bs;
         if whole {
             // Nothing of the origin, or of a shared block, survives a
@@ -268,34 +267,7 @@ impl Thin {
             // stays mapped until the write is in.
             return Ok(Place::Whole { data: new });
         }
-        let prepared = match found {
-            // Break the sharing: the old block's data first.
-            Some(m) => pool
-                .data_dev
-                .read_at(m.data_block * bs, &mut st.buf, 0..bytes)
-                .and_then(|()| {
-                    pool.data_dev
-                        .write_at(new * bs, &st.buf, 0..bytes, WriteFlags::default())
-                }),
-            // The external origin's data (zeros past its end) first.
-            None if self.origin_covers(block, bs) => {
-                let origin = self.origin.as_deref().expect("origin_covers");
-                let within = (origin.sectors() - block * bs).min(bs) as usize * 512;
-                st.buf.fill(0);
-                origin
-                    .read_at(block * bs, &mut st.buf, 0..within)
-                    .and_then(|()| {
-                        pool.data_dev
-                            .write_at(new * bs, &st.buf, 0..bytes, WriteFlags::default())
-                    })
-            }
-            None if st.features.skip_block_zeroing => Ok(()),
-            None => {
-                st.buf.fill(0);
-                pool.data_dev
-                    .write_at(new * bs, &st.buf, 0..bytes, WriteFlags::default())
-            }
-        };
+        let prepared = self.prepare(st, found, block, new);
         if prepared.is_err() {
             let _ = pool.with_locked(st, |m, sc| m.free_data(new, sc));
             return Err(WriteError::Io);
@@ -305,6 +277,49 @@ impl Thin {
             data: new,
             new: true,
         })
+    }
+
+    /// Fills new data block `new` before a partial first write to
+    /// virtual block `block` lands in it: with the shared block's data
+    /// (`found`), else the external origin's (zeros past its end), else
+    /// zeros (unless the pool skips zeroing). Through the pool's buffer,
+    /// a piece of up to 1 MiB at a time (blocks reach 1 GiB).
+    fn prepare(&self, st: &mut PoolState, found: Option<Mapping>, block: u64, new: u64) -> Result {
+        let pool = self.shared();
+        let bs = pool.block_sectors;
+        let origin = self
+            .origin
+            .as_deref()
+            .filter(|_| self.origin_covers(block, bs));
+        if found.is_none() && origin.is_none() && st.features.skip_block_zeroing {
+            return Ok(());
+        }
+        let step = (st.buf.len() / 512) as u64;
+        let mut at = 0;
+        while at < bs {
+            let n = step.min(bs - at);
+            let bytes = (n * 512) as usize;
+            match (found, origin) {
+                (Some(m), _) => {
+                    pool.data_dev
+                        .read_at(m.data_block * bs + at, &mut st.buf, 0..bytes)?
+                }
+                (None, Some(o)) => {
+                    st.buf.fill(0);
+                    let have = o.sectors().saturating_sub(block * bs + at).min(n);
+                    if have > 0 {
+                        o.read_at(block * bs + at, &mut st.buf, 0..(have * 512) as usize)?;
+                    }
+                }
+                // Zeros: the buffer is filled once.
+                (None, None) if at == 0 => st.buf.fill(0),
+                (None, None) => {}
+            }
+            pool.data_dev
+                .write_at(new * bs + at, &st.buf, 0..bytes, WriteFlags::default())?;
+            at += n;
+        }
+        Ok(())
     }
 
     fn read(&self, mut io: Io<'_>) -> Mapped {

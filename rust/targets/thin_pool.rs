@@ -39,10 +39,12 @@ pub(super) fn enodata() -> Error {
 
 /// The registry kind pools are found by (key: the pool's vblk index).
 pub(super) const POOL_KIND: &str = "thin-pool";
-/// Smallest and largest data block (sectors): dm's range is up to 1 GiB;
-/// vblk zeroes and copies a block through one buffer, up to 1 MiB.
+/// Smallest and largest data block (sectors): dm's range, 64 KiB to 1 GiB.
 const MIN_BLOCK_SECTORS: u64 = 128;
-const MAX_BLOCK_SECTORS: u64 = 2048;
+const MAX_BLOCK_SECTORS: u64 = 2_097_152;
+/// The pool's buffer for zeroing and copying blocks, a piece at a time
+/// (sectors; 1 MiB, one bio).
+const COPY_SECTORS: u64 = 2048;
 /// Metadata blocks the cache keeps (2 MiB).
 const CACHE_BLOCKS: usize = 512;
 
@@ -143,7 +145,7 @@ pub(super) enum NoSpaceVerdict {
 pub(super) struct PoolState {
     pub(super) meta: PoolMetadata<KVVec<u32>, CacheIo>,
     pub(super) scratch: KBox<PoolScratch>,
-    /// One data block: zeros, or a block being copied.
+    /// A data block, or its first MiB: zeros, or a piece being copied.
     pub(super) buf: IoBuffer,
     pub(super) mode: Mode,
     /// The live table's features and low water mark (a reload changes
@@ -434,20 +436,13 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
             first_word(bs)
         );
     };
-    if !(MIN_BLOCK_SECTORS..=2_097_152).contains(&block_sectors)
+    if !(MIN_BLOCK_SECTORS..=MAX_BLOCK_SECTORS).contains(&block_sectors)
         || block_sectors % MIN_BLOCK_SECTORS != 0
     {
         return fail!(
             ctor.reply,
             EINVAL,
             "thin-pool: data block size {block_sectors} is not a multiple of 128 sectors between 128 and 2097152"
-        );
-    }
-    if block_sectors > MAX_BLOCK_SECTORS {
-        return fail!(
-            ctor.reply,
-            EINVAL,
-            "thin-pool: data block size {block_sectors}: vblk supports up to {MAX_BLOCK_SECTORS} sectors (1 MiB) per block"
         );
     }
     let Ok(low_water) = lw.parse::<u64>() else {
@@ -547,7 +542,7 @@ pub(super) fn construct(ctor: &mut Ctor<'_>) -> Result<Arc<dyn Target>> {
     let bytes = meta_blocks * 8
         + BlockCache::state_bytes(BLOCK_BYTES, CACHE_BLOCKS)
         + core::mem::size_of::<PoolScratch>() as u64
-        + block_sectors * 512;
+        + block_sectors.min(COPY_SECTORS) * 512;
     ctor.charge(bytes, "thin-pool")?;
     let mut why: Option<PoolError> = None;
     let (md, dd) = (meta_dev.clone(), data_dev.clone());
@@ -653,7 +648,7 @@ fn open_pool(
     let cache = KBox::pin_init(cache, GFP_KERNEL).map_err(|_| nomem)?;
     let mut io = CacheIo(cache);
     let mut scratch = crate::sys::zeroed_box::<PoolScratch>().map_err(|_| nomem)?;
-    let buf = IoBuffer::new((block_sectors * 512) as usize).map_err(|_| nomem)?;
+    let buf = IoBuffer::new((block_sectors.min(COPY_SECTORS) * 512) as usize).map_err(|_| nomem)?;
     // The space map describes the blocks the superblock says (a device
     // grown since is taken in at resume); a new pool, the whole device.
     let (blank, n) = {
