@@ -300,16 +300,21 @@ impl PoolShared {
         // dm's metadata low water mark: an event when the free metadata
         // blocks reach the threshold the status shows.
         let (used, total) = st.meta.metadata_usage();
-        if total - used <= metadata_threshold(total) && !st.meta_low_raised {
-            st.meta_low_raised = true;
+        let low = total - used <= metadata_threshold(total);
+        self.low_water(&mut st.meta_low_raised, low, "metadata", total - used);
+        Ok(())
+    }
+
+    /// Raises a low water event once (`raised` remembers it) when `low`.
+    fn low_water(&self, raised: &mut bool, low: bool, what: &str, free: u64) {
+        if low && !*raised {
+            *raised = true;
             pr_info!(
-                "vblk thin-pool vblk{}: reached the metadata low water mark ({} free blocks): sending event\n",
-                self.device,
-                total - used
+                "vblk thin-pool vblk{}: reached the {what} low water mark ({free} free blocks): sending event\n",
+                self.device
             );
             self.events.bump();
         }
-        Ok(())
     }
 
     /// A free data block for a write, counted once; None if there is
@@ -333,15 +338,8 @@ impl PoolShared {
         match got {
             Some(_) => {
                 st.no_space = None;
-                if total - used <= st.low_water && !st.low_water_raised {
-                    st.low_water_raised = true;
-                    pr_info!(
-                        "vblk thin-pool vblk{}: reached the low water mark ({} free data blocks): sending event\n",
-                        self.device,
-                        total - used
-                    );
-                    self.events.bump();
-                }
+                let low = total - used <= st.low_water;
+                self.low_water(&mut st.low_water_raised, low, "data", total - used);
             }
             None => {
                 let since_ms = match st.no_space {
